@@ -1,0 +1,195 @@
+"""Stage `backbone@<name>`: make a pretrained backbone and describe its cut points.
+
+    python -m pipeline.backbone <name>
+
+`weights: source` pretrains a fresh backbone on the source classes (the
+offline default); `imagenet` downloads Keras's weights; a `.keras`/`.h5` path
+loads that model. Writes `models/<name>/backbone.keras` and `meta.json`
+(architecture, parameter count, cut points, source accuracy in inference mode).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import backbones, data, freezing
+from pipeline.config import BackboneParams, PretrainParams, load_params
+from pipeline.errors import ThawError, run_main
+from pipeline.prepare import MANIFEST
+
+MODELS_DIR = Path("models")
+# Pretrained features are useless if the source task itself was not learned;
+# below this multiple of chance the stage stops instead of sweeping noise.
+MIN_ACCURACY_OVER_CHANCE = 2.0
+
+
+class PretrainingError(ThawError):
+    """Source pretraining left features no better than chance."""
+
+
+def batchnorm_layers(model) -> list:
+    import keras
+
+    return [
+        layer for layer in _all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+
+
+def _all_layers(model) -> list:
+    out = []
+    for layer in model.layers:
+        out.append(layer)
+        if hasattr(layer, "layers"):
+            out.extend(_all_layers(layer))
+    return out
+
+
+def recalibrate_batchnorm(model, images: np.ndarray, chunk: int = 256) -> None:
+    """Set every BN layer's moving statistics to the population statistics of `images`.
+
+    keras.applications BN layers use momentum 0.999: after a few hundred steps
+    their moving averages are still near their initial values and the network
+    in inference mode gives chance-level features. One pass in training mode
+    with momentum k/(k+1) on the k-th chunk leaves each moving statistic the
+    average over all chunks ("precise BN").
+    """
+    layers = batchnorm_layers(model)
+    saved = [layer.momentum for layer in layers]
+    for k, start in enumerate(range(0, len(images), chunk)):
+        for layer in layers:
+            layer.momentum = k / (k + 1)
+        model(images[start : start + chunk], training=True)
+    for layer, momentum in zip(layers, saved):
+        layer.momentum = momentum
+
+
+def pretrain(backbone, source: dict[str, data.Split], preprocess: str, params: PretrainParams,
+             seed: int) -> float:
+    """Train backbone + linear head on the source classes; return inference-mode accuracy."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    num_classes = int(source["source_train"].labels.max()) + 1
+    inputs = keras.Input(backbone.input_shape[1:])
+    x = backbone(inputs)
+    if len(x.shape) == 4:
+        x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(num_classes, activation="softmax")(x))
+    layers = batchnorm_layers(backbone)
+    saved = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.momentum = params.bn_momentum
+    model.compile(keras.optimizers.Adam(params.learning_rate), "sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    train_x = backbones.preprocess(preprocess, source["source_train"].images)
+    model.fit(train_x, source["source_train"].labels, epochs=params.epochs,
+              batch_size=params.batch_size, shuffle=True, verbose=2)
+    recalibrate_batchnorm(model, train_x)
+    for layer, momentum in zip(layers, saved):
+        layer.momentum = momentum
+    val_x = backbones.preprocess(preprocess, source["source_val"].images)
+    predictions = model.predict(val_x, verbose=0).argmax(axis=1)  # inference mode
+    return float(np.mean(predictions == source["source_val"].labels))
+
+
+def linear_probe_accuracy(backbone, source: dict[str, data.Split], preprocess: str) -> float:
+    """Source accuracy of a logistic regression on frozen, inference-mode features."""
+    from sklearn.linear_model import LogisticRegression
+
+    def features(split: data.Split) -> np.ndarray:
+        out = backbone.predict(backbones.preprocess(preprocess, split.images), verbose=0)
+        return out.reshape(len(out), -1, out.shape[-1]).mean(axis=1) if out.ndim == 4 else out
+
+    probe = LogisticRegression(max_iter=2000)
+    probe.fit(features(source["source_train"]), source["source_train"].labels)
+    return float(probe.score(features(source["source_val"]), source["source_val"].labels))
+
+
+def load_model_file(path: str, image_size: int):
+    import keras
+
+    model = keras.models.load_model(path, compile=False)
+    shape = model.input_shape
+    if not isinstance(shape, tuple) or len(shape) != 4 or shape[-1] != 3:
+        raise ThawError(f"weights: {path}: expected an image model with input (H, W, 3), "
+                        f"got input shape {shape}")
+    if shape[1] not in (None, image_size) or shape[2] not in (None, image_size):
+        raise ThawError(f"weights: {path} takes {shape[1]}x{shape[2]} images but "
+                        f"data.image_size is {image_size}; set data.image_size to match")
+    return model
+
+
+def make_backbone(name: str, spec: BackboneParams, manifest: dict, pretrain_params: PretrainParams,
+                  seed: int) -> tuple[object, dict]:
+    """The backbone model and its meta.json record."""
+    image_size = manifest["image_size"]
+    source = data.load_splits(manifest, data.SOURCE_SPLITS)
+    arch = spec.arch or name
+    if spec.weights in ("source", "imagenet"):
+        preprocess = spec.preprocess or backbones.architecture(arch).preprocess
+        weights = None if spec.weights == "source" else "imagenet"
+        backbone = backbones.build(arch, image_size, weights, spec)
+    else:
+        arch, preprocess = Path(spec.weights).name, spec.preprocess or "unit"
+        backbone = load_model_file(spec.weights, image_size)
+    if spec.weights == "source":
+        accuracy, method = pretrain(backbone, source, preprocess, pretrain_params, seed), "pretrained"
+    else:
+        accuracy, method = linear_probe_accuracy(backbone, source, preprocess), "linear_probe"
+    chance = 1.0 / len(manifest["source_classes"])
+    if accuracy < MIN_ACCURACY_OVER_CHANCE * chance:
+        raise PretrainingError(
+            f"backbone {name!r}: source accuracy {accuracy:.3f} in inference mode is near chance "
+            f"({chance:.2f}); its features would be noise. Raise pretrain.epochs or "
+            "pretrain.learning_rate, or check the BatchNorm statistics of the weights."
+        )
+    cuts = freezing.cut_points(backbone)
+    meta = {
+        "name": name,
+        "arch": arch,
+        "weights": spec.weights,
+        "preprocess": preprocess,
+        "image_size": image_size,
+        "total_params": freezing.param_count(backbone.weights),
+        "num_layers": len(backbone.layers),
+        "source_accuracy": accuracy,
+        "source_accuracy_method": method,
+        "cut_points": [
+            {"layer": c.layer, "position": c.position, "frozen_fraction": round(c.frozen_fraction, 6)}
+            for c in cuts
+        ],
+    }
+    return backbone, meta
+
+
+def save_backbone(backbone, meta: dict, out: Path) -> None:
+    """backbone.keras plus meta.json, which records the file's content hash."""
+    out.mkdir(parents=True, exist_ok=True)
+    backbone.save(out / "backbone.keras")
+    meta["sha256"] = data.file_digest(out / "backbone.keras")
+    (out / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("name", help="a key of `backbones` in params.yaml")
+    args = parser.parse_args()
+    params = load_params()
+    if args.name not in params.backbones:
+        raise ThawError(f"backbone {args.name!r} is not in params.yaml; known: "
+                        f"{sorted(params.backbones)}")
+    manifest = data.read_manifest(MANIFEST)
+    backbone, meta = make_backbone(args.name, params.backbones[args.name], manifest,
+                                   params.pretrain, params.seed)
+    save_backbone(backbone, meta, MODELS_DIR / args.name)
+    print(f"backbone {args.name}: {meta['arch']}, {meta['total_params']:,} parameters, "
+          f"{len(meta['cut_points'])} cut points, source accuracy {meta['source_accuracy']:.3f} "
+          f"({meta['source_accuracy_method']})")
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,254 @@
+"""Typed view of `params.yaml`, validated in full before any stage does work.
+
+Every stage calls `load_params()` once in its `main()` and passes the typed
+sections down. A bad file raises `ParamsError`, whose message names the key,
+the value it got and what would be accepted.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipeline import backbones
+from pipeline.errors import ThawError
+
+PARAMS_FILE = Path("params.yaml")
+OFFLINE_DATASETS = ("digits",)  # builders of Thaw's own, available without a network
+
+
+class ParamsError(ThawError):
+    """A params.yaml problem, phrased for the person editing the file."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FloatRange(Strict):
+    low: float
+    high: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FloatRange:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must be <= high ({self.high})")
+        return self
+
+
+class LogRange(FloatRange):
+    @model_validator(mode="after")
+    def _positive(self) -> LogRange:
+        if self.low <= 0:
+            raise ValueError(f"a log-scale range needs low > 0, got low={self.low}")
+        return self
+
+
+class DataParams(Strict):
+    dataset: str = "digits"
+    image_size: int = Field(32, ge=8, le=1024)
+    source_classes: list[int] = [0, 1, 2, 3, 4]
+    target_classes: list[int] = [5, 6, 7, 8, 9]
+    train_per_class: int = Field(10, ge=1)
+    val_per_class: int = Field(30, ge=1)
+    source_val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, name: str) -> str:
+        if name in OFFLINE_DATASETS:
+            return name
+        import tensorflow_datasets as tfds  # slow import: only for catalog names
+
+        base = name.split(":")[0].split("/")[0]
+        if base not in tfds.list_builders():
+            raise ValueError(
+                f"unknown dataset {name!r}; accepted: 'digits' (offline) or a TFDS catalog "
+                "name such as 'tf_flowers', 'cifar10', 'beans'"
+            )
+        return name
+
+    @model_validator(mode="after")
+    def _classes(self) -> DataParams:
+        for key in ("source_classes", "target_classes"):
+            labels = getattr(self, key)
+            if len(labels) < 2 or len(set(labels)) != len(labels):
+                raise ValueError(f"{key}={labels}: needs at least two distinct class ids")
+        overlap = set(self.source_classes) & set(self.target_classes)
+        if overlap:
+            raise ValueError(
+                f"source_classes and target_classes share {sorted(overlap)}; "
+                "they must be disjoint so the target task is new to the backbone"
+            )
+        return self
+
+
+class PretrainParams(Strict):
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(64, ge=1)
+    learning_rate: float = Field(3e-3, gt=0)
+    bn_momentum: float = Field(0.9, ge=0.0, lt=1.0)
+
+
+class BackboneParams(Strict):
+    arch: str | None = None  # defaults to the backbone's key in params.yaml
+    weights: str = "source"
+    alpha: float = Field(1.0, gt=0)
+    width: int = Field(16, ge=1)
+    preprocess: str | None = None  # defaults to the architecture's own
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, value: str) -> str:
+        if value in ("source", "imagenet"):
+            return value
+        if Path(value).suffix in (".keras", ".h5"):
+            if not Path(value).is_file():
+                raise ValueError(f"model file {value!r} does not exist")
+            return value
+        raise ValueError(
+            f"unknown weights {value!r}; accepted: 'source', 'imagenet' or a path to a "
+            ".keras/.h5 model file"
+        )
+
+    @field_validator("preprocess")
+    @classmethod
+    def _preprocess(cls, value: str | None) -> str | None:
+        if value is not None and value not in backbones.PREPROCESSORS:
+            raise ValueError(
+                f"unknown preprocess {value!r}; accepted: {sorted(backbones.PREPROCESSORS)}"
+            )
+        return value
+
+
+class DepthRange(FloatRange):
+    candidates: int = Field(6, ge=1, le=64)
+
+    @model_validator(mode="after")
+    def _fraction(self) -> DepthRange:
+        if not (0.0 <= self.low <= 1.0 and 0.0 <= self.high <= 1.0):
+            raise ValueError(
+                f"low={self.low}, high={self.high}: freeze_depth bounds are fractions of "
+                "backbone parameters frozen, between 0.0 and 1.0"
+            )
+        return self
+
+
+class SearchParams(Strict):
+    freeze_depth: DepthRange = DepthRange(low=0.0, high=1.0)
+    head_units: list[int] = [0, 32, 128]
+    learning_rate: LogRange = LogRange(low=1e-4, high=1e-2)
+    epochs: int = Field(8, ge=1)
+    batch_size: int = Field(32, ge=1)
+
+    @field_validator("head_units")
+    @classmethod
+    def _units(cls, units: list[int]) -> list[int]:
+        if not units or any(u < 0 for u in units):
+            raise ValueError(f"{units}: a non-empty list of sizes >= 0 (0 = linear head)")
+        return units
+
+
+class SweepParams(Strict):
+    n_trials: int = Field(12, ge=1)
+    storage: str = "default"  # default: a SQLite file per backbone under results/optuna/
+    max_failures: int = Field(5, ge=1)
+
+    @field_validator("storage")
+    @classmethod
+    def _storage(cls, url: str) -> str:
+        if url == "default" or "://" in url:
+            return url
+        raise ValueError(
+            f"storage {url!r} is not a database URL; accepted: 'default' or an SQLAlchemy "
+            "URL such as 'sqlite:///results/optuna.db' or 'postgresql://user@host/db'"
+        )
+
+
+class ReportParams(Strict):
+    top_n: int = Field(10, ge=1)
+
+
+class Params(Strict):
+    seed: int = 0
+    data: DataParams = DataParams()
+    pretrain: PretrainParams = PretrainParams()
+    backbones: dict[str, BackboneParams]
+    search: SearchParams = SearchParams()
+    sweep: SweepParams = SweepParams()
+    report: ReportParams = ReportParams()
+
+    @model_validator(mode="after")
+    def _backbones_fit_data(self) -> Params:
+        if not self.backbones:
+            raise ValueError("backbones: list at least one backbone")
+        for name, spec in self.backbones.items():
+            arch = spec.arch or name
+            if spec.weights in ("source", "imagenet") and arch not in backbones.ARCHITECTURES:
+                raise ParamsProblem(
+                    ("backbones", name, "arch"),
+                    arch,
+                    f"unknown architecture; accepted: {sorted(backbones.ARCHITECTURES)} "
+                    "(or weights: a .keras/.h5 file)",
+                )
+            min_size = backbones.min_image_size(arch) if arch in backbones.ARCHITECTURES else 1
+            if self.data.image_size < min_size:
+                raise ParamsProblem(
+                    ("data", "image_size"),
+                    self.data.image_size,
+                    f"backbone {name!r} ({arch}) needs images of at least {min_size} px",
+                )
+        return self
+
+
+class ParamsProblem(ValueError):
+    """Raised inside cross-field validators to point at a key other than the model's own."""
+
+    def __init__(self, loc: tuple[str, ...], value: Any, why: str):
+        super().__init__(why)
+        self.loc, self.value, self.why = loc, value, why
+
+
+def _describe(error: dict[str, Any]) -> str:
+    ctx_error = (error.get("ctx") or {}).get("error")
+    if isinstance(ctx_error, ParamsProblem):
+        key = ".".join(ctx_error.loc)
+        return f"{key} = {ctx_error.value!r}: {ctx_error.why}"
+    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    value = error.get("input")
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        return f"{key}: unknown key (value {value!r}); check the spelling against README.md"
+    if error["type"] == "missing":
+        return f"{key}: required key is missing"
+    return f"{key} = {_short(value)}: {message}"
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) < 120 else text[:117] + "..."
+
+
+def parse_params(raw: Any) -> Params:
+    if not isinstance(raw, dict):
+        raise ParamsError(f"params.yaml must be a mapping of keys to values, got {_short(raw)}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        lines = [_describe(e) for e in exc.errors(include_url=False)]
+        raise ParamsError("Invalid params.yaml:\n  " + "\n  ".join(lines)) from None
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> Params:
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path} not found; run from the project root (where dvc.yaml is)")
+    with path.open() as f:
+        return parse_params(yaml.safe_load(f))
+
+
+def arch_of(name: str, spec: BackboneParams) -> str:
+    return spec.arch or name

@@ -1,0 +1,181 @@
+"""Datasets through TFDS, the split manifest, and loading splits as arrays.
+
+A dataset is either Thaw's offline `digits` builder or any TFDS catalog name.
+Both are built with `download_and_prepare()` into one data_dir. The splits
+Thaw uses (source classes for pretraining; target classes with a few labels
+each, a validation split and a held-out test split) are indices into the
+concatenation of the builder's own splits, written to a JSON manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import ThawError
+
+SOURCE_SPLITS = ("source_train", "source_val")
+TARGET_SPLITS = ("train", "val", "test")
+
+
+class DatasetError(ThawError):
+    """The dataset could not be built or does not fit the requested splits."""
+
+
+@dataclass(frozen=True)
+class Split:
+    images: np.ndarray  # uint8, (n, size, size, 3)
+    labels: np.ndarray  # int32 in 0..k-1, k = number of source or target classes
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def tfds_name(dataset: str) -> str:
+    if dataset == "digits":
+        from pipeline import digits  # registers the builder with TFDS
+
+        return digits.BUILDER_NAME
+    return dataset
+
+
+def prepare_builder(dataset: str, data_dir: str | Path):
+    """Build (or find already built) the dataset under data_dir."""
+    import tensorflow_datasets as tfds
+
+    name = tfds_name(dataset)
+    try:
+        builder = tfds.builder(name, data_dir=str(data_dir))
+        builder.download_and_prepare()
+    except Exception as exc:
+        hint = "" if dataset == "digits" else (
+            "\nCatalog datasets need a network the first time. Offline, set "
+            "`data.dataset: digits` (it ships with scikit-learn)."
+        )
+        raise DatasetError(
+            f"Could not download and prepare TFDS dataset {dataset!r} into {data_dir}: "
+            f"{type(exc).__name__}: {exc}{hint}"
+        ) from exc
+    return builder
+
+
+def load_examples(builder, image_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every example of every split (sorted by split name), resized to RGB uint8."""
+    import tensorflow as tf
+
+    images, labels = [], []
+    for split in sorted(builder.info.splits.keys()):
+        ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
+        ds = ds.map(lambda x, y: (_to_rgb(x, image_size), y), num_parallel_calls=tf.data.AUTOTUNE)
+        for x, y in ds.batch(1024).as_numpy_iterator():
+            images.append(x)
+            labels.append(y)
+    return np.concatenate(images), np.concatenate(labels).astype(np.int32)
+
+
+def _to_rgb(image, image_size: int):
+    import tensorflow as tf
+
+    image = tf.image.resize(image, (image_size, image_size), method="bilinear")
+    if image.shape[-1] == 1:
+        image = tf.image.grayscale_to_rgb(image)
+    return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+
+
+def split_indices(
+    labels: np.ndarray,
+    *,
+    seed: int,
+    source_classes: list[int],
+    target_classes: list[int],
+    train_per_class: int,
+    val_per_class: int,
+    source_val_fraction: float,
+) -> dict[str, list[int]]:
+    """Deterministic in the seed: per-class shuffles, then fixed-size slices."""
+    rng = np.random.default_rng(seed)
+    splits: dict[str, list[int]] = {name: [] for name in SOURCE_SPLITS + TARGET_SPLITS}
+    available = set(np.unique(labels).tolist())
+    for cls in source_classes + target_classes:
+        if cls not in available:
+            raise DatasetError(f"class id {cls} has no examples; ids present: {sorted(available)}")
+    for cls in source_classes:
+        idx = rng.permutation(np.flatnonzero(labels == cls))
+        n_val = max(1, int(round(len(idx) * source_val_fraction)))
+        splits["source_val"] += idx[:n_val].tolist()
+        splits["source_train"] += idx[n_val:].tolist()
+    for cls in target_classes:
+        idx = rng.permutation(np.flatnonzero(labels == cls))
+        need = train_per_class + val_per_class + 1
+        if len(idx) < need:
+            raise DatasetError(
+                f"target class {cls} has {len(idx)} examples; train_per_class + val_per_class "
+                f"+ at least one test example needs {need}"
+            )
+        splits["train"] += idx[:train_per_class].tolist()
+        splits["val"] += idx[train_per_class : train_per_class + val_per_class].tolist()
+        splits["test"] += idx[train_per_class + val_per_class :].tolist()
+    return {name: sorted(ix) for name, ix in splits.items()}
+
+
+def make_manifest(
+    dataset: str, data_dir: str, builder, labels: np.ndarray, image_size: int,
+    source_classes: list[int], target_classes: list[int], splits: dict[str, list[int]],
+) -> dict:
+    names = builder.info.features["label"].names
+    counts = {
+        split: {names[c]: int(np.sum(labels[ix] == c)) for c in _classes_of(split, source_classes,
+                                                                             target_classes)}
+        for split, ix in splits.items()
+    }
+    return {
+        "dataset": dataset,
+        "tfds_name": builder.name,
+        "tfds_version": str(builder.version),
+        "data_dir": str(data_dir),
+        "image_size": image_size,
+        "num_examples": int(len(labels)),
+        "class_names": names,
+        "source_classes": source_classes,
+        "target_classes": target_classes,
+        "counts": counts,
+        "splits": splits,
+    }
+
+
+def _classes_of(split: str, source: list[int], target: list[int]) -> list[int]:
+    return source if split in SOURCE_SPLITS else target
+
+
+def write_manifest(manifest: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(manifest, indent=1) + "\n")
+
+
+def read_manifest(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def file_digest(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_splits(manifest: dict, names: tuple[str, ...]) -> dict[str, Split]:
+    """The named splits as arrays, labels renumbered within source or target classes."""
+    builder = prepare_builder(manifest["dataset"], manifest["data_dir"])
+    images, labels = load_examples(builder, manifest["image_size"])
+    out = {}
+    for name in names:
+        classes = _classes_of(name, manifest["source_classes"], manifest["target_classes"])
+        remap = {c: i for i, c in enumerate(classes)}
+        ix = np.asarray(manifest["splits"][name], dtype=np.int64)
+        out[name] = Split(images[ix], np.array([remap[c] for c in labels[ix]], dtype=np.int32))
+    return out

@@ -1,0 +1,40 @@
+"""Which device trains, by name, and how to wait for it before reading a clock."""
+
+from __future__ import annotations
+
+import functools
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Device:
+    kind: str  # "GPU" or "CPU": the report labels device time accordingly
+    name: str
+
+
+@functools.cache
+def current() -> Device:
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        details = tf.config.experimental.get_device_details(gpus[0])
+        return Device("GPU", details.get("device_name", gpus[0].name))
+    return Device("CPU", _cpu_name())
+
+
+def _cpu_name() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def synchronize(model) -> None:
+    """Block until queued device work is done: reading a weight back to the host waits."""
+    if model.weights:
+        model.weights[0].numpy()

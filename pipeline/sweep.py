@@ -1,0 +1,242 @@
+"""Stage `sweep@<name>`: an Optuna study over freeze depth, head size and learning rate.
+
+    python -m pipeline.sweep <name>
+
+Reads `seed`, `search` and `sweep` from params.yaml, the backbone from
+`models/<name>/` and the target splits from the manifest. The study lives in
+persistent storage and the stage ends when it holds `sweep.n_trials` finished
+trials, so an interrupted run resumes where it stopped, and several workers
+pointed at one `sweep.storage` share the work. Writes
+`results/sweep/<name>/trials.csv` and `best.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import backbones, data, freezing, studies, training
+from pipeline.config import Params, SearchParams, load_params
+from pipeline.errors import ThawError, run_main
+from pipeline.prepare import MANIFEST
+
+MODELS_DIR = Path("models")
+RESULTS_DIR = Path("results/sweep")
+
+
+@dataclass(frozen=True)
+class SweepContext:
+    """Everything a trial needs that does not depend on the trial: built once."""
+
+    backbone_path: Path
+    plans: list[freezing.FreezePlan]
+    train: tuple[np.ndarray, np.ndarray]
+    val: tuple[np.ndarray, np.ndarray]
+    num_classes: int
+    search: SearchParams
+    seed: int
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    freeze_depth: int
+    head_units: int
+    learning_rate: float
+
+
+def suggest(trial, search: SearchParams, n_depths: int) -> TrialConfig:
+    return TrialConfig(
+        freeze_depth=trial.suggest_int("freeze_depth", 0, n_depths - 1),
+        head_units=trial.suggest_categorical("head_units", search.head_units),
+        learning_rate=trial.suggest_float(
+            "learning_rate", search.learning_rate.low, search.learning_rate.high, log=True
+        ),
+    )
+
+
+def run_trial(trial, ctx: SweepContext) -> float:
+    """Objective: best validation accuracy over the trial's epochs."""
+    import keras
+
+    keras.backend.clear_session()  # a long sweep must not grow the graph
+    gc.collect()
+    config = suggest(trial, ctx.search, len(ctx.plans))
+    plan = ctx.plans[config.freeze_depth]
+    trial.set_user_attr("freeze_layer", plan.last_frozen_layer or "")
+    trial.set_user_attr("frozen_fraction", plan.frozen_fraction)
+    trial.set_user_attr("plan", plan.describe())
+    per_epoch: list[float] = []
+
+    def on_epoch(epoch: int, accuracy: float) -> None:
+        per_epoch.append(accuracy)
+        trial.set_user_attr("val_accuracy_per_epoch", per_epoch)
+        trial.report(accuracy, epoch)
+
+    try:
+        backbone = keras.models.load_model(ctx.backbone_path, compile=False)
+        model = training.build_classifier(backbone, plan, config.head_units, ctx.num_classes)
+        training.compile_classifier(model, config.learning_rate)
+        result = training.fit(
+            model, ctx.train, ctx.val, epochs=ctx.search.epochs,
+            batch_size=ctx.search.batch_size, seed=ctx.seed + trial.number, on_epoch=on_epoch,
+        )
+    except Exception as exc:
+        trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}"[:500])
+        raise
+    for key in ("trainable_params", "frozen_params", "total_params", "device", "device_kind",
+                "device_seconds"):
+        trial.set_user_attr(key, getattr(result, key))
+    return result.best_val_accuracy
+
+
+class Progress:
+    """Optuna callback: one line per finished trial with the best so far."""
+
+    def __init__(self, backbone: str, n_trials: int, max_failures: int):
+        self.backbone, self.n_trials, self.max_failures = backbone, n_trials, max_failures
+        self.consecutive_failures = 0
+
+    def __call__(self, study, trial) -> None:
+        done = studies.count_finished(study)
+        state = trial.state.name
+        if state == "FAIL":
+            self.consecutive_failures += 1
+            detail = trial.user_attrs.get("fail_reason", "see the log above")
+        else:
+            self.consecutive_failures = 0
+            detail = (
+                f"val_acc {trial.value:.3f} | {trial.user_attrs.get('plan')} | head "
+                f"{trial.params['head_units']} | lr {trial.params['learning_rate']:.1e} | "
+                f"{trial.user_attrs.get('device_seconds', 0):.1f} s"
+            )
+        best = _best_trial(study)
+        best_text = f"best {best.value:.3f} (trial {best.number})" if best else "no best yet"
+        print(f"[sweep {self.backbone} {done}/{self.n_trials}] trial {trial.number} {state}: "
+              f"{detail} || {best_text}", file=sys.stderr, flush=True)
+        if self.consecutive_failures >= self.max_failures:
+            study.stop()
+            raise ThawError(
+                f"sweep {self.backbone}: {self.consecutive_failures} trials failed in a row; "
+                f"the last one: {detail}. Check the search space and data, then re-run: "
+                "finished trials are kept."
+            )
+
+
+def _best_trial(study):
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    return max(complete, key=lambda t: t.value) if complete else None
+
+
+def load_context(name: str, params: Params, manifest: dict) -> tuple[SweepContext, dict]:
+    folder = MODELS_DIR / name
+    meta = json.loads((folder / "meta.json").read_text())
+    import keras
+
+    backbone = keras.models.load_model(folder / "backbone.keras", compile=False)
+    plans = freezing.candidate_plans(backbone, params.search.freeze_depth.low,
+                                     params.search.freeze_depth.high,
+                                     params.search.freeze_depth.candidates)
+    splits = data.load_splits(manifest, ("train", "val"))
+
+    def arrays(split: data.Split) -> tuple[np.ndarray, np.ndarray]:
+        return backbones.preprocess(meta["preprocess"], split.images), split.labels
+
+    ctx = SweepContext(
+        backbone_path=folder / "backbone.keras",
+        plans=plans,
+        train=arrays(splits["train"]),
+        val=arrays(splits["val"]),
+        num_classes=len(manifest["target_classes"]),
+        search=params.search,
+        seed=params.seed,
+    )
+    return ctx, meta
+
+
+def open_study(name: str, params: Params, meta: dict):
+    import optuna
+
+    url = studies.storage_url(params.sweep.storage, name)
+    study_name = studies.study_name(name, meta["sha256"], data.file_digest(MANIFEST),
+                                    params.search, params.seed)
+    study = optuna.create_study(
+        study_name=study_name,
+        storage=studies.open_storage(url),
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=params.seed),
+        pruner=optuna.pruners.NopPruner(),
+        load_if_exists=True,
+    )
+    studies.write_pointer(name, study_name, url)
+    return study
+
+
+def sweep(name: str, params: Params, manifest: dict):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    ctx, meta = load_context(name, params, manifest)
+    study = open_study(name, params, meta)
+    n_trials = params.sweep.n_trials
+    progress = Progress(name, n_trials, params.sweep.max_failures)
+    already = studies.count_finished(study)
+    if already:
+        print(f"[sweep {name}] resuming study {study.study_name}: {already} finished trials kept",
+              file=sys.stderr)
+    while studies.count_finished(study) < n_trials:
+        study.optimize(lambda trial: run_trial(trial, ctx), n_trials=1, catch=(Exception,),
+                       callbacks=[progress], gc_after_trial=True)
+    return study, meta
+
+
+def write_results(name: str, study, meta: dict, out: Path) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    table = studies.trials_table(study, name)
+    table.to_csv(out / "trials.csv", index=False)
+    best = _best_trial(study)
+    if best is None:
+        raise ThawError(f"sweep {name}: no trial completed; see fail_reason in trials.csv")
+    row = table[table.trial == best.number].iloc[0]
+    summary = {
+        "backbone": name,
+        "arch": meta["arch"],
+        "weights": meta["weights"],
+        "study_name": study.study_name,
+        "trial": int(best.number),
+        "params": best.params,
+        "plan": best.user_attrs.get("plan"),
+        "val_accuracy": float(best.value),
+        "trainable_params": int(row.trainable_params),
+        "total_params": int(row.total_params),
+        "device": row.device,
+        "device_kind": row.device_kind,
+        "device_seconds": float(row.device_seconds),
+        "trials": table.state.value_counts().to_dict(),
+    }
+    (out / "best.json").write_text(json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("name", help="a key of `backbones` in params.yaml")
+    args = parser.parse_args()
+    params = load_params()
+    if args.name not in params.backbones:
+        raise ThawError(f"backbone {args.name!r} is not in params.yaml; known: "
+                        f"{sorted(params.backbones)}")
+    manifest = data.read_manifest(MANIFEST)
+    study, meta = sweep(args.name, params, manifest)
+    summary = write_results(args.name, study, meta, RESULTS_DIR / args.name)
+    print(f"sweep {args.name}: best val accuracy {summary['val_accuracy']:.3f} with "
+          f"{summary['plan']}, {summary['trainable_params']:,} trainable parameters")
+
+
+if __name__ == "__main__":
+    run_main(main)

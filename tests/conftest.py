@@ -1,0 +1,75 @@
+"""Shared fixtures: seeded Keras, tiny models, and a tiny prepared workspace."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Small enough that pretraining and a trial take a second or two on 2 CPU cores.
+TINY_PARAMS = {
+    "seed": 0,
+    "data": {"dataset": "digits", "image_size": 16, "train_per_class": 5, "val_per_class": 10},
+    "pretrain": {"epochs": 4, "batch_size": 64, "learning_rate": 0.01},
+    "backbones": {"small_cnn": {"weights": "source", "width": 4}},
+    "search": {
+        "freeze_depth": {"low": 0.0, "high": 1.0, "candidates": 3},
+        "head_units": [0, 8],
+        "learning_rate": {"low": 0.001, "high": 0.01},
+        "epochs": 1,
+        "batch_size": 16,
+    },
+    "sweep": {"n_trials": 2},
+}
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    yield
+    keras.backend.clear_session()
+
+
+def write_params(folder: Path, params: dict) -> Path:
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def prepared_workspace(tmp_path_factory) -> Path:
+    """A folder with params.yaml, data/ and models/small_cnn/ from the real stages."""
+    import os
+
+    from pipeline import backbone, data, prepare
+    from pipeline.config import load_params
+
+    folder = tmp_path_factory.mktemp("workspace")
+    write_params(folder, TINY_PARAMS)
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        params = load_params()
+        manifest = prepare.prepare(params.data, params.seed)
+        data.write_manifest(manifest, prepare.MANIFEST)
+        model, meta = backbone.make_backbone("small_cnn", params.backbones["small_cnn"], manifest,
+                                             params.pretrain, params.seed)
+        backbone.save_backbone(model, meta, backbone.MODELS_DIR / "small_cnn")
+    finally:
+        os.chdir(cwd)
+    return folder
+
+
+@pytest.fixture
+def workspace(prepared_workspace, tmp_path, monkeypatch) -> Path:
+    """A private copy of the prepared workspace, as the working directory."""
+    folder = tmp_path / "ws"
+    shutil.copytree(prepared_workspace, folder)
+    monkeypatch.chdir(folder)
+    return folder

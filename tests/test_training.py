@@ -1,0 +1,94 @@
+"""Keras correctness: frozen stays bit-identical, counts come from the weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline import backbones, freezing, training
+from pipeline.config import BackboneParams
+
+
+def tiny_data(n=24, size=32, classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, size, size, 3)).astype("float32")
+    y = rng.integers(0, classes, size=n).astype("int32")
+    return x, y
+
+
+def snapshot(model) -> dict[str, np.ndarray]:
+    return {w.path: np.array(w.numpy(), copy=True) for w in model.weights}
+
+
+def train_with_plan(arch: str, depth: int, lr: float = 0.05):
+    backbone = backbones.build(arch, 32, None, BackboneParams(alpha=0.35, width=4))
+    plan = freezing.candidate_plans(backbone, 0.0, 1.0, 4)[depth]
+    model = training.build_classifier(backbone, plan, head_units=8, num_classes=3)
+    training.compile_classifier(model, lr)
+    before = snapshot(model)
+    x, y = tiny_data()
+    result = training.fit(model, (x, y), (x[:8], y[:8]), epochs=2, batch_size=8, seed=0)
+    return backbone, model, plan, before, result
+
+
+@pytest.mark.parametrize("arch", ["small_cnn", "mobilenet_v2"])
+def test_frozen_weights_and_batchnorm_statistics_are_bit_identical(arch):
+    backbone, model, plan, before, _ = train_with_plan(arch, depth=2)
+    frozen = backbone.layers[: plan.n_frozen_layers]
+    frozen_weights = [w for layer in frozen for w in layer.weights]
+    assert any("moving_variance" in w.path for w in frozen_weights)  # BN stats are checked
+    for w in frozen_weights:
+        np.testing.assert_array_equal(w.numpy(), before[w.path], err_msg=w.path)
+
+
+@pytest.mark.parametrize("arch", ["small_cnn", "mobilenet_v2"])
+def test_trainable_weights_trained_and_bn_stays_in_inference_mode(arch):
+    backbone, model, plan, before, _ = train_with_plan(arch, depth=1)
+    for w in model.trainable_weights:
+        assert not np.array_equal(w.numpy(), before[w.path]), f"{w.path} did not train"
+    # The backbone is called with training=False: even trainable BN layers in the
+    # suffix normalise with, and never update, their moving statistics.
+    stats = [w for w in backbone.non_trainable_weights if "moving" in w.path]
+    assert stats
+    for w in stats:
+        np.testing.assert_array_equal(w.numpy(), before[w.path], err_msg=w.path)
+
+
+def test_trainable_count_matches_the_weights_the_optimizer_updates():
+    _, model, plan, _, result = train_with_plan("small_cnn", depth=2)
+    sizes = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    assert result.trainable_params == sizes
+    assert result.total_params == sum(int(np.prod(w.shape)) for w in model.weights)
+    assert result.frozen_params == result.total_params - sizes
+    optimizer_vars = {id(v) for v in model.optimizer._trainable_variables}
+    assert optimizer_vars == {id(w) for w in model.trainable_weights}
+
+
+def test_freezing_changes_the_trainable_count():
+    counts = [train_with_plan("small_cnn", depth=d)[4].trainable_params for d in (0, 2, 3)]
+    assert counts[0] > counts[1] > counts[2] > 0
+
+
+def test_head_only_trains_just_the_head():
+    backbone, model, plan, before, result = train_with_plan("small_cnn", depth=3)
+    assert plan.frozen_fraction == 1.0
+    assert not backbone.trainable_weights
+    assert {w.path.split("/")[0] for w in model.trainable_weights} == {"head_hidden", "head_logits"}
+
+
+def test_result_records_device_time_and_per_epoch_accuracy():
+    *_, result = train_with_plan("small_cnn", depth=2)
+    assert len(result.val_accuracy) == 2
+    assert result.device_kind in ("CPU", "GPU") and result.device
+    assert result.device_seconds > 0
+
+
+def test_nan_loss_stops_training_with_a_reason():
+    backbone = backbones.build("small_cnn", 32, None, BackboneParams(width=4))
+    plan = freezing.candidate_plans(backbone, 0.0, 1.0, 4)[0]
+    model = training.build_classifier(backbone, plan, head_units=0, num_classes=3)
+    training.compile_classifier(model, 0.01)
+    x, y = tiny_data()
+    x[0, 0, 0, 0] = np.nan
+    with pytest.raises(training.DivergedError, match="loss became nan"):
+        training.fit(model, (x, y), (x[:8], y[:8]), epochs=2, batch_size=8, seed=0)
