@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.errors import ThawError
+
 
 @dataclass(frozen=True)
 class Architecture:
@@ -82,7 +84,7 @@ def architecture(arch: str) -> Architecture:
     try:
         return ARCHITECTURES[arch]
     except KeyError:
-        raise ValueError(f"Unknown backbone architecture {arch!r}; known: {sorted(ARCHITECTURES)}")
+        raise ThawError(f"Unknown backbone architecture {arch!r}; known: {sorted(ARCHITECTURES)}")
 
 
 def min_image_size(arch: str) -> int:
@@ -93,12 +95,12 @@ def build(arch: str, image_size: int, weights: str | None, spec) -> object:
     """A fresh headless backbone; `weights` None or "imagenet"."""
     entry = architecture(arch)
     if weights == "imagenet" and not entry.imagenet:
-        raise ValueError(f"{arch} has no ImageNet weights; use weights: source")
+        raise ThawError(f"{arch} has no ImageNet weights; use weights: source")
     try:
         return entry.build(image_size, weights, spec)
     except Exception as exc:  # Keras raises a bare Exception on a failed download
         if weights == "imagenet" and _looks_like_download_failure(exc):
-            raise RuntimeError(
+            raise ThawError(
                 f"Could not download ImageNet weights for {arch} ({exc}). This machine seems "
                 "to have no network: set `weights: source` to pretrain on the source classes "
                 "offline, or put a .keras/.h5 file path in `weights`."

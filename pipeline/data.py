@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,13 +44,30 @@ def tfds_name(dataset: str) -> str:
     return dataset
 
 
-def prepare_builder(dataset: str, data_dir: str | Path):
+# Where TFDS keeps most catalog files; if it cannot be reached, a download would
+# retry for minutes before failing, so Thaw says so at once instead.
+DOWNLOAD_PROBE = ("storage.googleapis.com", 443)
+
+
+def network_available(timeout: float = 3.0) -> bool:
+    try:
+        socket.create_connection(DOWNLOAD_PROBE, timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def prepare_builder(dataset: str, data_dir: str | Path, check_network: bool = True):
     """Build (or find already built) the dataset under data_dir."""
     import tensorflow_datasets as tfds
 
     name = tfds_name(dataset)
     try:
         builder = tfds.builder(name, data_dir=str(data_dir))
+        if check_network and dataset != "digits" and not builder.is_prepared():
+            if not network_available():
+                raise ConnectionError("no network: the dataset is not in data_dir and cannot "
+                                      "be downloaded")
         builder.download_and_prepare()
     except Exception as exc:
         hint = "" if dataset == "digits" else (
@@ -64,16 +82,15 @@ def prepare_builder(dataset: str, data_dir: str | Path):
 
 
 def load_examples(builder, image_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Every example of every split (sorted by split name), resized to RGB uint8."""
+    """Every example of every split (TFDS's "all", in a fixed order), resized to RGB uint8."""
     import tensorflow as tf
 
-    images, labels = [], []
-    for split in sorted(builder.info.splits.keys()):
-        ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
-        ds = ds.map(lambda x, y: (_to_rgb(x, image_size), y), num_parallel_calls=tf.data.AUTOTUNE)
-        for x, y in ds.batch(1024).as_numpy_iterator():
-            images.append(x)
-            labels.append(y)
+    ds = builder.as_dataset(split="all", as_supervised=True, shuffle_files=False)
+    ds = ds.map(lambda x, y: (_to_rgb(x, image_size), y), num_parallel_calls=tf.data.AUTOTUNE)
+    batches = list(ds.batch(1024).as_numpy_iterator())
+    if not batches:
+        raise DatasetError(f"TFDS dataset {builder.name!r} has no examples")
+    images, labels = zip(*batches)
     return np.concatenate(images), np.concatenate(labels).astype(np.int32)
 
 

@@ -1,0 +1,101 @@
+"""The backbone registry, source pretraining with converged BatchNorm, and model files."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from pipeline import backbone, backbones, data, freezing
+from pipeline.config import BackboneParams, PretrainParams
+from pipeline.errors import ThawError
+
+# (architecture, feature channels at 32 px), as keras.applications' own tests walk a table.
+MODEL_LIST = [
+    ("small_cnn", 64),
+    ("mobilenet_v2", 1280),
+    ("efficientnet_b0", 1280),
+    ("resnet50", 2048),
+]
+
+
+@pytest.mark.parametrize("arch, channels", MODEL_LIST)
+def test_every_registered_backbone_builds_headless_at_32px(arch, channels):
+    model = backbones.build(arch, 32, None, BackboneParams(alpha=0.35, width=16))
+    assert model.input_shape == (None, 32, 32, 3)
+    assert model.output_shape[-1] == channels and len(model.output_shape) == 4
+    assert len(freezing.cut_points(model)) >= 3
+
+
+def test_unknown_architecture_lists_the_known_ones():
+    with pytest.raises(ThawError, match="mobilenet_v2"):
+        backbones.build("vgg99", 32, None, BackboneParams())
+
+
+def test_imagenet_download_failure_suggests_source(monkeypatch):
+    def offline(**kwargs):
+        raise Exception("URL fetch failure on https://example/weights.h5: Temporary failure")
+
+    monkeypatch.setattr(keras.applications, "MobileNetV2", offline)
+    with pytest.raises(ThawError) as info:
+        backbones.build("mobilenet_v2", 32, "imagenet", BackboneParams())
+    assert "weights: source" in str(info.value) and "mobilenet_v2" in str(info.value)
+
+
+def conv_bn_model(momentum: float):
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    x = keras.layers.BatchNormalization(momentum=momentum, name="bn")(x)
+    return keras.Model(inputs, keras.layers.ReLU()(x))
+
+
+def test_recalibration_sets_population_statistics_and_keeps_momentum():
+    model = conv_bn_model(momentum=0.999)
+    images = np.random.default_rng(0).normal(3.0, 2.0, size=(96, 8, 8, 3)).astype("float32")
+    backbone.recalibrate_batchnorm(model, images, chunk=32)
+    conv_out = keras.Model(model.input, model.get_layer("conv").output).predict(images, verbose=0)
+    bn = model.get_layer("bn")
+    np.testing.assert_allclose(bn.moving_mean.numpy(), conv_out.mean(axis=(0, 1, 2)), rtol=1e-4,
+                               atol=1e-4)
+    within_chunk_var = np.mean([conv_out[i:i + 32].var(axis=(0, 1, 2)) for i in (0, 32, 64)], 0)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), within_chunk_var, rtol=1e-3)
+    assert bn.momentum == 0.999
+
+
+def test_pretrained_backbone_is_accurate_in_inference_mode(prepared_workspace):
+    meta = json.loads((prepared_workspace / "models/small_cnn/meta.json").read_text())
+    assert meta["source_accuracy_method"] == "pretrained"
+    assert meta["source_accuracy"] > 0.8  # 5 source classes: chance is 0.2
+    assert meta["sha256"] == data.file_digest(prepared_workspace / "models/small_cnn/backbone.keras")
+    assert meta["cut_points"] and meta["total_params"] > 0
+
+
+def test_near_chance_source_accuracy_stops_the_stage(workspace, monkeypatch):
+    monkeypatch.setattr(backbone, "pretrain", lambda *args: 0.24)
+    manifest = data.read_manifest("data/manifest.json")
+    with pytest.raises(backbone.PretrainingError, match="0.240 in inference mode is near chance"):
+        backbone.make_backbone("small_cnn", BackboneParams(width=4), manifest,
+                               PretrainParams(epochs=1), seed=0)
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_a_model_file_is_a_backbone(workspace, suffix):
+    trained = keras.models.load_model("models/small_cnn/backbone.keras")
+    path = workspace / f"custom{suffix}"
+    trained.save(path)
+    manifest = data.read_manifest("data/manifest.json")
+    model, meta = backbone.make_backbone("mine", BackboneParams(weights=str(path)), manifest,
+                                         PretrainParams(), seed=0)
+    assert meta["source_accuracy_method"] == "linear_probe" and meta["source_accuracy"] > 0.6
+    assert meta["arch"] == path.name
+    assert [c["layer"] for c in meta["cut_points"]] == [
+        c.layer for c in freezing.cut_points(trained)]
+
+
+def test_a_model_file_with_the_wrong_input_size_is_rejected(workspace):
+    path = workspace / "big.keras"
+    backbones.build("small_cnn", 24, None, BackboneParams(width=4)).save(path)
+    with pytest.raises(ThawError, match="takes 24x24 images but data.image_size is 16"):
+        backbone.load_model_file(str(path), 16)

@@ -1,0 +1,114 @@
+"""params.yaml validation: each kind of bad input names the key, the value and what is accepted."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from pipeline.config import ParamsError, load_params, parse_params
+from tests.conftest import ROOT, TINY_PARAMS
+
+
+def params_with(**changes) -> dict:
+    """TINY_PARAMS with dotted keys replaced, e.g. params_with(**{"data.dataset": "x"})."""
+    raw = copy.deepcopy(TINY_PARAMS)
+    for dotted, value in changes.items():
+        *parents, last = dotted.split(".")
+        node = raw
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = value
+    return raw
+
+
+def error_for(**changes) -> str:
+    with pytest.raises(ParamsError) as info:
+        parse_params(params_with(**changes))
+    return str(info.value)
+
+
+def test_the_shipped_params_file_is_valid():
+    params = load_params(ROOT / "params.yaml")
+    assert {"small_cnn", "mobilenet_v2"} <= set(params.backbones)
+    assert params.data.dataset == "digits"
+
+
+def test_every_shipped_key_has_a_comment():
+    lines = (ROOT / "params.yaml").read_text().splitlines()
+    keyed = [ln for ln in lines if ln.strip() and not ln.lstrip().startswith("#") and ":" in ln]
+    bare = [ln for ln in keyed if "#" not in ln and not ln.rstrip().endswith(":")]
+    # Keys without their own comment are only those explained by the line above.
+    assert len(bare) <= 4, bare
+
+
+def test_unknown_key():
+    message = error_for(**{"search.epochz": 3})
+    assert "search.epochz" in message and "unknown key" in message and "3" in message
+
+
+def test_unknown_dataset():
+    message = error_for(**{"data.dataset": "no_such_dataset"})
+    assert "data.dataset" in message and "'no_such_dataset'" in message
+    assert "digits" in message and "tf_flowers" in message
+
+
+def test_catalog_dataset_is_accepted():
+    assert parse_params(params_with(**{"data.dataset": "cifar10"})).data.dataset == "cifar10"
+
+
+def test_unknown_backbone_architecture():
+    message = error_for(**{"backbones": {"vgg99": {"weights": "source"}}})
+    assert "backbones.vgg99.arch" in message and "'vgg99'" in message
+    assert "mobilenet_v2" in message and "small_cnn" in message
+
+
+def test_unknown_weights_value():
+    message = error_for(**{"backbones.small_cnn.weights": "imagenet21k"})
+    assert "backbones.small_cnn.weights" in message and "'imagenet21k'" in message
+    assert "source" in message and "imagenet" in message and ".keras" in message
+
+
+def test_missing_model_file():
+    message = error_for(**{"backbones.small_cnn.weights": "nowhere/model.keras"})
+    assert "backbones.small_cnn.weights" in message and "does not exist" in message
+
+
+@pytest.mark.parametrize("key", ["search.learning_rate", "search.freeze_depth"])
+def test_range_with_low_above_high(key):
+    message = error_for(**{key: {"low": 0.5, "high": 0.1}})
+    assert key in message and "0.5" in message and "low" in message and "<= high" in message
+
+
+def test_image_size_below_a_backbones_minimum():
+    raw = params_with(**{"backbones.mobilenet_v2": {"weights": "source"}})
+    raw["data"]["image_size"] = 16
+    with pytest.raises(ParamsError) as info:
+        parse_params(raw)
+    message = str(info.value)
+    assert "data.image_size" in message and "16" in message and "at least 32" in message
+
+
+def test_overlapping_classes():
+    message = error_for(**{"data.target_classes": [4, 5]})
+    assert "data" in message and "[4]" in message and "disjoint" in message
+
+
+def test_bad_storage_url():
+    message = error_for(**{"sweep.storage": "results/optuna.db"})
+    assert "sweep.storage" in message and "sqlite:///" in message
+
+
+def test_all_problems_are_reported_at_once():
+    message = error_for(**{"search.epochs": 0, "sweep.n_trials": -1})
+    assert "search.epochs" in message and "sweep.n_trials" in message
+
+
+def test_cli_check_exits_non_zero_with_the_message(tmp_path, capsys):
+    from pipeline import cli
+
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params_with(**{"data.dataset": "nope"})))
+    assert cli.main(["--params", str(path), "check"]) == 2
+    assert "data.dataset" in capsys.readouterr().err

@@ -1,0 +1,104 @@
+"""The sweep stage: trials recorded in full, resumed, failures kept, studies never mixed."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from pipeline import data, studies, sweep, training
+from pipeline.config import load_params, parse_params
+from pipeline.prepare import MANIFEST
+from tests.conftest import TINY_PARAMS
+
+
+def run(params=None):
+    params = params or load_params()
+    study, meta = sweep.sweep("small_cnn", params, data.read_manifest(MANIFEST))
+    summary = sweep.write_results("small_cnn", study, meta, sweep.RESULTS_DIR / "small_cnn")
+    return study, summary
+
+
+def with_trials(n: int, **search):
+    raw = json.loads(json.dumps(TINY_PARAMS))
+    raw["sweep"]["n_trials"] = n
+    raw["search"].update(search)
+    return parse_params(raw)
+
+
+def test_sweep_records_every_column_and_the_best(workspace):
+    study, summary = run()
+    table = pd.read_csv("results/sweep/small_cnn/trials.csv")
+    assert list(table.columns) == studies.TRIAL_COLUMNS
+    assert len(table) == 2 and set(table.state) == {"COMPLETE"}
+    assert table.val_accuracy_per_epoch.notna().all() and (table.epochs_run == 1).all()
+    assert (table.trainable_params + table.frozen_params == table.total_params).all()
+    assert (table.device_seconds > 0).all() and table.device_kind.isin(["CPU", "GPU"]).all()
+    assert table.plan.str.len().gt(0).all()
+    best = json.loads((workspace / "results/sweep/small_cnn/best.json").read_text())
+    assert best["val_accuracy"] == pytest.approx(table.val_accuracy.max())
+    assert best == summary
+
+
+def test_rerun_resumes_without_losing_finished_trials(workspace):
+    first, _ = run(with_trials(2))
+    finished = {t.number: t.value for t in first.trials}
+    second, _ = run(with_trials(3))
+    assert second.study_name == first.study_name
+    assert len(second.trials) == 3
+    assert {t.number: t.value for t in second.trials[:2]} == finished
+
+
+def test_changing_the_search_space_starts_a_fresh_study(workspace):
+    first, _ = run(with_trials(1))
+    second, _ = run(with_trials(1, epochs=2))
+    assert second.study_name != first.study_name
+    assert len(second.trials) == 1
+
+
+def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(workspace, monkeypatch):
+    real_fit = training.fit
+    calls = {"n": 0}
+
+    def flaky_fit(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise training.DivergedError("loss became nan in epoch 1")
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(training, "fit", flaky_fit)
+    run(with_trials(2))
+    table = pd.read_csv("results/sweep/small_cnn/trials.csv")
+    assert table.state.tolist() == ["FAIL", "COMPLETE", "COMPLETE"]
+    assert "DivergedError: loss became nan" in table.fail_reason[0]
+
+
+def test_repeated_failures_stop_with_a_clear_error(workspace, monkeypatch):
+    def broken_fit(*args, **kwargs):
+        raise MemoryError("out of memory")
+
+    monkeypatch.setattr(training, "fit", broken_fit)
+    raw = json.loads(json.dumps(TINY_PARAMS))
+    raw["sweep"]["max_failures"] = 2
+    with pytest.raises(sweep.ThawError, match="2 trials failed in a row.*out of memory"):
+        run(parse_params(raw))
+
+
+def test_each_trial_starts_from_a_clear_session(workspace, monkeypatch):
+    import keras
+
+    calls = []
+    real = keras.backend.clear_session
+    monkeypatch.setattr(keras.backend, "clear_session", lambda: calls.append(1) or real())
+    run(with_trials(2))
+    assert len(calls) == 2
+
+
+def test_status_reports_progress_and_best(workspace, capsys):
+    from pipeline import cli
+
+    run()
+    assert cli.main(["status"]) == 0
+    out = capsys.readouterr().out
+    assert "small_cnn: 2/2 finished (2 complete)" in out and "best val accuracy" in out
