@@ -67,8 +67,9 @@ def recalibrate_batchnorm(model, images: np.ndarray, chunk: int = 256) -> None:
         layer.momentum = momentum
 
 
-def pretrain(backbone, source: dict[str, data.Split], preprocess: str, params: PretrainParams,
-             seed: int) -> float:
+def pretrain(
+    backbone, source: dict[str, data.Split], preprocess: str, params: PretrainParams, seed: int
+) -> float:
     """Train backbone + linear head on the source classes; return inference-mode accuracy."""
     import keras
 
@@ -83,11 +84,20 @@ def pretrain(backbone, source: dict[str, data.Split], preprocess: str, params: P
     saved = [layer.momentum for layer in layers]
     for layer in layers:
         layer.momentum = params.bn_momentum
-    model.compile(keras.optimizers.Adam(params.learning_rate), "sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    model.compile(
+        keras.optimizers.Adam(params.learning_rate),
+        "sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
     train_x = backbones.preprocess(preprocess, source["source_train"].images)
-    model.fit(train_x, source["source_train"].labels, epochs=params.epochs,
-              batch_size=params.batch_size, shuffle=True, verbose=2)
+    model.fit(
+        train_x,
+        source["source_train"].labels,
+        epochs=params.epochs,
+        batch_size=params.batch_size,
+        shuffle=True,
+        verbose=2,
+    )
     recalibrate_batchnorm(model, train_x)
     for layer, momentum in zip(layers, saved):
         layer.momentum = momentum
@@ -115,16 +125,21 @@ def load_model_file(path: str, image_size: int):
     model = keras.models.load_model(path, compile=False)
     shape = model.input_shape
     if not isinstance(shape, tuple) or len(shape) != 4 or shape[-1] != 3:
-        raise ThawError(f"weights: {path}: expected an image model with input (H, W, 3), "
-                        f"got input shape {shape}")
+        raise ThawError(
+            f"weights: {path}: expected an image model with input (H, W, 3), "
+            f"got input shape {shape}"
+        )
     if shape[1] not in (None, image_size) or shape[2] not in (None, image_size):
-        raise ThawError(f"weights: {path} takes {shape[1]}x{shape[2]} images but "
-                        f"data.image_size is {image_size}; set data.image_size to match")
+        raise ThawError(
+            f"weights: {path} takes {shape[1]}x{shape[2]} images but "
+            f"data.image_size is {image_size}; set data.image_size to match"
+        )
     return model
 
 
-def make_backbone(name: str, spec: BackboneParams, manifest: dict, pretrain_params: PretrainParams,
-                  seed: int) -> tuple[object, dict]:
+def make_backbone(
+    name: str, spec: BackboneParams, manifest: dict, pretrain_params: PretrainParams, seed: int
+) -> tuple[object, dict]:
     """The backbone model and its meta.json record."""
     image_size = manifest["image_size"]
     source = data.load_splits(manifest, data.SOURCE_SPLITS)
@@ -137,7 +152,10 @@ def make_backbone(name: str, spec: BackboneParams, manifest: dict, pretrain_para
         arch, preprocess = Path(spec.weights).name, spec.preprocess or "unit"
         backbone = load_model_file(spec.weights, image_size)
     if spec.weights == "source":
-        accuracy, method = pretrain(backbone, source, preprocess, pretrain_params, seed), "pretrained"
+        accuracy, method = (
+            pretrain(backbone, source, preprocess, pretrain_params, seed),
+            "pretrained",
+        )
     else:
         accuracy, method = linear_probe_accuracy(backbone, source, preprocess), "linear_probe"
     chance = 1.0 / len(manifest["source_classes"])
@@ -159,7 +177,11 @@ def make_backbone(name: str, spec: BackboneParams, manifest: dict, pretrain_para
         "source_accuracy": accuracy,
         "source_accuracy_method": method,
         "cut_points": [
-            {"layer": c.layer, "position": c.position, "frozen_fraction": round(c.frozen_fraction, 6)}
+            {
+                "layer": c.layer,
+                "position": c.position,
+                "frozen_fraction": round(c.frozen_fraction, 6),
+            }
             for c in cuts
         ],
     }
@@ -180,15 +202,19 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params()
     if args.name not in params.backbones:
-        raise ThawError(f"backbone {args.name!r} is not in params.yaml; known: "
-                        f"{sorted(params.backbones)}")
+        raise ThawError(
+            f"backbone {args.name!r} is not in params.yaml; known: {sorted(params.backbones)}"
+        )
     manifest = data.read_manifest(MANIFEST)
-    backbone, meta = make_backbone(args.name, params.backbones[args.name], manifest,
-                                   params.pretrain, params.seed)
+    backbone, meta = make_backbone(
+        args.name, params.backbones[args.name], manifest, params.pretrain, params.seed
+    )
     save_backbone(backbone, meta, MODELS_DIR / args.name)
-    print(f"backbone {args.name}: {meta['arch']}, {meta['total_params']:,} parameters, "
-          f"{len(meta['cut_points'])} cut points, source accuracy {meta['source_accuracy']:.3f} "
-          f"({meta['source_accuracy_method']})")
+    print(
+        f"backbone {args.name}: {meta['arch']}, {meta['total_params']:,} parameters, "
+        f"{len(meta['cut_points'])} cut points, source accuracy {meta['source_accuracy']:.3f} "
+        f"({meta['source_accuracy_method']})"
+    )
 
 
 if __name__ == "__main__":

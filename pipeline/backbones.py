@@ -35,8 +35,9 @@ def _small_cnn(image_size: int, weights: str | None, spec) -> object:
     x = inputs
     for block, filters in enumerate((width, 2 * width, 4 * width), start=1):
         for conv in (1, 2):
-            x = layers.Conv2D(filters, 3, padding="same", use_bias=False,
-                              name=f"block{block}_conv{conv}")(x)
+            x = layers.Conv2D(
+                filters, 3, padding="same", use_bias=False, name=f"block{block}_conv{conv}"
+            )(x)
             x = layers.BatchNormalization(name=f"block{block}_bn{conv}")(x)
             x = layers.ReLU(name=f"block{block}_relu{conv}")(x)
         x = layers.MaxPooling2D(name=f"block{block}_pool")(x)

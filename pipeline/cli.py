@@ -19,8 +19,10 @@ from pipeline.errors import ThawError
 
 def check(params: Params) -> int:
     names = ", ".join(params.backbones)
-    print(f"params.yaml is valid: dataset {params.data.dataset} at {params.data.image_size} px; "
-          f"backbones {names}; {params.sweep.n_trials} trials each.")
+    print(
+        f"params.yaml is valid: dataset {params.data.dataset} at {params.data.image_size} px; "
+        f"backbones {names}; {params.sweep.n_trials} trials each."
+    )
     return 0
 
 
@@ -51,10 +53,12 @@ def status(params: Params) -> int:
         complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
         if complete:
             best = max(complete, key=lambda t: t.value)
-            line += (f"; best val accuracy {best.value:.3f} (trial {best.number}: "
-                     f"{best.user_attrs.get('plan')}, head {best.params.get('head_units')}, "
-                     f"lr {best.params.get('learning_rate', 0):.1e}, "
-                     f"{best.user_attrs.get('trainable_params', 0):,} trainable parameters)")
+            line += (
+                f"; best val accuracy {best.value:.3f} (trial {best.number}: "
+                f"{best.user_attrs.get('plan')}, head {best.params.get('head_units')}, "
+                f"lr {best.params.get('learning_rate', 0):.1e}, "
+                f"{best.user_attrs.get('trainable_params', 0):,} trainable parameters)"
+            )
         print(line)
     return 0
 
@@ -73,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         "learning rate: accuracy against trainable parameters and accelerator time.",
         epilog="The pipeline itself runs with `dvc repro`; results land in reports/.",
     )
-    parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
+    parser.add_argument(
+        "--params", default="params.yaml", help="params file (default: %(default)s)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("check", help="validate params.yaml")
     sub.add_parser("status", help="each study's progress and best trial so far")

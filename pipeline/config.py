@@ -8,7 +8,7 @@ the value it got and what would be accepted.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -173,13 +173,14 @@ class ReportParams(Strict):
 
 
 class Params(Strict):
-    seed: int = 0
-    data: DataParams = DataParams()
-    pretrain: PretrainParams = PretrainParams()
+    # Every section is required: dvc.yaml declares each one as a stage's dependency.
+    seed: int
+    data: DataParams
+    pretrain: PretrainParams
     backbones: dict[str, BackboneParams]
-    search: SearchParams = SearchParams()
-    sweep: SweepParams = SweepParams()
-    report: ReportParams = ReportParams()
+    search: SearchParams
+    sweep: SweepParams
+    report: ReportParams
 
     @model_validator(mode="after")
     def _backbones_fit_data(self) -> Params:

@@ -66,13 +66,18 @@ def prepare_builder(dataset: str, data_dir: str | Path, check_network: bool = Tr
         builder = tfds.builder(name, data_dir=str(data_dir))
         if check_network and dataset != "digits" and not builder.is_prepared():
             if not network_available():
-                raise ConnectionError("no network: the dataset is not in data_dir and cannot "
-                                      "be downloaded")
+                raise ConnectionError(
+                    "no network: the dataset is not in data_dir and cannot be downloaded"
+                )
         builder.download_and_prepare()
     except Exception as exc:
-        hint = "" if dataset == "digits" else (
-            "\nCatalog datasets need a network the first time. Offline, set "
-            "`data.dataset: digits` (it ships with scikit-learn)."
+        hint = (
+            ""
+            if dataset == "digits"
+            else (
+                "\nCatalog datasets need a network the first time. Offline, set "
+                "`data.dataset: digits` (it ships with scikit-learn)."
+            )
         )
         raise DatasetError(
             f"Could not download and prepare TFDS dataset {dataset!r} into {data_dir}: "
@@ -140,13 +145,21 @@ def split_indices(
 
 
 def make_manifest(
-    dataset: str, data_dir: str, builder, labels: np.ndarray, image_size: int,
-    source_classes: list[int], target_classes: list[int], splits: dict[str, list[int]],
+    dataset: str,
+    data_dir: str,
+    builder,
+    labels: np.ndarray,
+    image_size: int,
+    source_classes: list[int],
+    target_classes: list[int],
+    splits: dict[str, list[int]],
 ) -> dict:
     names = builder.info.features["label"].names
     counts = {
-        split: {names[c]: int(np.sum(labels[ix] == c)) for c in _classes_of(split, source_classes,
-                                                                             target_classes)}
+        split: {
+            names[c]: int(np.sum(labels[ix] == c))
+            for c in _classes_of(split, source_classes, target_classes)
+        }
         for split, ix in splits.items()
     }
     return {

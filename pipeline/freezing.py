@@ -114,7 +114,8 @@ def candidate_plans(model, low: float, high: float, candidates: int) -> list[Fre
     """
     layers = model.layers
     points = [
-        p for p in cut_points(model)
+        p
+        for p in cut_points(model)
         if p.position + 1 == len(layers) or type(layers[p.position + 1]).__name__ not in _COMPANIONS
     ]
     distinct: list[CutPoint] = []

@@ -39,8 +39,14 @@ def prepare(params: DataParams, seed: int, data_dir: Path = DATA_DIR) -> dict:
         source_val_fraction=params.source_val_fraction,
     )
     return data.make_manifest(
-        params.dataset, str(data_dir), builder, labels, params.image_size,
-        params.source_classes, params.target_classes, splits,
+        params.dataset,
+        str(data_dir),
+        builder,
+        labels,
+        params.image_size,
+        params.source_classes,
+        params.target_classes,
+        splits,
     )
 
 

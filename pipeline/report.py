@@ -30,8 +30,9 @@ def load_results(names: list[str], results_dir: Path = RESULTS_DIR) -> tuple[pd.
     for name in names:
         folder = results_dir / name
         if not (folder / "best.json").is_file():
-            raise ThawError(f"no sweep results for backbone {name!r} in {folder}; "
-                            f"run `dvc repro sweep@{name}`")
+            raise ThawError(
+                f"no sweep results for backbone {name!r} in {folder}; run `dvc repro sweep@{name}`"
+            )
         tables.append(pd.read_csv(folder / "trials.csv"))
         bests.append(json.loads((folder / "best.json").read_text()))
     return pd.concat(tables, ignore_index=True), bests
@@ -40,7 +41,13 @@ def load_results(names: list[str], results_dir: Path = RESULTS_DIR) -> tuple[pd.
 def device_label(trials: pd.DataFrame) -> str:
     """'GPU seconds' only when every trial trained on a GPU; CPU time is never called GPU time."""
     kinds = set(trials.device_kind.dropna())
-    return "GPU seconds" if kinds == {"GPU"} else "CPU seconds" if kinds == {"CPU"} else "device seconds"
+    return (
+        "GPU seconds"
+        if kinds == {"GPU"}
+        else "CPU seconds"
+        if kinds == {"CPU"}
+        else "device seconds"
+    )
 
 
 def metrics(bests: list[dict]) -> dict:
@@ -65,11 +72,20 @@ def plot_accuracy_vs_params(trials: pd.DataFrame, bests: list[dict], path: Path)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (name, group) in enumerate(done.groupby("backbone", sort=False)):
         color = colors[i % len(colors)]
-        ax.scatter(group.trainable_params, group.val_accuracy, s=28, alpha=0.75, color=color,
-                   label=name)
+        ax.scatter(
+            group.trainable_params, group.val_accuracy, s=28, alpha=0.75, color=color, label=name
+        )
         best = next(b for b in bests if b["backbone"] == name)
-        ax.scatter([best["trainable_params"]], [best["val_accuracy"]], s=160, marker="*",
-                   color=color, edgecolors="black", linewidths=0.8, zorder=3)
+        ax.scatter(
+            [best["trainable_params"]],
+            [best["val_accuracy"]],
+            s=160,
+            marker="*",
+            color=color,
+            edgecolors="black",
+            linewidths=0.8,
+            zorder=3,
+        )
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters (log scale)")
     ax.set_ylabel("validation accuracy")
@@ -88,36 +104,42 @@ def _fmt_table(frame: pd.DataFrame) -> str:
     return "\n".join([header, rule, *rows])
 
 
-def markdown(trials: pd.DataFrame, bests: list[dict], manifest: dict, metas: dict[str, dict],
-             top_n: int) -> str:
+def markdown(
+    trials: pd.DataFrame, bests: list[dict], manifest: dict, metas: dict[str, dict], top_n: int
+) -> str:
     unit = device_label(trials)
     devices = ", ".join(sorted(set(trials.device.dropna())))
-    best_rows = pd.DataFrame([
-        {
-            "backbone": b["backbone"],
-            "weights": b["weights"],
-            "val accuracy": f"{b['val_accuracy']:.3f}",
-            "freezing": b["plan"],
-            "head units": b["params"]["head_units"],
-            "learning rate": f"{b['params']['learning_rate']:.1e}",
-            "trainable params": f"{b['trainable_params']:,}",
-            "total params": f"{b['total_params']:,}",
-            unit: f"{b['device_seconds']:.1f}",
-        }
-        for b in sorted(bests, key=lambda b: -b["val_accuracy"])
-    ])
+    best_rows = pd.DataFrame(
+        [
+            {
+                "backbone": b["backbone"],
+                "weights": b["weights"],
+                "val accuracy": f"{b['val_accuracy']:.3f}",
+                "freezing": b["plan"],
+                "head units": b["params"]["head_units"],
+                "learning rate": f"{b['params']['learning_rate']:.1e}",
+                "trainable params": f"{b['trainable_params']:,}",
+                "total params": f"{b['total_params']:,}",
+                unit: f"{b['device_seconds']:.1f}",
+            }
+            for b in sorted(bests, key=lambda b: -b["val_accuracy"])
+        ]
+    )
     done = trials[trials.state == "COMPLETE"].sort_values(
-        ["val_accuracy", "trainable_params"], ascending=[False, True])
-    comparison = pd.DataFrame({
-        "backbone": done.backbone,
-        "trial": done.trial,
-        "val accuracy": done.val_accuracy.map("{:.3f}".format),
-        "freezing": done.plan,
-        "head units": done.head_units,
-        "learning rate": done.learning_rate.map("{:.1e}".format),
-        "trainable params": done.trainable_params.map("{:,.0f}".format),
-        unit: done.device_seconds.map("{:.1f}".format),
-    })
+        ["val_accuracy", "trainable_params"], ascending=[False, True]
+    )
+    comparison = pd.DataFrame(
+        {
+            "backbone": done.backbone,
+            "trial": done.trial,
+            "val accuracy": done.val_accuracy.map("{:.3f}".format),
+            "freezing": done.plan,
+            "head units": done.head_units,
+            "learning rate": done.learning_rate.map("{:.1e}".format),
+            "trainable params": done.trainable_params.map("{:,.0f}".format),
+            unit: done.device_seconds.map("{:.1f}".format),
+        }
+    )
     states = trials.groupby(["backbone", "state"]).size().unstack(fill_value=0)
     counts = manifest["counts"]
     split_text = ", ".join(f"{split} {sum(c.values())}" for split, c in counts.items())
@@ -148,9 +170,9 @@ Every trial, with per-epoch accuracy and failures, is in `reports/trials.csv`.
 
 ## Provenance
 
-- Dataset: `{manifest['dataset']}` via TFDS (`{manifest['tfds_name']}` {manifest['tfds_version']}),
-  images at {manifest['image_size']} px; source classes {manifest['source_classes']},
-  target classes {manifest['target_classes']}; splits: {split_text}.
+- Dataset: `{manifest["dataset"]}` via TFDS (`{manifest["tfds_name"]}` {manifest["tfds_version"]}),
+  images at {manifest["image_size"]} px; source classes {manifest["source_classes"]},
+  target classes {manifest["target_classes"]}; splits: {split_text}.
 - Backbones: {sources}.
 - Trials by state:
 
@@ -169,7 +191,8 @@ def main() -> None:
     (REPORTS_DIR / "metrics.json").write_text(json.dumps(metrics(bests), indent=1) + "\n")
     plot_accuracy_vs_params(trials, bests, REPORTS_DIR / PLOT)
     (REPORTS_DIR / "report.md").write_text(
-        markdown(trials, bests, manifest, metas, params.report.top_n))
+        markdown(trials, bests, manifest, metas, params.report.top_n)
+    )
     print(f"report: {len(trials)} trials over {len(names)} backbones -> {REPORTS_DIR}/report.md")
 
 

@@ -22,8 +22,9 @@ STUDIES_DIR = Path("results/optuna")
 FINISHED = ("COMPLETE", "PRUNED")
 
 
-def study_name(backbone: str, backbone_sha256: str, manifest_sha256: str,
-               search: SearchParams, seed: int) -> str:
+def study_name(
+    backbone: str, backbone_sha256: str, manifest_sha256: str, search: SearchParams, seed: int
+) -> str:
     identity = {
         "backbone_sha256": backbone_sha256,
         "manifest_sha256": manifest_sha256,
@@ -80,7 +81,9 @@ def write_pointer(backbone: str, name: str, url: str) -> None:
     """Record which study the backbone's sweep uses, for `thaw status`."""
     folder = STUDIES_DIR / backbone
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "study.json").write_text(json.dumps({"study_name": name, "storage": _mask(url)}) + "\n")
+    (folder / "study.json").write_text(
+        json.dumps({"study_name": name, "storage": _mask(url)}) + "\n"
+    )
 
 
 def read_pointer(backbone: str) -> dict | None:
@@ -93,10 +96,25 @@ def count_finished(study) -> int:
 
 
 TRIAL_COLUMNS = [
-    "backbone", "trial", "state", "freeze_depth", "freeze_layer", "frozen_fraction", "plan",
-    "head_units", "learning_rate", "val_accuracy", "val_accuracy_per_epoch", "epochs_run",
-    "trainable_params", "frozen_params", "total_params", "device_kind", "device",
-    "device_seconds", "fail_reason",
+    "backbone",
+    "trial",
+    "state",
+    "freeze_depth",
+    "freeze_layer",
+    "frozen_fraction",
+    "plan",
+    "head_units",
+    "learning_rate",
+    "val_accuracy",
+    "val_accuracy_per_epoch",
+    "epochs_run",
+    "trainable_params",
+    "frozen_params",
+    "total_params",
+    "device_kind",
+    "device",
+    "device_seconds",
+    "fail_reason",
 ]
 
 
@@ -107,23 +125,32 @@ def trials_table(study, backbone: str) -> pd.DataFrame:
         attrs = t.user_attrs
         per_epoch = attrs.get("val_accuracy_per_epoch", [])
         value = t.value if t.value is not None else (max(per_epoch) if per_epoch else math.nan)
-        rows.append({
-            "backbone": backbone,
-            "trial": t.number,
-            "state": t.state.name,
-            "freeze_depth": t.params.get("freeze_depth"),
-            "head_units": t.params.get("head_units"),
-            "learning_rate": t.params.get("learning_rate"),
-            "val_accuracy": value,
-            "val_accuracy_per_epoch": ";".join(f"{a:.4f}" for a in per_epoch),
-            "epochs_run": len(per_epoch),
-            "fail_reason": attrs.get("fail_reason", t.system_attrs.get("fail_reason", "")),
-            **{k: attrs.get(k) for k in TRIAL_COLUMNS if k in _RECORDED},
-        })
+        rows.append(
+            {
+                "backbone": backbone,
+                "trial": t.number,
+                "state": t.state.name,
+                "freeze_depth": t.params.get("freeze_depth"),
+                "head_units": t.params.get("head_units"),
+                "learning_rate": t.params.get("learning_rate"),
+                "val_accuracy": value,
+                "val_accuracy_per_epoch": ";".join(f"{a:.4f}" for a in per_epoch),
+                "epochs_run": len(per_epoch),
+                "fail_reason": attrs.get("fail_reason", t.system_attrs.get("fail_reason", "")),
+                **{k: attrs.get(k) for k in TRIAL_COLUMNS if k in _RECORDED},
+            }
+        )
     return pd.DataFrame(rows, columns=TRIAL_COLUMNS)
 
 
 _RECORDED = {
-    "freeze_layer", "frozen_fraction", "plan", "trainable_params", "frozen_params",
-    "total_params", "device_kind", "device", "device_seconds",
+    "freeze_layer",
+    "frozen_fraction",
+    "plan",
+    "trainable_params",
+    "frozen_params",
+    "total_params",
+    "device_kind",
+    "device",
+    "device_seconds",
 }

@@ -83,14 +83,25 @@ def run_trial(trial, ctx: SweepContext) -> float:
         model = training.build_classifier(backbone, plan, config.head_units, ctx.num_classes)
         training.compile_classifier(model, config.learning_rate)
         result = training.fit(
-            model, ctx.train, ctx.val, epochs=ctx.search.epochs,
-            batch_size=ctx.search.batch_size, seed=ctx.seed + trial.number, on_epoch=on_epoch,
+            model,
+            ctx.train,
+            ctx.val,
+            epochs=ctx.search.epochs,
+            batch_size=ctx.search.batch_size,
+            seed=ctx.seed + trial.number,
+            on_epoch=on_epoch,
         )
     except Exception as exc:
         trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}"[:500])
         raise
-    for key in ("trainable_params", "frozen_params", "total_params", "device", "device_kind",
-                "device_seconds"):
+    for key in (
+        "trainable_params",
+        "frozen_params",
+        "total_params",
+        "device",
+        "device_kind",
+        "device_seconds",
+    ):
         trial.set_user_attr(key, getattr(result, key))
     return result.best_val_accuracy
 
@@ -117,8 +128,12 @@ class Progress:
             )
         best = _best_trial(study)
         best_text = f"best {best.value:.3f} (trial {best.number})" if best else "no best yet"
-        print(f"[sweep {self.backbone} {done}/{self.n_trials}] trial {trial.number} {state}: "
-              f"{detail} || {best_text}", file=sys.stderr, flush=True)
+        print(
+            f"[sweep {self.backbone} {done}/{self.n_trials}] trial {trial.number} {state}: "
+            f"{detail} || {best_text}",
+            file=sys.stderr,
+            flush=True,
+        )
         if self.consecutive_failures >= self.max_failures:
             study.stop()
             raise ThawError(
@@ -139,9 +154,12 @@ def load_context(name: str, params: Params, manifest: dict) -> tuple[SweepContex
     import keras
 
     backbone = keras.models.load_model(folder / "backbone.keras", compile=False)
-    plans = freezing.candidate_plans(backbone, params.search.freeze_depth.low,
-                                     params.search.freeze_depth.high,
-                                     params.search.freeze_depth.candidates)
+    plans = freezing.candidate_plans(
+        backbone,
+        params.search.freeze_depth.low,
+        params.search.freeze_depth.high,
+        params.search.freeze_depth.candidates,
+    )
     splits = data.load_splits(manifest, ("train", "val"))
 
     def arrays(split: data.Split) -> tuple[np.ndarray, np.ndarray]:
@@ -163,8 +181,9 @@ def open_study(name: str, params: Params, meta: dict):
     import optuna
 
     url = studies.storage_url(params.sweep.storage, name)
-    study_name = studies.study_name(name, meta["sha256"], data.file_digest(MANIFEST),
-                                    params.search, params.seed)
+    study_name = studies.study_name(
+        name, meta["sha256"], data.file_digest(MANIFEST), params.search, params.seed
+    )
     study = optuna.create_study(
         study_name=study_name,
         storage=studies.open_storage(url),
@@ -187,11 +206,18 @@ def sweep(name: str, params: Params, manifest: dict):
     progress = Progress(name, n_trials, params.sweep.max_failures)
     already = studies.count_finished(study)
     if already:
-        print(f"[sweep {name}] resuming study {study.study_name}: {already} finished trials kept",
-              file=sys.stderr)
+        print(
+            f"[sweep {name}] resuming study {study.study_name}: {already} finished trials kept",
+            file=sys.stderr,
+        )
     while studies.count_finished(study) < n_trials:
-        study.optimize(lambda trial: run_trial(trial, ctx), n_trials=1, catch=(Exception,),
-                       callbacks=[progress], gc_after_trial=True)
+        study.optimize(
+            lambda trial: run_trial(trial, ctx),
+            n_trials=1,
+            catch=(Exception,),
+            callbacks=[progress],
+            gc_after_trial=True,
+        )
     return study, meta
 
 
@@ -229,13 +255,16 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params()
     if args.name not in params.backbones:
-        raise ThawError(f"backbone {args.name!r} is not in params.yaml; known: "
-                        f"{sorted(params.backbones)}")
+        raise ThawError(
+            f"backbone {args.name!r} is not in params.yaml; known: {sorted(params.backbones)}"
+        )
     manifest = data.read_manifest(MANIFEST)
     study, meta = sweep(args.name, params, manifest)
     summary = write_results(args.name, study, meta, RESULTS_DIR / args.name)
-    print(f"sweep {args.name}: best val accuracy {summary['val_accuracy']:.3f} with "
-          f"{summary['plan']}, {summary['trainable_params']:,} trainable parameters")
+    print(
+        f"sweep {args.name}: best val accuracy {summary['val_accuracy']:.3f} with "
+        f"{summary['plan']}, {summary['trainable_params']:,} trainable parameters"
+    )
 
 
 if __name__ == "__main__":

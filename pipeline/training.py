@@ -130,7 +130,8 @@ def fit(
     device = devices.current()
     start = time.perf_counter()
     history = model.fit(
-        train[0], train[1],
+        train[0],
+        train[1],
         validation_data=val,
         epochs=epochs,
         batch_size=batch_size,

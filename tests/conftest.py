@@ -24,6 +24,7 @@ TINY_PARAMS = {
         "batch_size": 16,
     },
     "sweep": {"n_trials": 2},
+    "report": {"top_n": 5},
 }
 
 
@@ -58,8 +59,9 @@ def prepared_workspace(tmp_path_factory) -> Path:
         params = load_params()
         manifest = prepare.prepare(params.data, params.seed)
         data.write_manifest(manifest, prepare.MANIFEST)
-        model, meta = backbone.make_backbone("small_cnn", params.backbones["small_cnn"], manifest,
-                                             params.pretrain, params.seed)
+        model, meta = backbone.make_backbone(
+            "small_cnn", params.backbones["small_cnn"], manifest, params.pretrain, params.seed
+        )
         backbone.save_backbone(model, meta, backbone.MODELS_DIR / "small_cnn")
     finally:
         os.chdir(cwd)

@@ -57,9 +57,10 @@ def test_recalibration_sets_population_statistics_and_keeps_momentum():
     backbone.recalibrate_batchnorm(model, images, chunk=32)
     conv_out = keras.Model(model.input, model.get_layer("conv").output).predict(images, verbose=0)
     bn = model.get_layer("bn")
-    np.testing.assert_allclose(bn.moving_mean.numpy(), conv_out.mean(axis=(0, 1, 2)), rtol=1e-4,
-                               atol=1e-4)
-    within_chunk_var = np.mean([conv_out[i:i + 32].var(axis=(0, 1, 2)) for i in (0, 32, 64)], 0)
+    np.testing.assert_allclose(
+        bn.moving_mean.numpy(), conv_out.mean(axis=(0, 1, 2)), rtol=1e-4, atol=1e-4
+    )
+    within_chunk_var = np.mean([conv_out[i : i + 32].var(axis=(0, 1, 2)) for i in (0, 32, 64)], 0)
     np.testing.assert_allclose(bn.moving_variance.numpy(), within_chunk_var, rtol=1e-3)
     assert bn.momentum == 0.999
 
@@ -68,7 +69,9 @@ def test_pretrained_backbone_is_accurate_in_inference_mode(prepared_workspace):
     meta = json.loads((prepared_workspace / "models/small_cnn/meta.json").read_text())
     assert meta["source_accuracy_method"] == "pretrained"
     assert meta["source_accuracy"] > 0.8  # 5 source classes: chance is 0.2
-    assert meta["sha256"] == data.file_digest(prepared_workspace / "models/small_cnn/backbone.keras")
+    assert meta["sha256"] == data.file_digest(
+        prepared_workspace / "models/small_cnn/backbone.keras"
+    )
     assert meta["cut_points"] and meta["total_params"] > 0
 
 
@@ -76,8 +79,9 @@ def test_near_chance_source_accuracy_stops_the_stage(workspace, monkeypatch):
     monkeypatch.setattr(backbone, "pretrain", lambda *args: 0.24)
     manifest = data.read_manifest("data/manifest.json")
     with pytest.raises(backbone.PretrainingError, match="0.240 in inference mode is near chance"):
-        backbone.make_backbone("small_cnn", BackboneParams(width=4), manifest,
-                               PretrainParams(epochs=1), seed=0)
+        backbone.make_backbone(
+            "small_cnn", BackboneParams(width=4), manifest, PretrainParams(epochs=1), seed=0
+        )
 
 
 @pytest.mark.parametrize("suffix", [".keras", ".h5"])
@@ -86,12 +90,14 @@ def test_a_model_file_is_a_backbone(workspace, suffix):
     path = workspace / f"custom{suffix}"
     trained.save(path)
     manifest = data.read_manifest("data/manifest.json")
-    model, meta = backbone.make_backbone("mine", BackboneParams(weights=str(path)), manifest,
-                                         PretrainParams(), seed=0)
+    model, meta = backbone.make_backbone(
+        "mine", BackboneParams(weights=str(path)), manifest, PretrainParams(), seed=0
+    )
     assert meta["source_accuracy_method"] == "linear_probe" and meta["source_accuracy"] > 0.6
     assert meta["arch"] == path.name
     assert [c["layer"] for c in meta["cut_points"]] == [
-        c.layer for c in freezing.cut_points(trained)]
+        c.layer for c in freezing.cut_points(trained)
+    ]
 
 
 def test_a_model_file_with_the_wrong_input_size_is_rejected(workspace):

@@ -100,6 +100,13 @@ def test_bad_storage_url():
     assert "sweep.storage" in message and "sqlite:///" in message
 
 
+def test_missing_section():
+    raw = params_with()
+    del raw["report"]
+    with pytest.raises(ParamsError, match="report: required key is missing"):
+        parse_params(raw)
+
+
 def test_all_problems_are_reported_at_once():
     message = error_for(**{"search.epochs": 0, "sweep.n_trials": -1})
     assert "search.epochs" in message and "sweep.n_trials" in message

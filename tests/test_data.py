@@ -9,8 +9,13 @@ import tensorflow_datasets as tfds
 from pipeline import data, prepare
 from pipeline.config import DataParams
 
-SPLIT_ARGS = dict(source_classes=[0, 1, 2], target_classes=[3, 4], train_per_class=3,
-                  val_per_class=4, source_val_fraction=0.25)
+SPLIT_ARGS = dict(
+    source_classes=[0, 1, 2],
+    target_classes=[3, 4],
+    train_per_class=3,
+    val_per_class=4,
+    source_val_fraction=0.25,
+)
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +67,11 @@ def test_manifest_counts_and_loading(tmp_path, monkeypatch):
     params = DataParams(image_size=16, train_per_class=2, val_per_class=3)
     manifest = prepare.prepare(params, seed=0)
     assert manifest["counts"]["train"] == {str(c): 2 for c in range(5, 10)}
-    assert sum(manifest["counts"]["source_train"].values()) + sum(
-        manifest["counts"]["source_val"].values()) == 901
+    assert (
+        sum(manifest["counts"]["source_train"].values())
+        + sum(manifest["counts"]["source_val"].values())
+        == 901
+    )
     splits = data.load_splits(manifest, ("train", "val"))
     assert splits["train"].images.shape == (10, 16, 16, 3)
     assert sorted(set(splits["val"].labels.tolist())) == [0, 1, 2, 3, 4]  # renumbered 5-9
@@ -77,8 +85,13 @@ def test_catalog_dataset_goes_through_tfds(tmp_path, monkeypatch):
         images, labels = data.load_examples(builder, 32)
         assert builder.name == "mnist"
         assert images.shape == (300, 32, 32, 3)  # 28x28 grey -> 32x32 RGB
-        params = DataParams(dataset="mnist", source_classes=[0, 1], target_classes=[2, 3],
-                            train_per_class=2, val_per_class=2)
+        params = DataParams(
+            dataset="mnist",
+            source_classes=[0, 1],
+            target_classes=[2, 3],
+            train_per_class=2,
+            val_per_class=2,
+        )
         manifest = prepare.prepare(params, seed=0, data_dir=tmp_path)
     assert manifest["tfds_name"] == "mnist"
     assert len(manifest["splits"]["train"]) == 4
