@@ -10,14 +10,13 @@ loads that model. Writes `models/<name>/backbone.keras` and `meta.json`
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import numpy as np
 
 from pipeline import backbones, data, freezing
-from pipeline.config import BackboneParams, PretrainParams, load_params
+from pipeline.config import BackboneParams, PretrainParams, backbone_stage_args
 from pipeline.errors import ThawError, run_main
 from pipeline.prepare import MANIFEST
 
@@ -197,21 +196,14 @@ def save_backbone(backbone, meta: dict, out: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("name", help="a key of `backbones` in params.yaml")
-    args = parser.parse_args()
-    params = load_params()
-    if args.name not in params.backbones:
-        raise ThawError(
-            f"backbone {args.name!r} is not in params.yaml; known: {sorted(params.backbones)}"
-        )
+    name, params = backbone_stage_args(__doc__)
     manifest = data.read_manifest(MANIFEST)
     backbone, meta = make_backbone(
-        args.name, params.backbones[args.name], manifest, params.pretrain, params.seed
+        name, params.backbones[name], manifest, params.pretrain, params.seed
     )
-    save_backbone(backbone, meta, MODELS_DIR / args.name)
+    save_backbone(backbone, meta, MODELS_DIR / name)
     print(
-        f"backbone {args.name}: {meta['arch']}, {meta['total_params']:,} parameters, "
+        f"backbone {name}: {meta['arch']}, {meta['total_params']:,} parameters, "
         f"{len(meta['cut_points'])} cut points, source accuracy {meta['source_accuracy']:.3f} "
         f"({meta['source_accuracy_method']})"
     )

@@ -253,3 +253,18 @@ def load_params(path: str | Path = PARAMS_FILE) -> Params:
 
 def arch_of(name: str, spec: BackboneParams) -> str:
     return spec.arch or name
+
+
+def backbone_stage_args(doc: str, argv: list[str] | None = None) -> tuple[str, Params]:
+    """`python -m pipeline.<stage> <name>`: the backbone's name, checked, and the params."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.strip().splitlines()[0])
+    parser.add_argument("name", help="a key of `backbones` in params.yaml")
+    name = parser.parse_args(argv).name
+    params = load_params()
+    if name not in params.backbones:
+        raise ParamsError(
+            f"backbone {name!r} is not in params.yaml; known: {sorted(params.backbones)}"
+        )
+    return name, params

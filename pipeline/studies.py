@@ -95,27 +95,15 @@ def count_finished(study) -> int:
     return sum(t.state.name in FINISHED for t in study.get_trials(deepcopy=False))
 
 
+# Trial attributes the objective records (see sweep.run_trial), copied into the table.
+RECORDED_ATTRS = [
+    "freeze_layer", "frozen_fraction", "plan", "trainable_params", "frozen_params",
+    "total_params", "device_kind", "device", "device_seconds",
+]  # fmt: skip
 TRIAL_COLUMNS = [
-    "backbone",
-    "trial",
-    "state",
-    "freeze_depth",
-    "freeze_layer",
-    "frozen_fraction",
-    "plan",
-    "head_units",
-    "learning_rate",
-    "val_accuracy",
-    "val_accuracy_per_epoch",
-    "epochs_run",
-    "trainable_params",
-    "frozen_params",
-    "total_params",
-    "device_kind",
-    "device",
-    "device_seconds",
-    "fail_reason",
-]
+    "backbone", "trial", "state", "freeze_depth", "head_units", "learning_rate",
+    "val_accuracy", "val_accuracy_per_epoch", "epochs_run", *RECORDED_ATTRS, "fail_reason",
+]  # fmt: skip
 
 
 def trials_table(study, backbone: str) -> pd.DataFrame:
@@ -137,20 +125,7 @@ def trials_table(study, backbone: str) -> pd.DataFrame:
                 "val_accuracy_per_epoch": ";".join(f"{a:.4f}" for a in per_epoch),
                 "epochs_run": len(per_epoch),
                 "fail_reason": attrs.get("fail_reason", t.system_attrs.get("fail_reason", "")),
-                **{k: attrs.get(k) for k in TRIAL_COLUMNS if k in _RECORDED},
+                **{k: attrs.get(k) for k in RECORDED_ATTRS},
             }
         )
     return pd.DataFrame(rows, columns=TRIAL_COLUMNS)
-
-
-_RECORDED = {
-    "freeze_layer",
-    "frozen_fraction",
-    "plan",
-    "trainable_params",
-    "frozen_params",
-    "total_params",
-    "device_kind",
-    "device",
-    "device_seconds",
-}

@@ -12,7 +12,6 @@ pointed at one `sweep.storage` share the work. Writes
 
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import sys
@@ -22,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import backbones, data, freezing, studies, training
-from pipeline.config import Params, SearchParams, load_params
+from pipeline.config import Params, SearchParams, backbone_stage_args
 from pipeline.errors import ThawError, run_main
 from pipeline.prepare import MANIFEST
 
@@ -250,19 +249,12 @@ def write_results(name: str, study, meta: dict, out: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("name", help="a key of `backbones` in params.yaml")
-    args = parser.parse_args()
-    params = load_params()
-    if args.name not in params.backbones:
-        raise ThawError(
-            f"backbone {args.name!r} is not in params.yaml; known: {sorted(params.backbones)}"
-        )
+    name, params = backbone_stage_args(__doc__)
     manifest = data.read_manifest(MANIFEST)
-    study, meta = sweep(args.name, params, manifest)
-    summary = write_results(args.name, study, meta, RESULTS_DIR / args.name)
+    study, meta = sweep(name, params, manifest)
+    summary = write_results(name, study, meta, RESULTS_DIR / name)
     print(
-        f"sweep {args.name}: best val accuracy {summary['val_accuracy']:.3f} with "
+        f"sweep {name}: best val accuracy {summary['val_accuracy']:.3f} with "
         f"{summary['plan']}, {summary['trainable_params']:,} trainable parameters"
     )
 
