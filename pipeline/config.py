@@ -137,12 +137,31 @@ class DepthRange(FloatRange):
         return self
 
 
+class IntRange(Strict):
+    low: int = Field(ge=0)
+    high: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> IntRange:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must be <= high ({self.high})")
+        return self
+
+
 class SearchParams(Strict):
+    strategies: list[str] = ["freeze_depth"]
     freeze_depth: DepthRange = DepthRange(low=0.0, high=1.0)
     head_units: list[int] = [0, 32, 128]
+    head_dropout: FloatRange = FloatRange(low=0.0, high=0.5)
     learning_rate: LogRange = LogRange(low=1e-4, high=1e-2)
     epochs: int = Field(8, ge=1)
     batch_size: int = Field(32, ge=1)
+    last_n_layers: IntRange = IntRange(low=1, high=10)
+    by_name: list[str] = []
+    unfreeze_every: IntRange = IntRange(low=1, high=4)
+    lp_ft_lr_fraction: LogRange = LogRange(low=0.01, high=1.0)
+    discriminative: list[bool] = [False]
+    discriminative_decay: FloatRange = FloatRange(low=2.6, high=2.6)
 
     @field_validator("head_units")
     @classmethod
@@ -150,6 +169,38 @@ class SearchParams(Strict):
         if not units or any(u < 0 for u in units):
             raise ValueError(f"{units}: a non-empty list of sizes >= 0 (0 = linear head)")
         return units
+
+    @field_validator("strategies")
+    @classmethod
+    def _strategies(cls, names: list[str]) -> list[str]:
+        from pipeline.strategies import STRATEGIES
+
+        unknown = [n for n in names if n not in STRATEGIES]
+        if not names or unknown:
+            raise ValueError(f"unknown strategies {unknown}; accepted: {list(STRATEGIES)}")
+        return names
+
+    @field_validator("discriminative")
+    @classmethod
+    def _discriminative(cls, options: list[bool]) -> list[bool]:
+        if not options:
+            raise ValueError("list the options to search: [false], [true] or [false, true]")
+        return options
+
+    @model_validator(mode="after")
+    def _by_name_needs_names(self) -> SearchParams:
+        if "by_name" in self.strategies and not self.by_name:
+            raise ParamsProblem(
+                ("search", "by_name"), self.by_name,
+                "strategy by_name needs layer names or patterns to freeze",
+            )
+        if self.last_n_layers.low < 1:
+            raise ParamsProblem(("search", "last_n_layers", "low"), self.last_n_layers.low,
+                                "train at least one layer (low >= 1)")
+        if self.unfreeze_every.low < 1:
+            raise ParamsProblem(("search", "unfreeze_every", "low"), self.unfreeze_every.low,
+                                "unfreeze every 1 or more epochs (low >= 1)")
+        return self
 
 
 class SweepParams(Strict):

@@ -97,12 +97,14 @@ def count_finished(study) -> int:
 
 # Trial attributes the objective records (see sweep.run_trial), copied into the table.
 RECORDED_ATTRS = [
-    "freeze_layer", "frozen_fraction", "plan", "trainable_params", "frozen_params",
-    "total_params", "device_kind", "device", "device_seconds",
+    "strategy", "plan", "frozen_fraction", "fine_tunes", "phases", "trainable_params",
+    "max_trainable_params", "frozen_params", "total_params", "device_kind", "device",
+    "device_seconds",
 ]  # fmt: skip
 TRIAL_COLUMNS = [
     "backbone", "trial", "state", "freeze_depth", "head_units", "learning_rate",
-    "val_accuracy", "val_accuracy_per_epoch", "epochs_run", *RECORDED_ATTRS, "fail_reason",
+    "val_accuracy", "val_accuracy_per_epoch", "epochs_run", *RECORDED_ATTRS, "params",
+    "fail_reason",
 ]  # fmt: skip
 
 
@@ -124,6 +126,7 @@ def trials_table(study, backbone: str) -> pd.DataFrame:
                 "val_accuracy": value,
                 "val_accuracy_per_epoch": ";".join(f"{a:.4f}" for a in per_epoch),
                 "epochs_run": len(per_epoch),
+                "params": json.dumps(t.params, sort_keys=True),
                 "fail_reason": attrs.get("fail_reason", t.system_attrs.get("fail_reason", "")),
                 **{k: attrs.get(k) for k in RECORDED_ATTRS},
             }

@@ -1,4 +1,4 @@
-"""Stage `sweep@<name>`: an Optuna study over freeze depth, head size and learning rate.
+"""Stage `sweep@<name>`: an Optuna study over freezing strategy, head and learning rate.
 
     python -m pipeline.sweep <name>
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import backbones, data, freezing, studies, training
+from pipeline import backbones, data, strategies, studies, training
 from pipeline.config import Params, SearchParams, backbone_stage_args
 from pipeline.errors import ThawError, run_main
 from pipeline.prepare import MANIFEST
@@ -34,7 +34,7 @@ class SweepContext:
     """Everything a trial needs that does not depend on the trial: built once."""
 
     backbone_path: Path
-    plans: list[freezing.FreezePlan]
+    info: strategies.BackboneInfo
     train: tuple[np.ndarray, np.ndarray]
     val: tuple[np.ndarray, np.ndarray]
     num_classes: int
@@ -44,19 +44,23 @@ class SweepContext:
 
 @dataclass(frozen=True)
 class TrialConfig:
-    freeze_depth: int
     head_units: int
+    dropout: float
     learning_rate: float
+    plan: strategies.StrategyPlan
 
 
-def suggest(trial, search: SearchParams, n_depths: int) -> TrialConfig:
-    return TrialConfig(
-        freeze_depth=trial.suggest_int("freeze_depth", 0, n_depths - 1),
-        head_units=trial.suggest_categorical("head_units", search.head_units),
-        learning_rate=trial.suggest_float(
-            "learning_rate", search.learning_rate.low, search.learning_rate.high, log=True
-        ),
-    )
+def suggest(trial, search: SearchParams, info: strategies.BackboneInfo) -> TrialConfig:
+    """Every suggestion of a trial; a strategy's own only when it was chosen."""
+    head_units = trial.suggest_categorical("head_units", search.head_units)
+    dropout = 0.0
+    if head_units > 0:
+        dropout = trial.suggest_float("head_dropout", search.head_dropout.low,
+                                      search.head_dropout.high)
+    r = search.learning_rate
+    learning_rate = trial.suggest_float("learning_rate", r.low, r.high, log=True)
+    plan = strategies.suggest_plan(trial, search, info, learning_rate)
+    return TrialConfig(head_units, dropout, learning_rate, plan)
 
 
 def run_trial(trial, ctx: SweepContext) -> float:
@@ -65,11 +69,13 @@ def run_trial(trial, ctx: SweepContext) -> float:
 
     keras.backend.clear_session()  # a long sweep must not grow the graph
     gc.collect()
-    config = suggest(trial, ctx.search, len(ctx.plans))
-    plan = ctx.plans[config.freeze_depth]
-    trial.set_user_attr("freeze_layer", plan.last_frozen_layer or "")
+    config = suggest(trial, ctx.search, ctx.info)
+    plan = config.plan
+    trial.set_user_attr("strategy", plan.strategy)
     trial.set_user_attr("frozen_fraction", plan.frozen_fraction)
-    trial.set_user_attr("plan", plan.describe())
+    trial.set_user_attr("fine_tunes", plan.fine_tunes)
+    trial.set_user_attr("phases", len(plan.phases))
+    trial.set_user_attr("plan", plan.description)
     per_epoch: list[float] = []
 
     def on_epoch(epoch: int, accuracy: float) -> None:
@@ -79,28 +85,16 @@ def run_trial(trial, ctx: SweepContext) -> float:
 
     try:
         backbone = keras.models.load_model(ctx.backbone_path, compile=False)
-        model = training.build_classifier(backbone, plan, config.head_units, ctx.num_classes)
-        training.compile_classifier(model, config.learning_rate)
-        result = training.fit(
-            model,
-            ctx.train,
-            ctx.val,
-            epochs=ctx.search.epochs,
-            batch_size=ctx.search.batch_size,
-            seed=ctx.seed + trial.number,
-            on_epoch=on_epoch,
-        )
+        model = training.build_classifier(backbone, config.head_units, ctx.num_classes,
+                                          config.dropout)
+        result = training.train_plan(model, backbone, plan, ctx.train, ctx.val,
+                                     batch_size=ctx.search.batch_size,
+                                     seed=ctx.seed + trial.number, on_epoch=on_epoch)
     except Exception as exc:
         trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}"[:500])
         raise
-    for key in (
-        "trainable_params",
-        "frozen_params",
-        "total_params",
-        "device",
-        "device_kind",
-        "device_seconds",
-    ):
+    for key in ("trainable_params", "max_trainable_params", "frozen_params", "total_params",
+                "device", "device_kind", "device_seconds"):
         trial.set_user_attr(key, getattr(result, key))
     return result.best_val_accuracy
 
@@ -121,7 +115,8 @@ class Progress:
         else:
             self.consecutive_failures = 0
             detail = (
-                f"val_acc {trial.value:.3f} | {trial.user_attrs.get('plan')} | head "
+                f"val_acc {trial.value:.3f} | {trial.params['strategy']}: "
+                f"{trial.user_attrs.get('plan')} | head "
                 f"{trial.params['head_units']} | lr {trial.params['learning_rate']:.1e} | "
                 f"{trial.user_attrs.get('device_seconds', 0):.1f} s"
             )
@@ -153,12 +148,7 @@ def load_context(name: str, params: Params, manifest: dict) -> tuple[SweepContex
     import keras
 
     backbone = keras.models.load_model(folder / "backbone.keras", compile=False)
-    plans = freezing.candidate_plans(
-        backbone,
-        params.search.freeze_depth.low,
-        params.search.freeze_depth.high,
-        params.search.freeze_depth.candidates,
-    )
+    info = strategies.backbone_info(backbone, params.search)
     splits = data.load_splits(manifest, ("train", "val"))
 
     def arrays(split: data.Split) -> tuple[np.ndarray, np.ndarray]:
@@ -166,7 +156,7 @@ def load_context(name: str, params: Params, manifest: dict) -> tuple[SweepContex
 
     ctx = SweepContext(
         backbone_path=folder / "backbone.keras",
-        plans=plans,
+        info=info,
         train=arrays(splits["train"]),
         val=arrays(splits["val"]),
         num_classes=len(manifest["target_classes"]),
@@ -235,9 +225,11 @@ def write_results(name: str, study, meta: dict, out: Path) -> dict:
         "study_name": study.study_name,
         "trial": int(best.number),
         "params": best.params,
+        "strategy": best.params.get("strategy"),
         "plan": best.user_attrs.get("plan"),
         "val_accuracy": float(best.value),
         "trainable_params": int(row.trainable_params),
+        "max_trainable_params": int(row.max_trainable_params),
         "total_params": int(row.total_params),
         "device": row.device,
         "device_kind": row.device_kind,

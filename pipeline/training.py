@@ -14,12 +14,13 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from pipeline import devices
-from pipeline.freezing import FreezePlan, apply_plan, param_count
+from pipeline.freezing import param_count
+from pipeline.strategies import Phase, StrategyPlan
 
 
 @dataclass
@@ -31,7 +32,7 @@ class TrainResult:
     device: str
     device_kind: str  # "GPU" or "CPU"
     device_seconds: float
-    extra: dict = field(default_factory=dict)
+    max_trainable_params: int  # over phases: gradual and lp_ft change the count
 
     @property
     def best_val_accuracy(self) -> float:
@@ -42,15 +43,14 @@ class DivergedError(RuntimeError):
     """The loss became NaN or infinite."""
 
 
-def build_classifier(backbone, plan: FreezePlan, head_units: int, num_classes: int):
-    """Input -> backbone(training=False) -> pooled features -> [Dense relu] -> softmax.
+def build_classifier(backbone, head_units: int, num_classes: int, dropout: float = 0.0):
+    """Input -> backbone (inference mode) -> pooled features -> [Dense relu, dropout] -> softmax.
 
-    The freeze plan is applied here, before the model is compiled.
+    Freezing is applied per phase by `set_phase`, before each compile.
     """
     import keras
     from keras import layers
 
-    apply_plan(backbone, plan)
     inputs = keras.Input(backbone.input_shape[1:], name="image")
     x = _inference_mode(backbone)(inputs)
     if len(x.shape) == 4:
@@ -59,8 +59,30 @@ def build_classifier(backbone, plan: FreezePlan, head_units: int, num_classes: i
         raise ValueError(f"backbone output has shape {x.shape}; expected a feature map or vector")
     if head_units > 0:
         x = layers.Dense(head_units, activation="relu", name="head_hidden")(x)
+        if dropout > 0:
+            x = layers.Dropout(dropout, name="head_dropout")(x)
     outputs = layers.Dense(num_classes, activation="softmax", name="head_logits")(x)
     return keras.Model(inputs, outputs, name="classifier")
+
+
+def set_phase(backbone, phase: Phase) -> None:
+    """Set `trainable` on every backbone layer (and weight) for a phase. Recompile after."""
+    backbone.trainable = True  # resets every weight's flag too
+    keep = set(phase.trainable_layers)
+    for layer in backbone.layers:
+        if layer.name not in keep:
+            layer.trainable = False
+        elif phase.bn_and_bias_only:
+            for weight in layer.trainable_weights:
+                weight.trainable = _is_bn_or_bias(layer, weight)
+
+
+def _is_bn_or_bias(layer, weight) -> bool:
+    import keras
+
+    if isinstance(layer, keras.layers.BatchNormalization):
+        return True  # gamma and beta; the moving statistics are never trainable
+    return weight.path.endswith("bias")
 
 
 def _inference_mode(backbone):
@@ -87,14 +109,50 @@ def _inference_mode(backbone):
     return InferenceMode(backbone)
 
 
-def compile_classifier(model, learning_rate: float) -> None:
-    import keras
+def compile_classifier(model, learning_rate: float, lr_scales: dict[int, float] | None = None):
+    """Compile with Adam; remember which weights the train step will update."""
 
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
+        optimizer=_scaled_adam(learning_rate, lr_scales or {}),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
+    model._thaw_compiled_for = _trainable_ids(model)
+
+
+def _trainable_ids(model) -> tuple[int, ...]:
+    return tuple(id(w) for w in model.trainable_weights)
+
+
+def check_compiled_for_current_flags(model) -> None:
+    """Changing `trainable` after compile leaves a stale train step: refuse to train."""
+    if getattr(model, "_thaw_compiled_for", None) != _trainable_ids(model):
+        raise RuntimeError(
+            "trainable flags changed since the model was compiled; call compile again "
+            "(training.compile_classifier) after every change"
+        )
+
+
+def _scaled_adam(learning_rate: float, scales: dict[int, float]):
+    """Adam with a per-variable rate multiplier (discriminative learning rates).
+
+    Keras 3 has no per-variable rate, so the multiplier is applied in update_step,
+    looked up by the variable's index in the list the optimizer was built with.
+    """
+    import keras
+
+    class ScaledAdam(keras.optimizers.Adam):
+        def build(self, variables):
+            super().build(variables)
+            self._rate_scales = [scales.get(id(v), 1.0) for v in variables]
+
+        def update_step(self, gradient, variable, learning_rate):
+            scale = self._rate_scales[self._get_variable_index(variable)]
+            if scale != 1.0:
+                learning_rate = learning_rate * scale
+            super().update_step(gradient, variable, learning_rate)
+
+    return ScaledAdam(learning_rate) if scales else keras.optimizers.Adam(learning_rate)
 
 
 def _epoch_reporter(on_epoch: Callable[[int, float], None] | None):
@@ -122,10 +180,12 @@ def fit(
     batch_size: int,
     seed: int,
     on_epoch: Callable[[int, float], None] | None = None,
+    initial_epoch: int = 0,
 ) -> TrainResult:
     """Train a compiled model; time it on the device, synchronised at the end."""
     import keras
 
+    check_compiled_for_current_flags(model)
     keras.utils.set_random_seed(seed)
     device = devices.current()
     start = time.perf_counter()
@@ -133,7 +193,8 @@ def fit(
         train[0],
         train[1],
         validation_data=val,
-        epochs=epochs,
+        initial_epoch=initial_epoch,
+        epochs=initial_epoch + epochs,
         batch_size=batch_size,
         shuffle=True,
         verbose=0,
@@ -151,4 +212,38 @@ def fit(
         device=device.name,
         device_kind=device.kind,
         device_seconds=seconds,
+        max_trainable_params=trainable,
+    )
+
+
+def train_plan(model, backbone, plan: StrategyPlan, train, val, *, batch_size: int, seed: int,
+               on_epoch: Callable[[int, float], None] | None = None,
+               on_phase_end: Callable[[int], None] | None = None) -> TrainResult:
+    """Run a strategy's phases: set flags, recompile, train; counts per phase.
+
+    Each phase gets a fresh Adam. Keras 3 optimizers refuse variables they were
+    not built with, so carrying Adam's moments across an unfreeze would mean
+    copying private slot variables; and LP-FT deliberately restarts at a new rate.
+    """
+    results: list[TrainResult] = []
+    for index, phase in enumerate(plan.phases):
+        set_phase(backbone, phase)
+        scales = {id(w): s for name, s in phase.lr_scales
+                  for w in backbone.get_layer(name).trainable_weights}
+        compile_classifier(model, phase.learning_rate, scales)
+        results.append(fit(model, train, val, epochs=phase.epochs, batch_size=batch_size,
+                           seed=seed + index, on_epoch=on_epoch,
+                           initial_epoch=sum(p.epochs for p in plan.phases[:index])))
+        if on_phase_end is not None:
+            on_phase_end(index)
+    last = results[-1]
+    return TrainResult(
+        val_accuracy=[a for r in results for a in r.val_accuracy],
+        trainable_params=last.trainable_params,
+        frozen_params=last.frozen_params,
+        total_params=last.total_params,
+        device=last.device,
+        device_kind=last.device_kind,
+        device_seconds=sum(r.device_seconds for r in results),
+        max_trainable_params=max(r.trainable_params for r in results),
     )

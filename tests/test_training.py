@@ -7,6 +7,7 @@ import pytest
 
 from pipeline import backbones, freezing, training
 from pipeline.config import BackboneParams
+from pipeline.strategies import Phase, StrategyPlan
 
 
 def tiny_data(n=24, size=32, classes=3, seed=0):
@@ -20,14 +21,20 @@ def snapshot(model) -> dict[str, np.ndarray]:
     return {w.path: np.array(w.numpy(), copy=True) for w in model.weights}
 
 
+def single_phase(backbone, plan, lr: float, epochs: int = 2) -> StrategyPlan:
+    trainable = tuple(layer.name for layer in backbone.layers[plan.n_frozen_layers :])
+    phase = Phase(epochs, trainable, lr)
+    return StrategyPlan("freeze_depth", (phase,), plan.describe(), plan.frozen_fraction, True)
+
+
 def train_with_plan(arch: str, depth: int, lr: float = 0.05):
     backbone = backbones.build(arch, 32, None, BackboneParams(alpha=0.35, width=4))
     plan = freezing.candidate_plans(backbone, 0.0, 1.0, 4)[depth]
-    model = training.build_classifier(backbone, plan, head_units=8, num_classes=3)
-    training.compile_classifier(model, lr)
+    model = training.build_classifier(backbone, head_units=8, num_classes=3)
     before = snapshot(model)
     x, y = tiny_data()
-    result = training.fit(model, (x, y), (x[:8], y[:8]), epochs=2, batch_size=8, seed=0)
+    result = training.train_plan(model, backbone, single_phase(backbone, plan, lr), (x, y),
+                                 (x[:8], y[:8]), batch_size=8, seed=0)
     return backbone, model, plan, before, result
 
 
@@ -86,9 +93,9 @@ def test_result_records_device_time_and_per_epoch_accuracy():
 def test_nan_loss_stops_training_with_a_reason():
     backbone = backbones.build("small_cnn", 32, None, BackboneParams(width=4))
     plan = freezing.candidate_plans(backbone, 0.0, 1.0, 4)[0]
-    model = training.build_classifier(backbone, plan, head_units=0, num_classes=3)
-    training.compile_classifier(model, 0.01)
+    model = training.build_classifier(backbone, head_units=0, num_classes=3)
     x, y = tiny_data()
     x[0, 0, 0, 0] = np.nan
     with pytest.raises(training.DivergedError, match="loss became nan"):
-        training.fit(model, (x, y), (x[:8], y[:8]), epochs=2, batch_size=8, seed=0)
+        training.train_plan(model, backbone, single_phase(backbone, plan, 0.01), (x, y),
+                            (x[:8], y[:8]), batch_size=8, seed=0)

@@ -1,0 +1,209 @@
+"""Freezing strategies: named plans over a backbone, described as data.
+
+A strategy turns a trial's suggestions into a `StrategyPlan`: one or more
+phases, each saying which backbone layers train, at what learning rate, and
+whether only BatchNorm scale/offset and biases train. `training.train_plan`
+applies each phase before compiling. Each strategy suggests its own
+hyperparameters only when the trial chose it (Optuna's conditional spaces).
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pipeline.errors import ThawError
+from pipeline.freezing import FreezePlan, candidate_plans, layer_params
+
+
+@dataclass(frozen=True)
+class Phase:
+    epochs: int
+    trainable_layers: tuple[str, ...]  # backbone layers that train; the head always trains
+    learning_rate: float
+    bn_and_bias_only: bool = False  # within trainable layers, only BN gamma/beta and biases
+    lr_scales: tuple[tuple[str, float], ...] = ()  # discriminative: layer -> rate multiplier
+
+
+@dataclass(frozen=True)
+class StrategyPlan:
+    strategy: str
+    phases: tuple[Phase, ...]
+    description: str  # e.g. "frozen up to block_12_add (71 % of backbone parameters)"
+    frozen_fraction: float  # share of backbone parameters frozen in the last phase
+    fine_tunes: bool  # whether any backbone weight trains at all
+
+
+@dataclass(frozen=True)
+class BackboneInfo:
+    """What strategies need to know about a backbone: trial-independent, built once."""
+
+    layers: tuple[str, ...]  # backbone layers in topological order
+    params: tuple[int, ...]  # parameter count per layer
+    depths: tuple[FreezePlan, ...]  # candidate freeze depths (cut points)
+    frozen_by_name: tuple[str, ...]  # layers matched by search.by_name
+
+    @property
+    def total(self) -> int:
+        return max(sum(self.params), 1)
+
+    def fraction_frozen(self, trainable: tuple[str, ...]) -> float:
+        keep = set(trainable)
+        return sum(p for n, p in zip(self.layers, self.params) if n not in keep) / self.total
+
+    def suffix(self, n_frozen: int) -> tuple[str, ...]:
+        return self.layers[n_frozen:]
+
+    def segment_from_top(self, layer: str) -> int:
+        """0 for layers above the deepest internal cut, 1 below it, and so on."""
+        position = self.layers.index(layer)
+        cuts = [d.n_frozen_layers for d in self.depths if 0 < d.n_frozen_layers < len(self.layers)]
+        return sum(cut > position for cut in cuts)
+
+
+def backbone_info(backbone, search) -> BackboneInfo:
+    fd = search.freeze_depth
+    depths = candidate_plans(backbone, fd.low, fd.high, fd.candidates)
+    names = tuple(layer.name for layer in backbone.layers)
+    by_name = resolve_layer_patterns(names, search.by_name) if search.by_name else ()
+    return BackboneInfo(names, tuple(layer_params(x) for x in backbone.layers), tuple(depths),
+                        by_name)
+
+
+def resolve_layer_patterns(layers: tuple[str, ...], patterns: list[str]) -> tuple[str, ...]:
+    """Layers matched by exact names, globs (`block_1*`) or regexes (`re:^conv\\d`)."""
+    matched: list[str] = []
+    for pattern in patterns:
+        if pattern.startswith("re:"):
+            hits = [n for n in layers if re.search(pattern[3:], n)]
+        elif any(c in pattern for c in "*?["):
+            hits = fnmatch.filter(layers, pattern)
+        else:
+            hits = [pattern] if pattern in layers else []
+        if not hits:
+            close = difflib.get_close_matches(pattern.removeprefix("re:"), layers, n=5, cutoff=0.5)
+            hint = f"; closest layer names: {close}" if close else ""
+            raise ThawError(
+                f"search.by_name: {pattern!r} matches no layer of the backbone{hint}. Use exact "
+                "names, glob patterns (block_1*) or regexes prefixed with 're:'."
+            )
+        matched += [n for n in hits if n not in matched]
+    return tuple(n for n in layers if n in matched)
+
+
+# --- strategies ---------------------------------------------------------------------------
+
+Suggest = Callable[..., StrategyPlan]
+
+
+def _discriminative(trial, search, info: BackboneInfo, trainable: tuple[str, ...]):
+    """ULMFiT's discriminative rates: divide by `decay` per segment going down."""
+    if not trainable or not trial.suggest_categorical("discriminative", search.discriminative):
+        return ()
+    r = search.discriminative_decay
+    decay = trial.suggest_float("lr_decay", r.low, r.high)
+    return tuple((n, decay ** -info.segment_from_top(n)) for n in trainable)
+
+
+def _single_phase(name: str, trial, search, info, lr, trainable, description,
+                  bn_and_bias_only=False) -> StrategyPlan:
+    scales = _discriminative(trial, search, info, trainable)
+    phase = Phase(search.epochs, trainable, lr, bn_and_bias_only, scales)
+    if scales:
+        description += f", discriminative rates (/{trial.params['lr_decay']:.2f} per segment)"
+    fraction = 1.0 if bn_and_bias_only else info.fraction_frozen(trainable)
+    return StrategyPlan(name, (phase,), description, fraction, bool(trainable))
+
+
+def head_only(trial, search, info: BackboneInfo, lr: float) -> StrategyPlan:
+    return StrategyPlan("head_only", (Phase(search.epochs, (), lr),),
+                        "whole backbone frozen (head only)", 1.0, False)
+
+
+def freeze_depth(trial, search, info: BackboneInfo, lr: float) -> StrategyPlan:
+    depth = info.depths[trial.suggest_int("freeze_depth", 0, len(info.depths) - 1)]
+    return _single_phase("freeze_depth", trial, search, info, lr,
+                         info.suffix(depth.n_frozen_layers), depth.describe())
+
+
+def last_n_layers(trial, search, info: BackboneInfo, lr: float) -> StrategyPlan:
+    weighted = [n for n, p in zip(info.layers, info.params) if p > 0]
+    high = min(search.last_n_layers.high, len(weighted))
+    n = trial.suggest_int("last_n", min(search.last_n_layers.low, high), high)
+    first = info.layers.index(weighted[-n])
+    return _single_phase("last_n_layers", trial, search, info, lr, info.layers[first:],
+                         f"last {n} layers with weights trainable (from {weighted[-n]})")
+
+
+def by_name(trial, search, info: BackboneInfo, lr: float) -> StrategyPlan:
+    frozen = set(info.frozen_by_name)
+    trainable = tuple(n for n in info.layers if n not in frozen)
+    return _single_phase("by_name", trial, search, info, lr, trainable,
+                         f"{len(frozen)} layers frozen by name ({', '.join(search.by_name)})")
+
+
+def bn_bias_only(trial, search, info: BackboneInfo, lr: float) -> StrategyPlan:
+    # BN statistics policy: the backbone runs in inference mode, so moving mean
+    # and variance stay as pretrained; only gamma/beta and biases learn.
+    return _single_phase("bn_bias_only", trial, search, info, lr, info.layers,
+                         "only BatchNorm scale/offset and biases trainable (statistics frozen)",
+                         bn_and_bias_only=True)
+
+
+def gradual(trial, search, info: BackboneInfo, lr: float) -> StrategyPlan:
+    """ULMFiT: head first, then one more segment from the top every E epochs."""
+    every = trial.suggest_int("unfreeze_every", search.unfreeze_every.low,
+                              search.unfreeze_every.high)
+    cuts = sorted({d.n_frozen_layers for d in info.depths}, reverse=True)  # top segment first
+    phases, epochs_left = [], search.epochs
+    trainable: tuple[str, ...] = ()
+    for step, cut in enumerate(cuts):
+        if epochs_left <= 0:
+            break
+        last = step == len(cuts) - 1
+        epochs = epochs_left if last else min(every, epochs_left)
+        scales = _discriminative(trial, search, info, trainable) if step else ()
+        phases.append(Phase(epochs, trainable, lr, lr_scales=scales))
+        epochs_left -= epochs
+        trainable = info.suffix(cut)
+    frozen = info.fraction_frozen(phases[-1].trainable_layers)
+    return StrategyPlan("gradual", tuple(phases),
+                        f"gradual unfreezing: one segment every {every} epochs, "
+                        f"{len(phases)} phases, ending {frozen:.0%} frozen", frozen,
+                        any(p.trainable_layers for p in phases))
+
+
+def lp_ft(trial, search, info: BackboneInfo, lr: float) -> StrategyPlan:
+    """Kumar et al. 2022: linear probe to convergence, then fine-tune at a smaller rate."""
+    choices = [d for d in info.depths if d.frozen_fraction < 1.0] or list(info.depths)
+    depth = choices[trial.suggest_int("freeze_depth", 0, len(choices) - 1)]
+    r = search.lp_ft_lr_fraction
+    fraction = trial.suggest_float("ft_lr_fraction", r.low, r.high, log=True)
+    probe_epochs = max(1, search.epochs // 2)
+    trainable = info.suffix(depth.n_frozen_layers)
+    scales = _discriminative(trial, search, info, trainable)
+    phases = (Phase(probe_epochs, (), lr),
+              Phase(search.epochs - probe_epochs, trainable, lr * fraction, lr_scales=scales))
+    phases = tuple(p for p in phases if p.epochs > 0)
+    return StrategyPlan("lp_ft", phases,
+                        f"linear probe {probe_epochs} epochs, then {depth.describe()} "
+                        f"at {fraction:.2g}x the rate", depth.frozen_fraction, bool(trainable))
+
+
+STRATEGIES: dict[str, Suggest] = {
+    "head_only": head_only,
+    "freeze_depth": freeze_depth,
+    "last_n_layers": last_n_layers,
+    "by_name": by_name,
+    "gradual": gradual,
+    "lp_ft": lp_ft,
+    "bn_bias_only": bn_bias_only,
+}
+
+
+def suggest_plan(trial, search, info: BackboneInfo, lr: float) -> StrategyPlan:
+    name = trial.suggest_categorical("strategy", search.strategies)
+    return STRATEGIES[name](trial, search, info, lr)
