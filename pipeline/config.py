@@ -191,15 +191,22 @@ class SearchParams(Strict):
     def _by_name_needs_names(self) -> SearchParams:
         if "by_name" in self.strategies and not self.by_name:
             raise ParamsProblem(
-                ("search", "by_name"), self.by_name,
+                ("search", "by_name"),
+                self.by_name,
                 "strategy by_name needs layer names or patterns to freeze",
             )
         if self.last_n_layers.low < 1:
-            raise ParamsProblem(("search", "last_n_layers", "low"), self.last_n_layers.low,
-                                "train at least one layer (low >= 1)")
+            raise ParamsProblem(
+                ("search", "last_n_layers", "low"),
+                self.last_n_layers.low,
+                "train at least one layer (low >= 1)",
+            )
         if self.unfreeze_every.low < 1:
-            raise ParamsProblem(("search", "unfreeze_every", "low"), self.unfreeze_every.low,
-                                "unfreeze every 1 or more epochs (low >= 1)")
+            raise ParamsProblem(
+                ("search", "unfreeze_every", "low"),
+                self.unfreeze_every.low,
+                "unfreeze every 1 or more epochs (low >= 1)",
+            )
         return self
 
 

@@ -69,8 +69,9 @@ def backbone_info(backbone, search) -> BackboneInfo:
     depths = candidate_plans(backbone, fd.low, fd.high, fd.candidates)
     names = tuple(layer.name for layer in backbone.layers)
     by_name = resolve_layer_patterns(names, search.by_name) if search.by_name else ()
-    return BackboneInfo(names, tuple(layer_params(x) for x in backbone.layers), tuple(depths),
-                        by_name)
+    return BackboneInfo(
+        names, tuple(layer_params(x) for x in backbone.layers), tuple(depths), by_name
+    )
 
 
 def resolve_layer_patterns(layers: tuple[str, ...], patterns: list[str]) -> tuple[str, ...]:
@@ -108,8 +109,9 @@ def _discriminative(trial, search, info: BackboneInfo, trainable: tuple[str, ...
     return tuple((n, decay ** -info.segment_from_top(n)) for n in trainable)
 
 
-def _single_phase(name: str, trial, search, info, lr, trainable, description,
-                  bn_and_bias_only=False) -> StrategyPlan:
+def _single_phase(
+    name: str, trial, search, info, lr, trainable, description, bn_and_bias_only=False
+) -> StrategyPlan:
     scales = _discriminative(trial, search, info, trainable)
     phase = Phase(search.epochs, trainable, lr, bn_and_bias_only, scales)
     if scales:
@@ -119,14 +121,26 @@ def _single_phase(name: str, trial, search, info, lr, trainable, description,
 
 
 def head_only(trial, search, info: BackboneInfo, lr: float) -> StrategyPlan:
-    return StrategyPlan("head_only", (Phase(search.epochs, (), lr),),
-                        "whole backbone frozen (head only)", 1.0, False)
+    return StrategyPlan(
+        "head_only",
+        (Phase(search.epochs, (), lr),),
+        "whole backbone frozen (head only)",
+        1.0,
+        False,
+    )
 
 
 def freeze_depth(trial, search, info: BackboneInfo, lr: float) -> StrategyPlan:
     depth = info.depths[trial.suggest_int("freeze_depth", 0, len(info.depths) - 1)]
-    return _single_phase("freeze_depth", trial, search, info, lr,
-                         info.suffix(depth.n_frozen_layers), depth.describe())
+    return _single_phase(
+        "freeze_depth",
+        trial,
+        search,
+        info,
+        lr,
+        info.suffix(depth.n_frozen_layers),
+        depth.describe(),
+    )
 
 
 def last_n_layers(trial, search, info: BackboneInfo, lr: float) -> StrategyPlan:
@@ -134,46 +148,73 @@ def last_n_layers(trial, search, info: BackboneInfo, lr: float) -> StrategyPlan:
     high = min(search.last_n_layers.high, len(weighted))
     n = trial.suggest_int("last_n", min(search.last_n_layers.low, high), high)
     first = info.layers.index(weighted[-n])
-    return _single_phase("last_n_layers", trial, search, info, lr, info.layers[first:],
-                         f"last {n} layers with weights trainable (from {weighted[-n]})")
+    return _single_phase(
+        "last_n_layers",
+        trial,
+        search,
+        info,
+        lr,
+        info.layers[first:],
+        f"last {n} layers with weights trainable (from {weighted[-n]})",
+    )
 
 
 def by_name(trial, search, info: BackboneInfo, lr: float) -> StrategyPlan:
     frozen = set(info.frozen_by_name)
     trainable = tuple(n for n in info.layers if n not in frozen)
-    return _single_phase("by_name", trial, search, info, lr, trainable,
-                         f"{len(frozen)} layers frozen by name ({', '.join(search.by_name)})")
+    return _single_phase(
+        "by_name",
+        trial,
+        search,
+        info,
+        lr,
+        trainable,
+        f"{len(frozen)} layers frozen by name ({', '.join(search.by_name)})",
+    )
 
 
 def bn_bias_only(trial, search, info: BackboneInfo, lr: float) -> StrategyPlan:
     # BN statistics policy: the backbone runs in inference mode, so moving mean
     # and variance stay as pretrained; only gamma/beta and biases learn.
-    return _single_phase("bn_bias_only", trial, search, info, lr, info.layers,
-                         "only BatchNorm scale/offset and biases trainable (statistics frozen)",
-                         bn_and_bias_only=True)
+    return _single_phase(
+        "bn_bias_only",
+        trial,
+        search,
+        info,
+        lr,
+        info.layers,
+        "only BatchNorm scale/offset and biases trainable (statistics frozen)",
+        bn_and_bias_only=True,
+    )
 
 
 def gradual(trial, search, info: BackboneInfo, lr: float) -> StrategyPlan:
     """ULMFiT: head first, then one more segment from the top every E epochs."""
-    every = trial.suggest_int("unfreeze_every", search.unfreeze_every.low,
-                              search.unfreeze_every.high)
-    cuts = sorted({d.n_frozen_layers for d in info.depths}, reverse=True)  # top segment first
+    every = trial.suggest_int(
+        "unfreeze_every", search.unfreeze_every.low, search.unfreeze_every.high
+    )
+    cuts = sorted(
+        {d.n_frozen_layers for d in info.depths if d.n_frozen_layers < len(info.layers)},
+        reverse=True,
+    )  # the top segment first
+    sequence = [()] + [info.suffix(cut) for cut in cuts]  # head only, then one more segment
     phases, epochs_left = [], search.epochs
-    trainable: tuple[str, ...] = ()
-    for step, cut in enumerate(cuts):
+    for step, trainable in enumerate(sequence):
         if epochs_left <= 0:
             break
-        last = step == len(cuts) - 1
-        epochs = epochs_left if last else min(every, epochs_left)
-        scales = _discriminative(trial, search, info, trainable) if step else ()
+        epochs = epochs_left if step == len(sequence) - 1 else min(every, epochs_left)
+        scales = _discriminative(trial, search, info, trainable)
         phases.append(Phase(epochs, trainable, lr, lr_scales=scales))
         epochs_left -= epochs
-        trainable = info.suffix(cut)
     frozen = info.fraction_frozen(phases[-1].trainable_layers)
-    return StrategyPlan("gradual", tuple(phases),
-                        f"gradual unfreezing: one segment every {every} epochs, "
-                        f"{len(phases)} phases, ending {frozen:.0%} frozen", frozen,
-                        any(p.trainable_layers for p in phases))
+    return StrategyPlan(
+        "gradual",
+        tuple(phases),
+        f"gradual unfreezing: one segment every {every} epochs, "
+        f"{len(phases)} phases, ending {frozen:.0%} frozen",
+        frozen,
+        any(p.trainable_layers for p in phases),
+    )
 
 
 def lp_ft(trial, search, info: BackboneInfo, lr: float) -> StrategyPlan:
@@ -185,12 +226,18 @@ def lp_ft(trial, search, info: BackboneInfo, lr: float) -> StrategyPlan:
     probe_epochs = max(1, search.epochs // 2)
     trainable = info.suffix(depth.n_frozen_layers)
     scales = _discriminative(trial, search, info, trainable)
-    phases = (Phase(probe_epochs, (), lr),
-              Phase(search.epochs - probe_epochs, trainable, lr * fraction, lr_scales=scales))
+    phases = (
+        Phase(probe_epochs, (), lr),
+        Phase(search.epochs - probe_epochs, trainable, lr * fraction, lr_scales=scales),
+    )
     phases = tuple(p for p in phases if p.epochs > 0)
-    return StrategyPlan("lp_ft", phases,
-                        f"linear probe {probe_epochs} epochs, then {depth.describe()} "
-                        f"at {fraction:.2g}x the rate", depth.frozen_fraction, bool(trainable))
+    return StrategyPlan(
+        "lp_ft",
+        phases,
+        f"linear probe {probe_epochs} epochs, then {depth.describe()} at {fraction:.2g}x the rate",
+        depth.frozen_fraction,
+        bool(trainable),
+    )
 
 
 STRATEGIES: dict[str, Suggest] = {

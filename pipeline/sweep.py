@@ -55,8 +55,9 @@ def suggest(trial, search: SearchParams, info: strategies.BackboneInfo) -> Trial
     head_units = trial.suggest_categorical("head_units", search.head_units)
     dropout = 0.0
     if head_units > 0:
-        dropout = trial.suggest_float("head_dropout", search.head_dropout.low,
-                                      search.head_dropout.high)
+        dropout = trial.suggest_float(
+            "head_dropout", search.head_dropout.low, search.head_dropout.high
+        )
     r = search.learning_rate
     learning_rate = trial.suggest_float("learning_rate", r.low, r.high, log=True)
     plan = strategies.suggest_plan(trial, search, info, learning_rate)
@@ -85,16 +86,31 @@ def run_trial(trial, ctx: SweepContext) -> float:
 
     try:
         backbone = keras.models.load_model(ctx.backbone_path, compile=False)
-        model = training.build_classifier(backbone, config.head_units, ctx.num_classes,
-                                          config.dropout)
-        result = training.train_plan(model, backbone, plan, ctx.train, ctx.val,
-                                     batch_size=ctx.search.batch_size,
-                                     seed=ctx.seed + trial.number, on_epoch=on_epoch)
+        model = training.build_classifier(
+            backbone, config.head_units, ctx.num_classes, config.dropout
+        )
+        result = training.train_plan(
+            model,
+            backbone,
+            plan,
+            ctx.train,
+            ctx.val,
+            batch_size=ctx.search.batch_size,
+            seed=ctx.seed + trial.number,
+            on_epoch=on_epoch,
+        )
     except Exception as exc:
         trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}"[:500])
         raise
-    for key in ("trainable_params", "max_trainable_params", "frozen_params", "total_params",
-                "device", "device_kind", "device_seconds"):
+    for key in (
+        "trainable_params",
+        "max_trainable_params",
+        "frozen_params",
+        "total_params",
+        "device",
+        "device_kind",
+        "device_seconds",
+    ):
         trial.set_user_attr(key, getattr(result, key))
     return result.best_val_accuracy
 

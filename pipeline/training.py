@@ -216,9 +216,18 @@ def fit(
     )
 
 
-def train_plan(model, backbone, plan: StrategyPlan, train, val, *, batch_size: int, seed: int,
-               on_epoch: Callable[[int, float], None] | None = None,
-               on_phase_end: Callable[[int], None] | None = None) -> TrainResult:
+def train_plan(
+    model,
+    backbone,
+    plan: StrategyPlan,
+    train,
+    val,
+    *,
+    batch_size: int,
+    seed: int,
+    on_epoch: Callable[[int, float], None] | None = None,
+    on_phase_end: Callable[[int], None] | None = None,
+) -> TrainResult:
     """Run a strategy's phases: set flags, recompile, train; counts per phase.
 
     Each phase gets a fresh Adam. Keras 3 optimizers refuse variables they were
@@ -228,12 +237,24 @@ def train_plan(model, backbone, plan: StrategyPlan, train, val, *, batch_size: i
     results: list[TrainResult] = []
     for index, phase in enumerate(plan.phases):
         set_phase(backbone, phase)
-        scales = {id(w): s for name, s in phase.lr_scales
-                  for w in backbone.get_layer(name).trainable_weights}
+        scales = {
+            id(w): s
+            for name, s in phase.lr_scales
+            for w in backbone.get_layer(name).trainable_weights
+        }
         compile_classifier(model, phase.learning_rate, scales)
-        results.append(fit(model, train, val, epochs=phase.epochs, batch_size=batch_size,
-                           seed=seed + index, on_epoch=on_epoch,
-                           initial_epoch=sum(p.epochs for p in plan.phases[:index])))
+        results.append(
+            fit(
+                model,
+                train,
+                val,
+                epochs=phase.epochs,
+                batch_size=batch_size,
+                seed=seed + index,
+                on_epoch=on_epoch,
+                initial_epoch=sum(p.epochs for p in plan.phases[:index]),
+            )
+        )
         if on_phase_end is not None:
             on_phase_end(index)
     last = results[-1]

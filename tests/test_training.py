@@ -33,8 +33,15 @@ def train_with_plan(arch: str, depth: int, lr: float = 0.05):
     model = training.build_classifier(backbone, head_units=8, num_classes=3)
     before = snapshot(model)
     x, y = tiny_data()
-    result = training.train_plan(model, backbone, single_phase(backbone, plan, lr), (x, y),
-                                 (x[:8], y[:8]), batch_size=8, seed=0)
+    result = training.train_plan(
+        model,
+        backbone,
+        single_phase(backbone, plan, lr),
+        (x, y),
+        (x[:8], y[:8]),
+        batch_size=8,
+        seed=0,
+    )
     return backbone, model, plan, before, result
 
 
@@ -97,5 +104,12 @@ def test_nan_loss_stops_training_with_a_reason():
     x, y = tiny_data()
     x[0, 0, 0, 0] = np.nan
     with pytest.raises(training.DivergedError, match="loss became nan"):
-        training.train_plan(model, backbone, single_phase(backbone, plan, 0.01), (x, y),
-                            (x[:8], y[:8]), batch_size=8, seed=0)
+        training.train_plan(
+            model,
+            backbone,
+            single_phase(backbone, plan, 0.01),
+            (x, y),
+            (x[:8], y[:8]),
+            batch_size=8,
+            seed=0,
+        )

@@ -1,0 +1,193 @@
+"""Every strategy, at every phase: frozen stays bit-identical, trainable trains, counts match."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import optuna
+import pytest
+
+from pipeline import backbones, strategies, training
+from pipeline.config import BackboneParams, SearchParams
+from pipeline.errors import ThawError
+from tests.test_training import snapshot, tiny_data
+
+SEARCH = SearchParams(
+    strategies=list(strategies.STRATEGIES),
+    epochs=4,
+    discriminative=[False, True],
+    by_name=["block1_*", "re:^block2_conv1$"],
+    freeze_depth={"low": 0.0, "high": 1.0, "candidates": 4},
+)
+
+# One fixed trial per strategy (FixedTrial answers each suggest_* with these values).
+CASES = {
+    "head_only": {},
+    "freeze_depth": {"freeze_depth": 1},
+    "last_n_layers": {"last_n": 3},
+    "by_name": {},
+    "gradual": {"unfreeze_every": 1},
+    "lp_ft": {"freeze_depth": 1, "ft_lr_fraction": 0.5},
+    "bn_bias_only": {},
+}
+
+
+def make_backbone():
+    return backbones.build("small_cnn", 32, None, BackboneParams(width=4))
+
+
+def plan_for(name: str, backbone, discriminative: bool = False, search=SEARCH):
+    params = {"strategy": name, "discriminative": discriminative, "lr_decay": 2.6, **CASES[name]}
+    info = strategies.backbone_info(backbone, search)
+    return strategies.suggest_plan(optuna.trial.FixedTrial(params), search, info, 0.05)
+
+
+def run_checked(plan, backbone):
+    """Train the plan, checking the invariants at the end of every phase."""
+    model = training.build_classifier(backbone, head_units=8, num_classes=3)
+    x, y = tiny_data()
+    before = {"weights": snapshot(model)}
+    seen = []
+
+    def check_phase(index: int) -> None:
+        phase = plan.phases[index]
+        after = snapshot(model)
+        trainable = {w.path for w in model.trainable_weights}
+        for layer in backbone.layers:
+            for w in layer.weights:
+                if w.path not in trainable:  # frozen (incl. BN moving statistics): untouched
+                    np.testing.assert_array_equal(
+                        after[w.path], before["weights"][w.path], err_msg=f"phase {index}: {w.path}"
+                    )
+            if layer.name not in phase.trainable_layers:
+                assert not layer.trainable_weights, f"phase {index}: {layer.name} not frozen"
+        for w in model.trainable_weights:  # trainable: trained
+            assert not np.array_equal(after[w.path], before["weights"][w.path]), w.path
+        optimizer_sizes = sum(int(np.prod(v.shape)) for v in model.optimizer._trainable_variables)
+        seen.append(optimizer_sizes)
+        assert optimizer_sizes == sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+        before["weights"] = after
+
+    result = training.train_plan(
+        model,
+        backbone,
+        plan,
+        (x, y),
+        (x[:8], y[:8]),
+        batch_size=8,
+        seed=0,
+        on_phase_end=check_phase,
+    )
+    assert len(seen) == len(plan.phases)
+    assert result.trainable_params == seen[-1] and result.max_trainable_params == max(seen)
+    assert len(result.val_accuracy) == sum(p.epochs for p in plan.phases)
+    return model, result
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_strategy_keeps_frozen_frozen_and_trains_the_rest(name):
+    backbone = make_backbone()
+    plan = plan_for(name, backbone)
+    assert plan.strategy == name and plan.description
+    run_checked(plan, backbone)
+
+
+def test_discriminative_rates_with_every_fine_tuning_strategy():
+    for name in ("freeze_depth", "last_n_layers", "gradual", "lp_ft", "bn_bias_only", "by_name"):
+        backbone = make_backbone()
+        plan = plan_for(name, backbone, discriminative=True)
+        scales = dict(s for p in plan.phases for s in p.lr_scales)
+        assert scales and max(scales.values()) == 1.0, name
+        run_checked(plan, backbone)
+        keras.backend.clear_session()
+
+
+def test_discriminative_rate_scales_each_layers_update():
+    backbone = make_backbone()
+    names = tuple(layer.name for layer in backbone.layers)
+    phase = strategies.Phase(1, names, 0.05, lr_scales=(("block3_conv2", 0.0),))
+    plan = strategies.StrategyPlan("freeze_depth", (phase,), "test", 0.0, True)
+    model = training.build_classifier(backbone, head_units=0, num_classes=3)
+    before = snapshot(model)
+    x, y = tiny_data()
+    training.train_plan(model, backbone, plan, (x, y), (x[:8], y[:8]), batch_size=8, seed=0)
+    kernel = backbone.get_layer("block3_conv2").kernel
+    np.testing.assert_array_equal(kernel.numpy(), before[kernel.path])  # rate x 0
+    other = backbone.get_layer("block3_conv1").kernel
+    assert not np.array_equal(other.numpy(), before[other.path])
+
+
+def test_segments_get_smaller_rates_going_down():
+    backbone = make_backbone()
+    info = strategies.backbone_info(backbone, SEARCH)
+    top, bottom = info.segment_from_top("block3_conv2"), info.segment_from_top("block1_conv1")
+    assert top == 0 and bottom > top
+
+
+def test_gradual_unfreezes_one_more_segment_per_phase():
+    plan = plan_for("gradual", make_backbone())
+    sizes = [len(p.trainable_layers) for p in plan.phases]
+    assert sizes[0] == 0 and sizes == sorted(sizes) and len(set(sizes)) == len(sizes)
+    assert sum(p.epochs for p in plan.phases) == SEARCH.epochs
+
+
+def test_lp_ft_probes_then_fine_tunes_at_a_fraction_of_the_rate():
+    plan = plan_for("lp_ft", make_backbone())
+    probe, tune = plan.phases
+    assert probe.trainable_layers == () and tune.trainable_layers
+    assert tune.learning_rate == pytest.approx(probe.learning_rate * 0.5)
+
+
+def test_bn_bias_only_trains_no_kernel():
+    backbone = make_backbone()
+    model, _ = run_checked(plan_for("bn_bias_only", backbone), backbone)
+    kinds = {
+        w.path.rsplit("/", 1)[-1] for w in model.trainable_weights if not w.path.startswith("head")
+    }
+    assert kinds == {"gamma", "beta"}  # small_cnn's convs have no bias
+
+
+def test_changing_trainable_without_recompiling_is_refused():
+    backbone = make_backbone()
+    model = training.build_classifier(backbone, head_units=0, num_classes=3)
+    training.compile_classifier(model, 0.01)
+    backbone.layers[1].trainable = False  # a change after compile
+    x, y = tiny_data()
+    with pytest.raises(RuntimeError, match="call compile again"):
+        training.fit(model, (x, y), (x, y), epochs=1, batch_size=8, seed=0)
+
+
+def test_unknown_layer_name_suggests_close_matches():
+    backbone = make_backbone()
+    search = SEARCH.model_copy(update={"by_name": ["block1_conv3"]})
+    with pytest.raises(ThawError) as info:
+        strategies.backbone_info(backbone, search)
+    message = str(info.value)
+    assert "'block1_conv3'" in message and "block1_conv1" in message
+
+
+def test_a_saved_model_with_custom_names_is_frozen_by_name(tmp_path):
+    """The article's third recipe: load a model file, freeze its layers by name."""
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(4, 3, name="feature_extractor_a")(inputs)
+    x = keras.layers.BatchNormalization(name="feature_norm")(x)
+    x = keras.layers.Conv2D(4, 3, name="refiner")(x)
+    keras.Model(inputs, x).save(tmp_path / "custom.h5")
+    backbone = keras.models.load_model(tmp_path / "custom.h5", compile=False)
+    search = SEARCH.model_copy(update={"by_name": ["feature_*"]})
+    info = strategies.backbone_info(backbone, search)
+    assert info.frozen_by_name == ("feature_extractor_a", "feature_norm")
+    params = {"strategy": "by_name", "discriminative": False}
+    plan = strategies.suggest_plan(optuna.trial.FixedTrial(params), search, info, 0.05)
+    _, result = run_checked(plan, backbone)
+    assert result.trainable_params == (3 * 3 * 4 * 4 + 4) + (4 * 8 + 8) + (
+        8 * 3 + 3
+    )  # refiner + head
+
+
+def test_unknown_strategy_is_a_params_error():
+    from pipeline.config import ParamsError, parse_params
+    from tests.test_config import params_with
+
+    with pytest.raises(ParamsError, match="search.strategies.*'lora'.*head_only"):
+        parse_params(params_with(**{"search.strategies": ["head_only", "lora"]}))
