@@ -5,7 +5,7 @@
 Reads `results/sweep/<name>/` for each backbone in params.yaml and the data
 manifest; writes `reports/report.md`, `reports/trials.csv` (every trial of
 every backbone), `reports/metrics.json` (for `dvc metrics show`) and
-`reports/accuracy_vs_trainable_params.png`.
+`reports/accuracy_vs_trainable_params.png` and `accuracy_vs_freeze_depth.png`.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from pipeline.sweep import MODELS_DIR, RESULTS_DIR
 
 REPORTS_DIR = Path("reports")
 PLOT = "accuracy_vs_trainable_params.png"
+DEPTH_PLOT = "accuracy_vs_freeze_depth.png"
 
 
 def load_results(names: list[str], results_dir: Path = RESULTS_DIR) -> tuple[pd.DataFrame, list]:
@@ -97,6 +98,71 @@ def plot_accuracy_vs_params(trials: pd.DataFrame, bests: list[dict], path: Path)
     plt.close(fig)
 
 
+def strategy_table(trials: pd.DataFrame, unit: str) -> pd.DataFrame:
+    """Best trial per backbone x strategy, with end and peak trainable counts."""
+    done = trials[trials.state == "COMPLETE"]
+    best = done.loc[done.groupby(["backbone", "strategy"], sort=False).val_accuracy.idxmax()]
+    best = best.sort_values(["backbone", "val_accuracy"], ascending=[True, False])
+    return pd.DataFrame(
+        {
+            "backbone": best.backbone,
+            "strategy": best.strategy,
+            "best val accuracy": best.val_accuracy.map("{:.3f}".format),
+            "trials": [
+                int(((done.backbone == b) & (done.strategy == s)).sum())
+                for b, s in zip(best.backbone, best.strategy)
+            ],
+            "plan": best.plan,
+            "trainable params (end / max)": [
+                f"{e:,.0f} / {m:,.0f}"
+                for e, m in zip(best.trainable_params, best.max_trainable_params)
+            ],
+            unit: best.device_seconds.map("{:.1f}".format),
+        }
+    )
+
+
+def plot_accuracy_vs_depth(trials: pd.DataFrame, path: Path) -> None:
+    """Yosinski-style transferability curve: accuracy against share of backbone frozen."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = trials[trials.state == "COMPLETE"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), dpi=120, sharey=True)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    markers = dict(zip(sorted(done.strategy.unique()), "osD^vP*X"))
+    panels = (
+        ("backbone frozen (only the head trains)", False),
+        ("backbone partly fine-tuned", True),
+    )
+    for ax, (title, fine_tunes) in zip(axes, panels):
+        part = done[done.fine_tunes == fine_tunes]
+        for i, name in enumerate(done.backbone.unique()):
+            for strategy, group in part[part.backbone == name].groupby("strategy"):
+                ax.scatter(
+                    100 * group.frozen_fraction,
+                    group.val_accuracy,
+                    s=30,
+                    alpha=0.75,
+                    color=colors[i % len(colors)],
+                    marker=markers[strategy],
+                    label=f"{name} / {strategy}",
+                )
+        ax.set_title(title)
+        ax.set_xlabel("backbone parameters frozen at the end (%)")
+        ax.set_xlim(-5, 105)
+        ax.grid(True, alpha=0.3)
+        if len(part):
+            ax.legend(fontsize=7)
+    axes[0].set_ylabel("validation accuracy")
+    fig.suptitle("Validation accuracy vs freeze depth")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def _fmt_table(frame: pd.DataFrame) -> str:
     header = "| " + " | ".join(frame.columns) + " |"
     rule = "|" + "|".join("---" for _ in frame.columns) + "|"
@@ -115,6 +181,7 @@ def markdown(
                 "backbone": b["backbone"],
                 "weights": b["weights"],
                 "val accuracy": f"{b['val_accuracy']:.3f}",
+                "strategy": b.get("strategy"),
                 "freezing": b["plan"],
                 "head units": b["params"]["head_units"],
                 "learning rate": f"{b['params']['learning_rate']:.1e}",
@@ -133,10 +200,14 @@ def markdown(
             "backbone": done.backbone,
             "trial": done.trial,
             "val accuracy": done.val_accuracy.map("{:.3f}".format),
+            "strategy": done.strategy,
             "freezing": done.plan,
             "head units": done.head_units,
             "learning rate": done.learning_rate.map("{:.1e}".format),
-            "trainable params": done.trainable_params.map("{:,.0f}".format),
+            "trainable params (end / max)": [
+                f"{e:,.0f} / {m:,.0f}"
+                for e, m in zip(done.trainable_params, done.max_trainable_params)
+            ],
             unit: done.device_seconds.map("{:.1f}".format),
         }
     )
@@ -161,6 +232,15 @@ split is held out. Device time is **{unit}** of training on {devices}
 {_fmt_table(best_rows)}
 
 ![validation accuracy vs trainable parameters]({PLOT})
+
+## Strategies
+
+Each freezing strategy's best trial per backbone. For strategies with phases
+(`gradual`, `lp_ft`) the trainable count is given at the end and at its peak.
+
+{_fmt_table(strategy_table(trials, unit))}
+
+![validation accuracy vs freeze depth]({DEPTH_PLOT})
 
 ## All completed trials (top {min(top_n, len(comparison))} of {len(comparison)})
 
@@ -190,6 +270,7 @@ def main() -> None:
     trials.to_csv(REPORTS_DIR / "trials.csv", index=False)
     (REPORTS_DIR / "metrics.json").write_text(json.dumps(metrics(bests), indent=1) + "\n")
     plot_accuracy_vs_params(trials, bests, REPORTS_DIR / PLOT)
+    plot_accuracy_vs_depth(trials, REPORTS_DIR / DEPTH_PLOT)
     (REPORTS_DIR / "report.md").write_text(
         markdown(trials, bests, manifest, metas, params.report.top_n)
     )

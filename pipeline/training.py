@@ -67,12 +67,13 @@ def build_classifier(backbone, head_units: int, num_classes: int, dropout: float
 
 def set_phase(backbone, phase: Phase) -> None:
     """Set `trainable` on every backbone layer (and weight) for a phase. Recompile after."""
-    backbone.trainable = True  # resets every weight's flag too
+    backbone.trainable = True
     keep = set(phase.trainable_layers)
     for layer in backbone.layers:
-        if layer.name not in keep:
-            layer.trainable = False
-        elif phase.bn_and_bias_only:
+        # Set every layer explicitly: a model loaded from a file does not pass
+        # `backbone.trainable = True` down to layers frozen by an earlier phase.
+        layer.trainable = layer.name in keep  # also resets each weight's own flag
+        if layer.trainable and phase.bn_and_bias_only:
             for weight in layer.trainable_weights:
                 weight.trainable = _is_bn_or_bias(layer, weight)
 

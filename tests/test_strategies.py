@@ -36,10 +36,10 @@ def make_backbone():
     return backbones.build("small_cnn", 32, None, BackboneParams(width=4))
 
 
-def plan_for(name: str, backbone, discriminative: bool = False, search=SEARCH):
+def plan_for(name: str, backbone, discriminative: bool = False, search=SEARCH, lr: float = 0.05):
     params = {"strategy": name, "discriminative": discriminative, "lr_decay": 2.6, **CASES[name]}
     info = strategies.backbone_info(backbone, search)
-    return strategies.suggest_plan(optuna.trial.FixedTrial(params), search, info, 0.05)
+    return strategies.suggest_plan(optuna.trial.FixedTrial(params), search, info, lr)
 
 
 def run_checked(plan, backbone):
@@ -191,3 +191,13 @@ def test_unknown_strategy_is_a_params_error():
 
     with pytest.raises(ParamsError, match="search.strategies.*'lora'.*head_only"):
         parse_params(params_with(**{"search.strategies": ["head_only", "lora"]}))
+
+
+@pytest.mark.parametrize("name", ["gradual", "lp_ft"])
+def test_phases_unfreeze_a_backbone_loaded_from_a_file(name, tmp_path):
+    make_backbone().save(tmp_path / "b.keras")
+    backbone = keras.models.load_model(tmp_path / "b.keras", compile=False)
+    plan = plan_for(name, backbone, lr=0.01)  # gentle: 0.05 can kill every ReLU by phase 3
+    _, result = run_checked(plan, backbone)
+    head = 64 * 8 + 8 + 8 * 3 + 3
+    assert result.max_trainable_params > head  # later phases really train backbone layers

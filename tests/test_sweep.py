@@ -102,3 +102,20 @@ def test_status_reports_progress_and_best(workspace, capsys):
     assert cli.main(["status"]) == 0
     out = capsys.readouterr().out
     assert "small_cnn: 2/2 finished (2 complete)" in out and "best val accuracy" in out
+
+
+@pytest.mark.parametrize(
+    "strategy",
+    ["head_only", "freeze_depth", "last_n_layers", "by_name", "gradual", "lp_ft", "bn_bias_only"],
+)
+def test_every_strategy_runs_from_params(workspace, strategy):
+    raw = json.loads(json.dumps(TINY_PARAMS))
+    raw["search"].update(
+        strategies=[strategy], epochs=2, by_name=["block1_*"], discriminative=[True]
+    )
+    raw["sweep"]["n_trials"] = 1
+    run(parse_params(raw))
+    row = pd.read_csv("results/sweep/small_cnn/trials.csv").iloc[0]
+    assert row.state == "COMPLETE" and row.strategy == strategy
+    assert row.max_trainable_params >= row.trainable_params > 0
+    assert json.loads(row.params)["strategy"] == strategy
