@@ -99,6 +99,7 @@ class BackboneParams(Strict):
     alpha: float = Field(1.0, gt=0)
     width: int = Field(16, ge=1)
     preprocess: str | None = None  # defaults to the architecture's own
+    by_name: list[str] = []  # layers the by_name strategy freezes; replaces search.by_name
 
     @field_validator("weights")
     @classmethod
@@ -189,12 +190,6 @@ class SearchParams(Strict):
 
     @model_validator(mode="after")
     def _by_name_needs_names(self) -> SearchParams:
-        if "by_name" in self.strategies and not self.by_name:
-            raise ParamsProblem(
-                ("search", "by_name"),
-                self.by_name,
-                "strategy by_name needs layer names or patterns to freeze",
-            )
         if self.last_n_layers.low < 1:
             raise ParamsProblem(
                 ("search", "last_n_layers", "low"),
@@ -245,6 +240,13 @@ class Params(Strict):
         if not self.backbones:
             raise ValueError("backbones: list at least one backbone")
         for name, spec in self.backbones.items():
+            if "by_name" in self.search.strategies and not (spec.by_name or self.search.by_name):
+                raise ParamsProblem(
+                    ("search", "by_name"),
+                    self.search.by_name,
+                    f"strategy by_name needs layer names or patterns to freeze for backbone "
+                    f"{name!r}: set search.by_name or backbones.{name}.by_name",
+                )
             arch = spec.arch or name
             if spec.weights in ("source", "imagenet") and arch not in backbones.ARCHITECTURES:
                 raise ParamsProblem(

@@ -68,7 +68,8 @@ def backbone_info(backbone, search) -> BackboneInfo:
     fd = search.freeze_depth
     depths = candidate_plans(backbone, fd.low, fd.high, fd.candidates)
     names = tuple(layer.name for layer in backbone.layers)
-    by_name = resolve_layer_patterns(names, search.by_name) if search.by_name else ()
+    wanted = "by_name" in search.strategies and search.by_name
+    by_name = resolve_layer_patterns(names, search.by_name) if wanted else ()
     return BackboneInfo(
         names, tuple(layer_params(x) for x in backbone.layers), tuple(depths), by_name
     )
@@ -88,7 +89,7 @@ def resolve_layer_patterns(layers: tuple[str, ...], patterns: list[str]) -> tupl
             close = difflib.get_close_matches(pattern.removeprefix("re:"), layers, n=5, cutoff=0.5)
             hint = f"; closest layer names: {close}" if close else ""
             raise ThawError(
-                f"search.by_name: {pattern!r} matches no layer of the backbone{hint}. Use exact "
+                f"by_name: {pattern!r} matches no layer of the backbone{hint}. Use exact "
                 "names, glob patterns (block_1*) or regexes prefixed with 're:'."
             )
         matched += [n for n in hits if n not in matched]

@@ -158,13 +158,20 @@ def _best_trial(study):
     return max(complete, key=lambda t: t.value) if complete else None
 
 
+def effective_search(params: Params, name: str) -> SearchParams:
+    """The search space for one backbone: its own `by_name` list replaces the shared one."""
+    own = params.backbones[name].by_name
+    return params.search.model_copy(update={"by_name": own}) if own else params.search
+
+
 def load_context(name: str, params: Params, manifest: dict) -> tuple[SweepContext, dict]:
     folder = MODELS_DIR / name
     meta = json.loads((folder / "meta.json").read_text())
     import keras
 
     backbone = keras.models.load_model(folder / "backbone.keras", compile=False)
-    info = strategies.backbone_info(backbone, params.search)
+    search = effective_search(params, name)
+    info = strategies.backbone_info(backbone, search)
     splits = data.load_splits(manifest, ("train", "val"))
 
     def arrays(split: data.Split) -> tuple[np.ndarray, np.ndarray]:
@@ -176,7 +183,7 @@ def load_context(name: str, params: Params, manifest: dict) -> tuple[SweepContex
         train=arrays(splits["train"]),
         val=arrays(splits["val"]),
         num_classes=len(manifest["target_classes"]),
-        search=params.search,
+        search=search,
         seed=params.seed,
     )
     return ctx, meta
@@ -187,7 +194,11 @@ def open_study(name: str, params: Params, meta: dict):
 
     url = studies.storage_url(params.sweep.storage, name)
     study_name = studies.study_name(
-        name, meta["sha256"], data.file_digest(MANIFEST), params.search, params.seed
+        name,
+        meta["sha256"],
+        data.file_digest(MANIFEST),
+        effective_search(params, name),
+        params.seed,
     )
     study = optuna.create_study(
         study_name=study_name,

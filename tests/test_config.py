@@ -119,3 +119,12 @@ def test_cli_check_exits_non_zero_with_the_message(tmp_path, capsys):
     path.write_text(yaml.safe_dump(params_with(**{"data.dataset": "nope"})))
     assert cli.main(["--params", str(path), "check"]) == 2
     assert "data.dataset" in capsys.readouterr().err
+
+
+def test_by_name_strategy_needs_names():
+    message = error_for(**{"search.strategies": ["by_name"]})
+    assert "search.by_name" in message and "backbones.small_cnn.by_name" in message
+    raw = params_with(
+        **{"search.strategies": ["by_name"], "backbones.small_cnn.by_name": ["block1_*"]}
+    )
+    assert parse_params(raw).backbones["small_cnn"].by_name == ["block1_*"]

@@ -119,3 +119,13 @@ def test_every_strategy_runs_from_params(workspace, strategy):
     assert row.state == "COMPLETE" and row.strategy == strategy
     assert row.max_trainable_params >= row.trainable_params > 0
     assert json.loads(row.params)["strategy"] == strategy
+
+
+def test_a_backbones_own_by_name_list_is_used(workspace):
+    raw = json.loads(json.dumps(TINY_PARAMS))
+    raw["search"].update(strategies=["by_name"], epochs=1, by_name=["no_such_layer"])
+    raw["backbones"]["small_cnn"]["by_name"] = ["block1_*", "block2_conv1"]
+    raw["sweep"]["n_trials"] = 1
+    run(parse_params(raw))
+    row = pd.read_csv("results/sweep/small_cnn/trials.csv").iloc[0]
+    assert row.state == "COMPLETE" and "(block1_*, block2_conv1)" in row.plan
