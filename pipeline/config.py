@@ -138,15 +138,9 @@ class DepthRange(FloatRange):
         return self
 
 
-class IntRange(Strict):
+class IntRange(FloatRange):
     low: int = Field(ge=0)
     high: int = Field(ge=0)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> IntRange:
-        if self.low > self.high:
-            raise ValueError(f"low ({self.low}) must be <= high ({self.high})")
-        return self
 
 
 class SearchParams(Strict):
