@@ -305,10 +305,6 @@ def load_params(path: str | Path = PARAMS_FILE) -> Params:
         return parse_params(yaml.safe_load(f))
 
 
-def arch_of(name: str, spec: BackboneParams) -> str:
-    return spec.arch or name
-
-
 def backbone_stage_args(doc: str, argv: list[str] | None = None) -> tuple[str, Params]:
     """`python -m pipeline.<stage> <name>`: the backbone's name, checked, and the params."""
     import argparse

@@ -152,10 +152,3 @@ def _spread(fractions: np.ndarray, k: int) -> list[int]:
         order = np.argsort(np.abs(position - target))
         chosen.append(next(int(i) for i in order if int(i) not in chosen))
     return sorted(chosen)
-
-
-def apply_plan(backbone, plan: FreezePlan) -> None:
-    """Set `trainable` per layer. Call before compile (and recompile after)."""
-    backbone.trainable = True
-    for layer in backbone.layers[: plan.n_frozen_layers]:
-        layer.trainable = False

@@ -6,8 +6,9 @@ import keras
 import pytest
 from keras import layers
 
-from pipeline import backbones, freezing
+from pipeline import backbones, freezing, training
 from pipeline.config import BackboneParams
+from pipeline.strategies import Phase
 
 
 def residual_model():
@@ -79,10 +80,11 @@ def test_candidate_plans_respect_the_fraction_range():
         freezing.candidate_plans(model, 0.999, 0.9995, 3)
 
 
-def test_apply_plan_freezes_exactly_the_prefix():
+def test_a_phase_freezes_exactly_the_prefix():
     model = backbones.build("small_cnn", 16, None, BackboneParams(width=4))
     plan = freezing.candidate_plans(model, 0.0, 1.0, 4)[2]
-    freezing.apply_plan(model, plan)
+    suffix = tuple(layer.name for layer in model.layers[plan.n_frozen_layers :])
+    training.set_phase(model, Phase(1, suffix, 0.01))
     flags = [layer.trainable for layer in model.layers]
     assert flags == [False] * plan.n_frozen_layers + [True] * (len(flags) - plan.n_frozen_layers)
     assert "frozen up to" in plan.describe()
