@@ -183,7 +183,7 @@ class SearchParams(Strict):
         return options
 
     @model_validator(mode="after")
-    def _by_name_needs_names(self) -> SearchParams:
+    def _at_least_one(self) -> SearchParams:
         if self.last_n_layers.low < 1:
             raise ParamsProblem(
                 ("search", "last_n_layers", "low"),
