@@ -157,6 +157,7 @@ class SearchParams(Strict):
     lp_ft_lr_fraction: LogRange = LogRange(low=0.01, high=1.0)
     discriminative: list[bool] = [False]
     discriminative_decay: FloatRange = FloatRange(low=2.6, high=2.6)
+    patience: int = Field(0, ge=0)  # early stopping: epochs without a new best; 0 = off
 
     @field_validator("head_units")
     @classmethod
@@ -199,10 +200,33 @@ class SearchParams(Strict):
         return self
 
 
+PRUNERS = ("median", "hyperband", "none")
+
+
+class PrunerParams(Strict):
+    kind: str = "median"
+    warmup_epochs: int = Field(4, ge=0)  # median: never prune before this epoch
+    startup_trials: int = Field(4, ge=0)  # median: trials run in full before any pruning
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, kind: str) -> str:
+        if kind not in PRUNERS:
+            raise ValueError(f"unknown pruner {kind!r}; accepted: {list(PRUNERS)}")
+        return kind
+
+
+class CacheParams(Strict):
+    memory_mb: float = Field(1024, ge=0)  # activations kept in RAM
+    disk_mb: float = Field(4096, ge=0)  # spill-over under results/cache/<backbone>/
+
+
 class SweepParams(Strict):
     n_trials: int = Field(12, ge=1)
     storage: str = "default"  # default: a SQLite file per backbone under results/optuna/
     max_failures: int = Field(5, ge=1)
+    pruner: PrunerParams = PrunerParams()
+    cache: CacheParams = CacheParams()
 
     @field_validator("storage")
     @classmethod

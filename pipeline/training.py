@@ -1,25 +1,25 @@
 """Assemble backbone + head, freeze, compile, train, and measure what it cost.
 
 The Keras transfer-learning rules this module keeps:
-- the backbone is always called with `training=False` (see `_inference_mode`),
+- the backbone is always called with `training=False` (see `Classifier.call`),
   so every BatchNormalization in it, frozen or not, normalizes with its moving
   statistics and never updates them; a trainable BN layer in the suffix learns
   only its scale and offset (the Keras fine-tuning guide's policy);
 - `trainable` flags are set before `compile` (the train step captures them);
 - parameter counts come from the model's own weights.
+
+With an `ActivationCache`, a phase whose backbone prefix is frozen trains only
+the suffix and the head, on the prefix's cached outputs (see activations.py).
 """
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
-
-from pipeline import devices
+from pipeline import devices, loop
 from pipeline.freezing import param_count
+from pipeline.loop import DivergedError  # noqa: F401  (part of this module's interface)
 from pipeline.strategies import Phase, StrategyPlan
 
 
@@ -33,36 +33,29 @@ class TrainResult:
     device_kind: str  # "GPU" or "CPU"
     device_seconds: float
     max_trainable_params: int  # over phases: gradual and lp_ft change the count
+    stopped: str | None = None  # None, "plateau" (early stopping) or "pruned"
+    cached_phases: int = 0  # phases trained on cached prefix activations
 
     @property
     def best_val_accuracy(self) -> float:
         return max(self.val_accuracy)
 
 
-class DivergedError(RuntimeError):
-    """The loss became NaN or infinite."""
+def build_classifier(backbone, head_units: int, num_classes: int, dropout: float = 0.0, seed=0):
+    """Images -> backbone (inference mode) -> head. Freezing is applied per phase."""
+    from pipeline.classifier import Classifier, Head
+
+    head = Head(head_units, num_classes, dropout > 0)
+    model = Classifier(backbone, head, backbone.input_shape[1:])
+    head.reset(seed, dropout)
+    return model
 
 
-def build_classifier(backbone, head_units: int, num_classes: int, dropout: float = 0.0):
-    """Input -> backbone (inference mode) -> pooled features -> [Dense relu, dropout] -> softmax.
+def on_features(model, features, input_dims: tuple[int, ...]):
+    """The same head on another feature extractor (a backbone suffix, or None)."""
+    from pipeline.classifier import Classifier
 
-    Freezing is applied per phase by `set_phase`, before each compile.
-    """
-    import keras
-    from keras import layers
-
-    inputs = keras.Input(backbone.input_shape[1:], name="image")
-    x = _inference_mode(backbone)(inputs)
-    if len(x.shape) == 4:
-        x = layers.GlobalAveragePooling2D(name="pool")(x)
-    elif len(x.shape) != 2:
-        raise ValueError(f"backbone output has shape {x.shape}; expected a feature map or vector")
-    if head_units > 0:
-        x = layers.Dense(head_units, activation="relu", name="head_hidden")(x)
-        if dropout > 0:
-            x = layers.Dropout(dropout, name="head_dropout")(x)
-    outputs = layers.Dense(num_classes, activation="softmax", name="head_logits")(x)
-    return keras.Model(inputs, outputs, name="classifier")
+    return Classifier(features, model.head, input_dims)
 
 
 def set_phase(backbone, phase: Phase) -> None:
@@ -86,134 +79,48 @@ def _is_bn_or_bias(layer, weight) -> bool:
     return weight.path.endswith("bias")
 
 
-def _inference_mode(backbone):
-    """A layer that always calls `backbone` with training=False.
-
-    In Keras 3 a functional model overrides the `training=False` stored on a
-    nested model's node with its own call's value (fit passes training=True), so
-    `backbone(x, training=False)` alone does not keep a trainable BatchNorm in
-    inference mode. This wrapper has no `training` argument for Keras to inject.
-    """
-    import keras
-
-    class InferenceMode(keras.layers.Layer):
-        def __init__(self, inner, **kwargs):
-            super().__init__(name=inner.name, **kwargs)
-            self.inner = inner
-
-        def call(self, x):
-            return self.inner(x, training=False)
-
-        def compute_output_shape(self, input_shape):
-            return self.inner.compute_output_shape(input_shape)
-
-    return InferenceMode(backbone)
-
-
 def compile_classifier(model, learning_rate: float, lr_scales: dict[int, float] | None = None):
-    """Compile with Adam; remember which weights the train step will update."""
-
-    model.compile(
-        optimizer=_scaled_adam(learning_rate, lr_scales or {}),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    model._thaw_compiled_for = _trainable_ids(model)
-
-
-def _trainable_ids(model) -> tuple[int, ...]:
-    return tuple(id(w) for w in model.trainable_weights)
-
-
-def check_compiled_for_current_flags(model) -> None:
-    """Changing `trainable` after compile leaves a stale train step: refuse to train."""
-    if getattr(model, "_thaw_compiled_for", None) != _trainable_ids(model):
-        raise RuntimeError(
-            "trainable flags changed since the model was compiled; call compile again "
-            "(training.compile_classifier) after every change"
-        )
-
-
-def _scaled_adam(learning_rate: float, scales: dict[int, float]):
-    """Adam with a per-variable rate multiplier (discriminative learning rates).
-
-    Keras 3 has no per-variable rate, so the multiplier is applied in update_step,
-    looked up by the variable's index in the list the optimizer was built with.
-    """
-    import keras
-
-    class ScaledAdam(keras.optimizers.Adam):
-        def build(self, variables):
-            super().build(variables)
-            self._rate_scales = [scales.get(id(v), 1.0) for v in variables]
-
-        def update_step(self, gradient, variable, learning_rate):
-            scale = self._rate_scales[self._get_variable_index(variable)]
-            if scale != 1.0:
-                learning_rate = learning_rate * scale
-            super().update_step(gradient, variable, learning_rate)
-
-    return ScaledAdam(learning_rate) if scales else keras.optimizers.Adam(learning_rate)
-
-
-def _epoch_reporter(on_epoch: Callable[[int, float], None] | None):
-    """A callback that forwards each epoch's val accuracy and stops on a NaN loss."""
-    import keras
-
-    class EpochReporter(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            logs = logs or {}
-            loss = logs.get("loss", 0.0)
-            if not math.isfinite(loss):
-                raise DivergedError(f"loss became {loss} in epoch {epoch + 1}")
-            if on_epoch is not None:
-                on_epoch(epoch, float(logs["val_accuracy"]))
-
-    return EpochReporter()
+    """A train step for the model's current trainable set (set `trainable` first)."""
+    return loop.Step(model, model.input_dims, learning_rate, lr_scales)
 
 
 def fit(
-    model,
-    train: tuple[np.ndarray, np.ndarray],
-    val: tuple[np.ndarray, np.ndarray],
+    step: loop.Step,
+    train: tuple,
+    val: tuple,
     *,
     epochs: int,
     batch_size: int,
     seed: int,
-    on_epoch: Callable[[int, float], None] | None = None,
+    on_epoch: Callable[[int, float], bool] | None = None,
     initial_epoch: int = 0,
+    patience: int = 0,
 ) -> TrainResult:
     """Train a compiled model; time it on the device, synchronised at the end."""
-    import keras
-
-    check_compiled_for_current_flags(model)
-    keras.utils.set_random_seed(seed)
     device = devices.current()
-    start = time.perf_counter()
-    history = model.fit(
-        train[0],
-        train[1],
-        validation_data=val,
-        initial_epoch=initial_epoch,
-        epochs=initial_epoch + epochs,
+    run = loop.run_epochs(
+        step,
+        train,
+        val,
+        epochs=epochs,
         batch_size=batch_size,
-        shuffle=True,
-        verbose=0,
-        callbacks=[_epoch_reporter(on_epoch)],
+        seed=seed,
+        first_epoch=initial_epoch,
+        patience=patience,
+        on_epoch=on_epoch,
     )
-    devices.synchronize(model)
-    seconds = time.perf_counter() - start
-    trainable = param_count(model.trainable_weights)
-    total = param_count(model.weights)
+    trainable = param_count(step.model.trainable_variables)
+    total = param_count(step.model.weights)
     return TrainResult(
-        val_accuracy=[float(a) for a in history.history["val_accuracy"]],
+        val_accuracy=run.val_accuracy,
         trainable_params=trainable,
         frozen_params=total - trainable,
         total_params=total,
         device=device.name,
         device_kind=device.kind,
-        device_seconds=seconds,
+        device_seconds=run.seconds,
         max_trainable_params=trainable,
+        stopped=run.stopped,
     )
 
 
@@ -226,16 +133,40 @@ def train_plan(
     *,
     batch_size: int,
     seed: int,
-    on_epoch: Callable[[int, float], None] | None = None,
-    on_phase_end: Callable[[int], None] | None = None,
+    on_epoch: Callable[[int, float], bool] | None = None,
+    on_phase_end: Callable[[int, loop.Step], None] | None = None,
+    cache=None,
+    pool=None,
+    patience: int = 0,
 ) -> TrainResult:
-    """Run a strategy's phases: set flags, recompile, train; counts per phase.
+    """Run a strategy's phases: set flags, compile, train; counts per phase.
 
-    Each phase gets a fresh Adam. Keras 3 optimizers refuse variables they were
-    not built with, so carrying Adam's moments across an unfreeze would mean
-    copying private slot variables; and LP-FT deliberately restarts at a new rate.
+    `model` is `build_classifier(backbone, ...)` (or `pool.model(0, head)`). With
+    `cache` (an activations.ActivationCache over this backbone), each phase
+    trains the suffix after the deepest cached cut that no phase so far has
+    trained, on that cut's activations. With `pool` (a pool.Pool over the same
+    backbone and cache), phases reuse models and traced steps of earlier
+    trials. Each phase gets a fresh Adam: LP-FT restarts at
+    a new rate by design, and gradual unfreezing changes the variable set.
+    Early stopping (`patience`) ends a phase; a pruner's stop ends the plan.
     """
     results: list[TrainResult] = []
+    # One cut for the whole plan, below every layer any phase trains: then all
+    # phases share one model and, with a pool, one traced step (phases differ
+    # only in which variables get a non-zero rate). A deeper cut per phase would
+    # save compute in gradual unfreezing's early phases but trace once per phase,
+    # which on a CPU with small data costs more than the compute it saves.
+    trained = {name for phase in plan.phases for name in phase.trainable_layers}
+    cut = cache.cut_for(trained) if cache is not None else 0
+    plan_model, plan_train, plan_val = model, train, val
+    if cut:
+        if pool is not None:
+            plan_model = pool.model(cut, model.head)
+        else:
+            plan_model = on_features(model, cache.suffix(cut), cache.shape(cut))
+        plan_train = (cache.activations(cut, "train"), train[1])
+        plan_val = (cache.activations(cut, "val"), val[1])
+    epoch = 0
     for index, phase in enumerate(plan.phases):
         set_phase(backbone, phase)
         scales = {
@@ -243,29 +174,39 @@ def train_plan(
             for name, s in phase.lr_scales
             for w in backbone.get_layer(name).trainable_weights
         }
-        compile_classifier(model, phase.learning_rate, scales)
-        results.append(
-            fit(
-                model,
-                train,
-                val,
-                epochs=phase.epochs,
-                batch_size=batch_size,
-                seed=seed + index,
-                on_epoch=on_epoch,
-                initial_epoch=sum(p.epochs for p in plan.phases[:index]),
-            )
+        if pool is not None:
+            step = pool.step(plan_model, phase, scales)
+        else:
+            step = compile_classifier(plan_model, phase.learning_rate, scales)
+        result = fit(
+            step,
+            plan_train,
+            plan_val,
+            epochs=phase.epochs,
+            batch_size=batch_size,
+            seed=seed + index,
+            on_epoch=on_epoch,
+            initial_epoch=epoch,
+            patience=patience,
         )
+        result.cached_phases = int(bool(cut))
+        results.append(result)
+        epoch += len(result.val_accuracy)
         if on_phase_end is not None:
-            on_phase_end(index)
+            on_phase_end(index, step)
+        if result.stopped == "pruned":
+            break
+    total = param_count(model.weights)
     last = results[-1]
     return TrainResult(
         val_accuracy=[a for r in results for a in r.val_accuracy],
         trainable_params=last.trainable_params,
-        frozen_params=last.frozen_params,
-        total_params=last.total_params,
+        frozen_params=total - last.trainable_params,
+        total_params=total,
         device=last.device,
         device_kind=last.device_kind,
         device_seconds=sum(r.device_seconds for r in results),
         max_trainable_params=max(r.trainable_params for r in results),
+        stopped=last.stopped,
+        cached_phases=sum(r.cached_phases for r in results),
     )

@@ -128,3 +128,15 @@ def test_by_name_strategy_needs_names():
         **{"search.strategies": ["by_name"], "backbones.small_cnn.by_name": ["block1_*"]}
     )
     assert parse_params(raw).backbones["small_cnn"].by_name == ["block1_*"]
+
+
+def test_unknown_pruner():
+    with pytest.raises(ParamsError, match=r"sweep.pruner.kind = 'asha'.*median.*hyperband"):
+        parse_params(params_with(**{"sweep.pruner.kind": "asha"}))
+
+
+def test_negative_cache_budget_and_patience():
+    with pytest.raises(ParamsError) as error:
+        parse_params(params_with(**{"sweep.cache.memory_mb": -1, "search.patience": -2}))
+    assert "sweep.cache.memory_mb = -1" in str(error.value)
+    assert "search.patience = -2" in str(error.value)

@@ -85,14 +85,11 @@ def test_repeated_failures_stop_with_a_clear_error(workspace, monkeypatch):
         run(parse_params(raw))
 
 
-def test_each_trial_starts_from_a_clear_session(workspace, monkeypatch):
-    import keras
-
-    calls = []
-    real = keras.backend.clear_session
-    monkeypatch.setattr(keras.backend, "clear_session", lambda: calls.append(1) or real())
-    run(with_trials(2))
-    assert len(calls) == 2
+def test_trials_of_the_same_structure_reuse_one_traced_step(workspace, capsys):
+    run(with_trials(4, strategies=["head_only"], head_units=[8]))
+    err = capsys.readouterr().err
+    assert "train steps: 1 traced, 3 reused" in err
+    assert "1 cuts computed" in err
 
 
 def test_status_reports_progress_and_best(workspace, capsys):
@@ -129,3 +126,44 @@ def test_a_backbones_own_by_name_list_is_used(workspace):
     run(parse_params(raw))
     row = pd.read_csv("results/sweep/small_cnn/trials.csv").iloc[0]
     assert row.state == "COMPLETE" and "(block1_*, block2_conv1)" in row.plan
+
+
+class PruneFromSecondEpoch:
+    """A pruner that stops every trial once it has reported two epochs."""
+
+    def prune(self, study, trial) -> bool:
+        return trial.last_step is not None and trial.last_step >= 1
+
+
+def test_pruned_trials_are_recorded_with_the_epoch_they_reached(workspace, monkeypatch):
+    import optuna
+
+    monkeypatch.setattr(
+        sweep,
+        "make_pruner",
+        lambda *_: type("P", (PruneFromSecondEpoch, optuna.pruners.BasePruner), {})(),
+    )
+    params = with_trials(3, epochs=5, strategies=["freeze_depth"])
+    study, _ = sweep.sweep("small_cnn", params, data.read_manifest(MANIFEST))
+    table = studies.trials_table(study, "small_cnn")
+    assert list(table.state) == ["PRUNED"] * 3  # pruned trials count as finished
+    assert (table.pruned_at_epoch == 2).all() and (table.epochs_run == 2).all()
+    assert (table.stopped == "pruned").all() and (table.device_seconds > 0).all()
+    assert table.val_accuracy.notna().all()  # the best epoch before the stop
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [("median", "MedianPruner"), ("hyperband", "HyperbandPruner"), ("none", "NopPruner")],
+)
+def test_the_pruner_comes_from_params(kind, expected):
+    from pipeline.config import PrunerParams
+
+    assert type(sweep.make_pruner(PrunerParams(kind=kind), 10)).__name__ == expected
+
+
+def test_a_sweep_trains_on_cached_activations(workspace):
+    run(with_trials(3, strategies=["head_only", "freeze_depth"]))
+    table = pd.read_csv("results/sweep/small_cnn/trials.csv")
+    frozen = table.frozen_fraction > 0
+    assert (table.cached_phases[frozen] == 1).all() and (table.cached_phases[~frozen] == 0).all()

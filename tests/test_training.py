@@ -74,8 +74,8 @@ def test_trainable_count_matches_the_weights_the_optimizer_updates():
     assert result.trainable_params == sizes
     assert result.total_params == sum(int(np.prod(w.shape)) for w in model.weights)
     assert result.frozen_params == result.total_params - sizes
-    optimizer_vars = {id(v) for v in model.optimizer._trainable_variables}
-    assert optimizer_vars == {id(w) for w in model.trainable_weights}
+    step = training.compile_classifier(model, 0.01)
+    assert [id(v) for v in step.variables] == [id(w) for w in model.trainable_weights]
 
 
 def test_freezing_changes_the_trainable_count():
@@ -87,7 +87,8 @@ def test_head_only_trains_just_the_head():
     backbone, model, plan, before, result = train_with_plan("small_cnn", depth=3)
     assert plan.frozen_fraction == 1.0
     assert not backbone.trainable_weights
-    assert {w.path.split("/")[0] for w in model.trainable_weights} == {"head_hidden", "head_logits"}
+    assert {id(w) for w in model.trainable_weights} == {id(w) for w in model.head.weights}
+    assert len(model.head.weights) == 4  # hidden and logits: kernel and bias each
 
 
 def test_result_records_device_time_and_per_epoch_accuracy():
@@ -113,3 +114,25 @@ def test_nan_loss_stops_training_with_a_reason():
             batch_size=8,
             seed=0,
         )
+
+
+def plateau_run(patience: int, on_epoch=None):
+    backbone = backbones.build("small_cnn", 32, None, BackboneParams(width=4))
+    model = training.build_classifier(backbone, head_units=0, num_classes=3)
+    backbone.trainable = False
+    step = training.compile_classifier(model, 0.0)  # rate 0: accuracy never improves
+    x, y = tiny_data()
+    return training.fit(
+        step, (x, y), (x, y), epochs=8, batch_size=8, seed=0, patience=patience, on_epoch=on_epoch
+    )
+
+
+def test_early_stopping_ends_training_after_patience_epochs_without_a_new_best():
+    result = plateau_run(patience=2)
+    assert result.stopped == "plateau" and len(result.val_accuracy) == 3
+    assert plateau_run(patience=0).stopped is None
+
+
+def test_a_pruner_verdict_stops_training_at_that_epoch():
+    result = plateau_run(patience=0, on_epoch=lambda epoch, accuracy: epoch == 4)
+    assert result.stopped == "pruned" and len(result.val_accuracy) == 5

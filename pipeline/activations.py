@@ -1,0 +1,181 @@
+"""Frozen-prefix activation cache: run a frozen prefix over the data once per sweep.
+
+The backbone always runs in inference mode (BatchNorm uses its moving
+statistics, dropout and augmentation layers are off) and Thaw applies no
+augmentation before it, so the output of a frozen prefix is a pure function
+of the image. A phase that keeps layers[:n] frozen can therefore train the
+suffix layers[n:] plus the head on those outputs instead of on images.
+
+Caches exist only at the candidate freeze depths (block boundaries), so trials
+share them; `cut_for` picks the deepest one a phase may use. Arrays live in
+memory up to `memory_bytes` (least recently used evicted first), on disk under
+`folder` up to `disk_bytes` when they do not fit, and are recomputed when
+neither holds them. Keys hash the backbone file's digest, the cut, the split
+and the preprocessed input bytes, so a changed backbone or data set can never
+be served stale activations, and disk entries are safely reused across runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+BATCH = 256
+
+
+def array_digest(array: np.ndarray) -> str:
+    """Content hash of an array: its dtype, shape and bytes."""
+    h = hashlib.sha256(f"{array.dtype}{array.shape}".encode())
+    h.update(np.ascontiguousarray(array).data)
+    return h.hexdigest()
+
+
+@dataclass
+class CacheStats:
+    computed: int = 0  # cut points whose activations were computed
+    memory_hits: int = 0
+    disk_hits: int = 0
+    uncached: int = 0  # phases that fell back to a shallower cut: too big for both budgets
+    seconds: float = 0.0  # spent computing activations
+    memory_bytes: int = 0
+    disk_bytes: int = 0
+    seconds_by_cut: dict[int, float] = field(default_factory=dict)
+
+
+class ActivationCache:
+    """Activations of `backbone.layers[:n]` for each split, at the candidate cuts."""
+
+    def __init__(
+        self,
+        backbone,
+        backbone_digest: str,
+        inputs: dict[str, np.ndarray],
+        cuts: Iterable[int],
+        *,
+        memory_bytes: int,
+        disk_bytes: int,
+        folder: Path,
+    ):
+        self.backbone = backbone
+        self.inputs = inputs
+        n_layers = len(backbone.layers)
+        self.cuts = sorted({c for c in cuts if 0 < c <= n_layers})
+        self.memory_budget, self.disk_budget, self.folder = memory_bytes, disk_bytes, folder
+        self._digest = backbone_digest
+        self._input_digests = {split: array_digest(x) for split, x in inputs.items()}
+        self._memory: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._suffixes: dict[int, object] = {}
+        self.stats = CacheStats()
+
+    # --- which cut a phase may use ----------------------------------------------------------
+
+    def cut_for(self, trained: set[str]) -> int:
+        """The deepest cached cut with no layer before it trained so far (0: none)."""
+        names = [layer.name for layer in self.backbone.layers]
+        first = min((names.index(n) for n in trained), default=len(names))
+        usable = [c for c in self.cuts if c <= first]
+        fits = [c for c in usable if self.fits(c)]
+        if usable and max(usable) not in fits:
+            self.stats.uncached += 1
+        return max(fits, default=0)
+
+    def nbytes(self, cut: int, split: str) -> int:
+        return int(np.prod(self.shape(cut))) * 4 * len(self.inputs[split])
+
+    def fits(self, cut: int) -> bool:
+        budget = max(self.memory_budget, self.disk_budget)
+        return all(self.nbytes(cut, split) <= budget for split in self.inputs)
+
+    # --- the suffix model and the cached inputs to it ---------------------------------------
+
+    def _cut_tensor(self, cut: int):
+        return self.backbone.layers[cut - 1].output
+
+    def shape(self, cut: int) -> tuple[int, ...]:
+        return tuple(self._cut_tensor(cut).shape[1:])
+
+    def suffix(self, cut: int):
+        """layers[cut:] as a model from the cut's tensor (None when nothing follows the cut)."""
+        import keras
+
+        if cut not in self._suffixes:
+            tensor = self._cut_tensor(cut)
+            same = tensor is self.backbone.output
+            self._suffixes[cut] = None if same else keras.Model(tensor, self.backbone.output)
+        return self._suffixes[cut]
+
+    def key(self, cut: int, split: str) -> str:
+        layer = self.backbone.layers[cut - 1].name
+        text = f"{self._digest}|{cut}|{layer}|{split}|{self._input_digests[split]}"
+        return hashlib.sha256(text.encode()).hexdigest()[:40]
+
+    def activations(self, cut: int, split: str):
+        """The prefix's output for a split: an array in memory or memory-mapped from disk.
+
+        Call only while layers[:cut] hold their original weights (`cut_for` ensures it).
+        """
+        key = self.key(cut, split)
+        if key in self._memory:
+            self._memory.move_to_end(key)
+            self.stats.memory_hits += 1
+            return self._memory[key]
+        path = self.folder / f"{key}.npy"
+        if path.is_file():
+            self.stats.disk_hits += 1
+            return np.load(path, mmap_mode="r")
+        self._compute(cut)
+        if key in self._memory:
+            return self._memory[key]
+        if path.is_file():
+            return np.load(path, mmap_mode="r")
+        raise RuntimeError(f"activations at cut {cut} fit neither cache budget")
+
+    def _compute(self, cut: int) -> None:
+        import keras
+        import tensorflow as tf
+
+        start = time.perf_counter()
+        prefix = keras.Model(self.backbone.input, self._cut_tensor(cut))
+        shape = (None, *self.backbone.input_shape[1:])
+        forward = tf.function(
+            lambda x: prefix(x, training=False), input_signature=[tf.TensorSpec(shape)]
+        )
+        for split, images in self.inputs.items():
+            outputs = np.concatenate(
+                [forward(images[i : i + BATCH]).numpy() for i in range(0, len(images), BATCH)]
+            )
+            self._store(self.key(cut, split), outputs)
+        seconds = time.perf_counter() - start
+        self.stats.computed += 1
+        self.stats.seconds += seconds
+        self.stats.seconds_by_cut[cut] = seconds
+
+    def _store(self, key: str, array: np.ndarray) -> None:
+        if array.nbytes <= self.memory_budget:
+            while self.stats.memory_bytes + array.nbytes > self.memory_budget:
+                _, evicted = self._memory.popitem(last=False)
+                self.stats.memory_bytes -= evicted.nbytes
+            self._memory[key] = array
+            self.stats.memory_bytes += array.nbytes
+        elif array.nbytes <= self.disk_budget:
+            self._make_room_on_disk(array.nbytes)
+            path = self.folder / f"{key}.npy"
+            partial = path.with_suffix(".partial.npy")
+            np.save(partial, array)
+            partial.replace(path)  # atomic: a killed run never leaves half a file under the key
+            self.stats.disk_bytes += array.nbytes
+
+    def _make_room_on_disk(self, needed: int) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        files = sorted(self.folder.glob("*.npy"), key=lambda p: p.stat().st_mtime)
+        used = sum(p.stat().st_size for p in files)
+        while files and used + needed > self.disk_budget:
+            oldest = files.pop(0)
+            used -= oldest.stat().st_size
+            oldest.unlink()

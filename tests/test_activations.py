@@ -1,0 +1,124 @@
+"""The frozen-prefix activation cache: equivalent to training the full model, never stale."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from pipeline import activations, backbones, freezing, training
+from pipeline.config import BackboneParams
+from pipeline.strategies import Phase, StrategyPlan
+from tests.test_training import snapshot, tiny_data
+
+
+def backbone_pair(arch: str):
+    """Two backbones with identical weights: one trained on images, one on the cache."""
+    first = backbones.build(arch, 32, None, BackboneParams(alpha=0.35, width=4))
+    second = keras.models.clone_model(first)
+    second.set_weights(first.get_weights())
+    return first, second
+
+
+def make_cache(backbone, train_x, val_x, cuts, folder, digest="backbone-sha", **budgets):
+    budgets = {"memory_bytes": 1 << 30, "disk_bytes": 1 << 30, **budgets}
+    inputs = {"train": train_x, "val": val_x}
+    return activations.ActivationCache(backbone, digest, inputs, cuts, folder=folder, **budgets)
+
+
+def depth_plan(backbone, depth: int, epochs: int = 3) -> tuple[StrategyPlan, int]:
+    cut = freezing.candidate_plans(backbone, 0.0, 1.0, 4)[depth]
+    trainable = tuple(layer.name for layer in backbone.layers[cut.n_frozen_layers :])
+    phase = Phase(epochs, trainable, 0.01)
+    plan = StrategyPlan("freeze_depth", (phase,), cut.describe(), cut.frozen_fraction, True)
+    return plan, cut.n_frozen_layers
+
+
+@pytest.mark.parametrize(
+    ("arch", "depth"), [("small_cnn", 2), ("mobilenet_v2", 2), ("small_cnn", 3)]
+)
+def test_training_on_cached_activations_equals_training_the_frozen_full_model(
+    arch, depth, tmp_path
+):
+    full_backbone, cached_backbone = backbone_pair(arch)
+    plan, cut = depth_plan(full_backbone, depth)
+    x, y = tiny_data(n=40)
+    val = (x[:16], y[:16])
+    full = training.build_classifier(full_backbone, 8, 3, dropout=0.3, seed=5)
+    cached = training.build_classifier(cached_backbone, 8, 3, dropout=0.3, seed=5)
+    cached.head.set_weights(full.head.get_weights())
+    cache = make_cache(cached_backbone, x, val[0], [cut], tmp_path)
+    kwargs = {"batch_size": 8, "seed": 3}
+    a = training.train_plan(full, full_backbone, plan, (x, y), val, **kwargs)
+    b = training.train_plan(cached, cached_backbone, plan, (x, y), val, cache=cache, **kwargs)
+    assert (a.cached_phases, b.cached_phases) == (0, 1)  # the cache was really used
+    assert cache.stats.computed == 1
+    after_full, after_cached = snapshot(full), snapshot(cached)
+    assert after_full.keys() == after_cached.keys()
+    for path, value in after_full.items():
+        np.testing.assert_allclose(after_cached[path], value, rtol=1e-4, atol=1e-5, err_msg=path)
+    np.testing.assert_allclose(b.val_accuracy, a.val_accuracy, atol=1e-6)
+    assert (b.trainable_params, b.total_params) == (a.trainable_params, a.total_params)
+
+
+def test_a_phase_uses_the_deepest_cut_nothing_trained_so_far_precedes(tmp_path):
+    backbone, _ = backbone_pair("small_cnn")
+    plans = freezing.candidate_plans(backbone, 0.0, 1.0, 4)
+    cuts = [p.n_frozen_layers for p in plans]  # 0, ..., len(layers)
+    x, _ = tiny_data(n=4)
+    cache = make_cache(backbone, x, x, cuts, tmp_path)
+    names = [layer.name for layer in backbone.layers]
+    assert cache.cut_for(set()) == len(names)  # head only: the whole backbone's output
+    assert cache.cut_for(set(names[cuts[2] :])) == cuts[2]
+    assert cache.cut_for(set(names[cuts[2] + 1 :])) == cuts[2]  # between cuts: the one below
+    assert cache.cut_for({names[cuts[1]], names[-1]}) == cuts[1]  # any trained layer bounds it
+    assert cache.cut_for(set(names)) == 0  # everything trains: no cache
+
+
+def test_keys_change_with_the_backbone_file_and_the_data(tmp_path):
+    backbone, _ = backbone_pair("small_cnn")
+    x, _ = tiny_data(n=8)
+    cut = len(backbone.layers)
+    base = make_cache(backbone, x, x, [cut], tmp_path).key(cut, "train")
+    assert make_cache(backbone, x, x, [cut], tmp_path).key(cut, "train") == base
+    assert make_cache(backbone, x, x, [cut], tmp_path, "other-sha").key(cut, "train") != base
+    changed = x.copy()
+    changed[0, 0, 0, 0] += 1.0
+    assert make_cache(backbone, changed, x, [cut], tmp_path).key(cut, "train") != base
+    assert make_cache(backbone, x, x, [cut], tmp_path).key(cut, "val") != base
+
+
+def test_too_big_for_memory_goes_to_disk_and_is_reused_by_the_next_run(tmp_path):
+    backbone, _ = backbone_pair("small_cnn")
+    x, _ = tiny_data(n=8)
+    cut = len(backbone.layers)
+    first = make_cache(backbone, x, x, [cut], tmp_path, memory_bytes=0)
+    expected = keras.Model(backbone.input, backbone.output).predict(x, verbose=0)
+    on_disk = first.activations(cut, "train")
+    assert isinstance(on_disk, np.memmap) and len(list(tmp_path.glob("*.npy"))) == 2
+    np.testing.assert_allclose(on_disk, expected, rtol=1e-5, atol=1e-6)
+    second = make_cache(backbone, x, x, [cut], tmp_path, memory_bytes=0)
+    np.testing.assert_array_equal(second.activations(cut, "train"), on_disk)
+    assert (second.stats.computed, second.stats.disk_hits) == (0, 1)
+
+
+def test_a_cut_too_big_for_both_budgets_falls_back_to_a_shallower_one_or_none(tmp_path):
+    backbone, _ = backbone_pair("small_cnn")
+    x, _ = tiny_data(n=8)
+    cuts = [p.n_frozen_layers for p in freezing.candidate_plans(backbone, 0.0, 1.0, 4)]
+    cache = make_cache(backbone, x, x, cuts, tmp_path, memory_bytes=0, disk_bytes=0)
+    assert cache.cut_for(set()) == 0 and cache.stats.uncached == 1
+
+
+def test_memory_budget_evicts_the_least_recently_used(tmp_path):
+    backbone, _ = backbone_pair("small_cnn")
+    x, _ = tiny_data(n=8)
+    cuts = [p.n_frozen_layers for p in freezing.candidate_plans(backbone, 0.0, 1.0, 4)][-2:]
+    probe = make_cache(backbone, x, x, cuts, tmp_path)
+    budget = max(sum(probe.nbytes(c, s) for s in ("train", "val")) for c in cuts)  # one cut's
+    cache = make_cache(backbone, x, x, cuts, tmp_path, memory_bytes=budget, disk_bytes=0)
+    cache.activations(cuts[0], "train")
+    cache.activations(cuts[1], "train")  # evicts cuts[0]'s arrays to make room
+    assert 0 < cache.stats.memory_bytes <= budget
+    cache.activations(cuts[0], "train")
+    assert cache.stats.computed == 3 and not list(tmp_path.glob("*.npy"))
