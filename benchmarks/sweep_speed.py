@@ -137,6 +137,7 @@ def run_loop(kind: str, name: str, params, manifest, seed: int, n_trials: int, o
         "pruned": sum(t.state.name == "PRUNED" for t in trials),
         "failed": sum(t.state.name == "FAIL" for t in trials),
         "head_only_trial_s": head_only,
+        "pool": vars(ctx.pool.stats) if kind == "thaw" else None,
     }
 
 
@@ -196,7 +197,7 @@ def memory(args, params, manifest) -> None:
         end = samples[args.memory]
         print(f"{name}: {args.memory} trials in {result['seconds']:.0f} s; RSS after trial 5 "
               f"{base:.1f} MiB, after trial {args.memory} {end:.1f} MiB "
-              f"({(end / base - 1) * 100:+.1f} %)")  # fmt: skip
+              f"({(end / base - 1) * 100:+.1f} %); train steps {result['pool']}")  # fmt: skip
 
 
 def main() -> None:

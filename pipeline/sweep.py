@@ -222,7 +222,7 @@ def load_context(name: str, params: Params, manifest: dict) -> tuple[SweepContex
         backbone=backbone,
         pristine=[np.array(w.numpy(), copy=True) for w in backbone.weights],
         cache=cache,
-        pool=Pool(backbone, num_classes, cache),
+        pool=Pool(backbone, num_classes, cache, params.sweep.cache.traced_models),
         info=info,
         train=train,
         val=val,
