@@ -38,3 +38,18 @@ def synchronize(model) -> None:
     """Block until queued device work is done: reading a weight back to the host waits."""
     if model.weights:
         model.weights[0].numpy()
+
+
+def tune_graph_optimizer() -> bool:
+    """Skip Grappler's graph rewrites on a CPU; keep them on a GPU. Returns True if skipped.
+
+    A trial traces a step and runs it for seconds. On 2 CPU cores, Grappler's
+    rewrites made MobileNetV2's first train step take 1.65 s instead of 1.12 s
+    and its first inference pass 0.42 s instead of 0.29 s, with no measurable
+    gain per step after; on a GPU its layout and fusion passes pay for themselves.
+    """
+    import tensorflow as tf
+
+    skip = current().kind == "CPU"
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": skip})
+    return skip

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import activations, backbones, data, strategies, studies, training
+from pipeline import activations, backbones, data, devices, strategies, studies, training
 from pipeline.config import Params, PrunerParams, SearchParams, backbone_stage_args
 from pipeline.errors import ThawError, run_main
 from pipeline.pool import Pool
@@ -199,6 +199,7 @@ def load_context(name: str, params: Params, manifest: dict) -> tuple[SweepContex
     meta = json.loads((folder / "meta.json").read_text())
     import keras
 
+    devices.tune_graph_optimizer()
     backbone = keras.models.load_model(folder / "backbone.keras", compile=False)
     search = effective_search(params, name)
     info = strategies.backbone_info(backbone, search)
