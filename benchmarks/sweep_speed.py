@@ -198,9 +198,11 @@ def memory(args, params, manifest) -> None:
         result = run_loop("thaw", name, params, manifest, params.seed, args.memory, record)
         base = samples[min(5, args.memory)]
         end = samples[args.memory]
+        peak = max(v for k, v in samples.items() if k >= 5)
         print(f"{name}: {args.memory} trials in {result['seconds']:.0f} s; RSS after trial 5 "
               f"{base:.1f} MiB, after trial {args.memory} {end:.1f} MiB "
-              f"({(end / base - 1) * 100:+.1f} %); train steps {result['pool']}")  # fmt: skip
+              f"({(end / base - 1) * 100:+.1f} %), highest after trial 5 {peak:.1f} MiB "
+              f"({(peak / base - 1) * 100:+.1f} %); train steps {result['pool']}")  # fmt: skip
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import gc
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -69,7 +70,7 @@ class Pool:
             self._steps.pop(id(evicted), None)
             self.stats.evicted += 1
             del evicted
-            _release_memory()
+            release_memory(clear_kernels=True)
         return self._models[key]
 
     def step(self, model, phase, lr_scales: dict[int, float]) -> Step:
@@ -96,17 +97,24 @@ class Pool:
         return step
 
 
-def _release_memory() -> None:
-    """Collect dropped graphs and their cached kernels, hand freed pages back to the OS.
+def release_memory(clear_kernels: bool = False) -> None:
+    """Collect garbage (and dropped graphs' cached kernels), hand freed pages back to the OS.
 
     Kernels of a dropped graph stay in TensorFlow's kernel cache until it is
     cleared (measured: RSS grew 14 % over 100 MobileNetV2 trials without this).
+    Without `malloc_trim`, glibc keeps freed pages, so resident memory only rises.
     """
     from tensorflow.python.eager import context
 
     gc.collect()
-    context.context().clear_kernel_cache()
-    name = ctypes.util.find_library("c")
-    libc = ctypes.CDLL(name) if name else None
+    if clear_kernels:
+        context.context().clear_kernel_cache()
+    libc = _libc()
     if libc is not None and hasattr(libc, "malloc_trim"):
         libc.malloc_trim(0)
+
+
+@functools.cache
+def _libc():
+    name = ctypes.util.find_library("c")  # may run ldconfig: look it up once
+    return ctypes.CDLL(name) if name else None

@@ -23,7 +23,7 @@ import numpy as np
 from pipeline import activations, backbones, data, devices, strategies, studies, training
 from pipeline.config import Params, PrunerParams, SearchParams, backbone_stage_args
 from pipeline.errors import ThawError, run_main
-from pipeline.pool import Pool
+from pipeline.pool import Pool, release_memory
 from pipeline.prepare import MANIFEST
 
 MODELS_DIR = Path("models")
@@ -83,7 +83,7 @@ def run_trial(trial, ctx: SweepContext) -> float:
     """
     import optuna
 
-    gc.collect()  # cheap: `sweep` froze everything alive before the first trial
+    release_memory()  # cheap: load_context froze everything alive before the first trial
     for variable, value in zip(ctx.backbone.weights, ctx.pristine):
         variable.assign(value)
     config = suggest(trial, ctx.search, ctx.info)
