@@ -21,7 +21,7 @@ import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +45,6 @@ class CacheStats:
     seconds: float = 0.0  # spent computing activations
     memory_bytes: int = 0
     disk_bytes: int = 0
-    seconds_by_cut: dict[int, float] = field(default_factory=dict)
 
 
 class ActivationCache:
@@ -154,7 +153,6 @@ class ActivationCache:
         seconds = time.perf_counter() - start
         self.stats.computed += 1
         self.stats.seconds += seconds
-        self.stats.seconds_by_cut[cut] = seconds
 
     def _store(self, key: str, array: np.ndarray) -> None:
         if array.nbytes <= self.memory_budget:
