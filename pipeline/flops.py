@@ -84,3 +84,32 @@ def training_flops(costs: Sequence[LayerCost], trainable: Iterable[str]) -> int:
     input_grads = sum(c.forward for c in costs[first + 1 :])
     weight_grads = sum(costs[i].forward for i in positions)
     return forward + input_grads + weight_grads
+
+
+def head_costs(feature_dims: tuple[int, ...], units: int, num_classes: int) -> list[LayerCost]:
+    """The classifier head's layers (classifier.Head): [pool] -> [hidden Dense] -> softmax."""
+    costs, width = [], feature_dims[-1]
+    if len(feature_dims) == 3:
+        costs.append(LayerCost("head_pool", math.prod(feature_dims), False))
+    if units:
+        costs.append(LayerCost("head_hidden", 2 * width * units + units, True))
+        width = units
+    costs.append(LayerCost("head_logits", 2 * width * num_classes + num_classes, True))
+    return costs
+
+
+def trial_flops(
+    costs: Sequence[LayerCost],
+    phases: Sequence[tuple[int, Iterable[str]]],
+    n_train: int,
+    n_val: int,
+) -> int:
+    """A trial's FLOPs: per phase (epochs run, trainable layers), training steps over the
+    train split plus a forward pass over the validation split after each epoch.
+    `costs` covers backbone and head; head layers always train."""
+    head = [c.name for c in costs if c.name.startswith("head_")]
+    forward = sum(c.forward for c in costs)
+    return sum(
+        epochs * (n_train * training_flops(costs, [*layers, *head]) + n_val * forward)
+        for epochs, layers in phases
+    )

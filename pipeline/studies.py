@@ -99,7 +99,7 @@ def count_finished(study) -> int:
 RECORDED_ATTRS = [
     "strategy", "plan", "frozen_fraction", "fine_tunes", "phases", "trainable_params",
     "max_trainable_params", "frozen_params", "total_params", "device_kind", "device",
-    "device_seconds", "stopped", "pruned_at_epoch", "cached_phases",
+    "device_seconds", "train_flops", "stopped", "pruned_at_epoch", "cached_phases",
 ]  # fmt: skip
 TRIAL_COLUMNS = [
     "backbone", "trial", "state", "freeze_depth", "head_units", "learning_rate",

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import activations, backbones, data, devices, strategies, studies, training
+from pipeline import activations, backbones, data, devices, flops, strategies, studies, training
 from pipeline.config import Params, PrunerParams, SearchParams, backbone_stage_args
 from pipeline.errors import ThawError, run_main
 from pipeline.pool import Pool, release_memory
@@ -50,6 +50,8 @@ class SweepContext:
     val: tuple[np.ndarray, np.ndarray]
     num_classes: int
     search: SearchParams
+    layer_costs: list[flops.LayerCost]  # forward FLOPs per example of each backbone layer
+    feature_dims: tuple[int, ...]  # the backbone's output, the head's input
     seed: int
 
 
@@ -132,6 +134,11 @@ def run_trial(trial, ctx: SweepContext) -> float:
         "cached_phases",
     ):
         trial.set_user_attr(key, getattr(result, key))
+    costs = ctx.layer_costs + flops.head_costs(ctx.feature_dims, config.head_units, ctx.num_classes)
+    phases = [(n, p.trainable_layers) for n, p in zip(result.phase_epochs, plan.phases)]
+    trial.set_user_attr(
+        "train_flops", flops.trial_flops(costs, phases, len(ctx.train[1]), len(ctx.val[1]))
+    )
     if result.stopped == "pruned":
         trial.set_user_attr("pruned_at_epoch", len(per_epoch))
         raise optuna.TrialPruned(f"pruned after epoch {len(per_epoch)}")
@@ -228,6 +235,8 @@ def load_context(name: str, params: Params, manifest: dict) -> tuple[SweepContex
         train=train,
         val=val,
         num_classes=num_classes,
+        layer_costs=flops.model_costs(backbone),
+        feature_dims=tuple(backbone.output_shape[1:]),
         search=search,
         seed=params.seed,
     )

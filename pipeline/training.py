@@ -15,7 +15,7 @@ the suffix and the head, on the prefix's cached outputs (see activations.py).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pipeline import devices, loop
 from pipeline.freezing import param_count
@@ -35,6 +35,7 @@ class TrainResult:
     max_trainable_params: int  # over phases: gradual and lp_ft change the count
     stopped: str | None = None  # None, "plateau" (early stopping) or "pruned"
     cached_phases: int = 0  # phases trained on cached prefix activations
+    phase_epochs: list[int] = field(default_factory=list)  # epochs run in each phase
 
     @property
     def best_val_accuracy(self) -> float:
@@ -209,4 +210,5 @@ def train_plan(
         max_trainable_params=max(r.trainable_params for r in results),
         stopped=last.stopped,
         cached_phases=sum(r.cached_phases for r in results),
+        phase_epochs=[len(r.val_accuracy) for r in results],
     )

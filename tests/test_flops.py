@@ -43,3 +43,13 @@ def test_every_layer_of_the_registered_backbones_is_counted():
         assert [c.name for c in costs] == [layer.name for layer in model.layers]
         convs = [c for c, layer in zip(costs, model.layers) if "Conv" in type(layer).__name__]
         assert convs and all(c.forward > 0 for c in convs)
+
+
+def test_a_trials_flops_add_up_over_phases_and_splits():
+    costs = flops.model_costs(tiny_model())[:-1]  # the backbone: image, conv, relu, pool
+    costs += flops.head_costs((2,), units=0, num_classes=3)  # head_logits: 2 x 2 x 3 + 3
+    forward = 576 + 32 + 32 + 15
+    head_only = forward + 15
+    everything = forward + 79 + 591
+    total = flops.trial_flops(costs, [(2, []), (3, ["conv"])], n_train=10, n_val=4)
+    assert total == 2 * (10 * head_only + 4 * forward) + 3 * (10 * everything + 4 * forward)

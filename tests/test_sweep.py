@@ -35,6 +35,7 @@ def test_sweep_records_every_column_and_the_best(workspace):
     assert table.val_accuracy_per_epoch.notna().all() and (table.epochs_run == 1).all()
     assert (table.trainable_params + table.frozen_params == table.total_params).all()
     assert (table.device_seconds > 0).all() and table.device_kind.isin(["CPU", "GPU"]).all()
+    assert (table.train_flops > 0).all()
     assert table.plan.str.len().gt(0).all()
     best = json.loads((workspace / "results/sweep/small_cnn/best.json").read_text())
     assert best["val_accuracy"] == pytest.approx(table.val_accuracy.max())
