@@ -21,7 +21,9 @@ from keras import layers
 class Head(keras.layers.Layer):
     """[global average pool] -> [Dense relu, dropout] -> softmax."""
 
-    def __init__(self, units: int, num_classes: int, dropout: bool, **kwargs):
+    def __init__(
+        self, units: int, num_classes: int, dropout: bool, feature_dims: tuple[int, ...], **kwargs
+    ):
         super().__init__(name="head", **kwargs)
         self.pool = layers.GlobalAveragePooling2D(name="pool")
         self.hidden = layers.Dense(units, "relu", name="head_hidden") if units else None
@@ -33,6 +35,7 @@ class Head(keras.layers.Layer):
             # A plain tf.Variable: Keras does not count it among the model's weights.
             self.rate = tf.Variable(0.0, trainable=False, name="dropout_rate")
             self.noise = keras.random.SeedGenerator(0, name="dropout_seed")
+        self(np.zeros((1, *feature_dims), np.float32))  # build now: `reset` needs the weights
 
     def reset(self, seed: int, dropout: float = 0.0) -> None:
         """Fresh Glorot-uniform kernels and zero biases drawn from `seed`, and the rate."""
@@ -66,10 +69,7 @@ class Classifier(keras.Model):
     def __init__(self, features, head: Head, input_dims: tuple[int, ...]):
         super().__init__(name="classifier")
         self.features, self.head, self.input_dims = features, head, tuple(input_dims)
-        feature_dims = self.input_dims if features is None else features.output_shape[1:]
-        if not head.built:
-            head(np.zeros((1, *feature_dims), np.float32))  # builds the head alone
-        self.built = True  # the features model is built already
+        self.built = True  # both parts are built already
 
     def call(self, x, training=False):
         if self.features is not None:

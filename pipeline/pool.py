@@ -40,14 +40,11 @@ class Pool:
 
     def head(self, units: int, dropout: float, seed: int):
         """The head of this size, re-initialised from `seed`, with this dropout rate."""
-        import numpy as np
-
         from pipeline.classifier import Head
 
         if units not in self._heads:  # a hidden layer always has dropout: its rate is a variable
-            head = Head(units, self.num_classes, dropout=units > 0)
-            head(np.zeros((1, *self.backbone.output_shape[1:]), np.float32))  # build
-            self._heads[units] = head
+            dims = self.backbone.output_shape[1:]
+            self._heads[units] = Head(units, self.num_classes, units > 0, dims)
         head = self._heads[units]
         head.reset(seed, dropout)
         return head

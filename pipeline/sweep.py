@@ -43,7 +43,7 @@ class SweepContext:
 
     backbone: object
     pristine: list[np.ndarray]
-    cache: activations.ActivationCache | None
+    cache: activations.ActivationCache
     pool: Pool
     info: strategies.BackboneInfo
     train: tuple[np.ndarray, np.ndarray]

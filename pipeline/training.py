@@ -46,7 +46,7 @@ def build_classifier(backbone, head_units: int, num_classes: int, dropout: float
     """Images -> backbone (inference mode) -> head. Freezing is applied per phase."""
     from pipeline.classifier import Classifier, Head
 
-    head = Head(head_units, num_classes, dropout > 0)
+    head = Head(head_units, num_classes, dropout > 0, backbone.output_shape[1:])
     model = Classifier(backbone, head, backbone.input_shape[1:])
     head.reset(seed, dropout)
     return model
