@@ -166,7 +166,11 @@ def check_current(step: Step) -> None:
 
 
 def _as_tensor(array):
-    """Arrays in memory go to the device once; memory-mapped ones stay on disk."""
+    """A tensor as it is; a memory-mapped array stays on disk; any other array is copied.
+
+    Callers that train on the same arrays again (the sweep's splits, the activation
+    cache) hold them as tensors already, so nothing is copied per phase.
+    """
     import tensorflow as tf
 
     if isinstance(array, np.memmap):

@@ -46,8 +46,8 @@ class SweepContext:
     cache: activations.ActivationCache
     pool: Pool
     info: strategies.BackboneInfo
-    train: tuple[np.ndarray, np.ndarray]
-    val: tuple[np.ndarray, np.ndarray]
+    train: tuple[object, np.ndarray]  # (images as a tf.Tensor, labels)
+    val: tuple[object, np.ndarray]
     num_classes: int
     search: SearchParams
     layer_costs: list[flops.LayerCost]  # forward FLOPs per example of each backbone layer
@@ -226,6 +226,9 @@ def load_context(name: str, params: Params, manifest: dict) -> tuple[SweepContex
         folder=CACHE_DIR / name,
     )
     num_classes = len(manifest["target_classes"])
+    import tensorflow as tf
+
+    train, val = ((tf.convert_to_tensor(x), y) for x, y in (train, val))  # on the device, once
     ctx = SweepContext(
         backbone=backbone,
         pristine=[np.array(w.numpy(), copy=True) for w in backbone.weights],
