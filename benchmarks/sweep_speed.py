@@ -70,7 +70,7 @@ def usual_classifier(backbone, head_units: int, num_classes: int, dropout: float
     return keras.Model(inputs, layers.Dense(num_classes, activation="softmax")(x))
 
 
-def usual_objective(trial, ctx: sweep.SweepContext, backbone_file: Path) -> float:
+def usual_objective(trial, ctx: sweep.RunContext, backbone_file: Path) -> float:
     import keras
 
     keras.backend.clear_session()
@@ -103,7 +103,7 @@ def run_loop(kind: str, name: str, params, manifest, seed: int, n_trials: int, o
     import optuna
 
     start = time.perf_counter()
-    ctx, _ = sweep.load_context(name, params, manifest)
+    ctx = sweep.load_context(name, params, manifest)
     if kind == "usual":  # conservative: the usual loop's clock skips Thaw's one-off loading
         import tensorflow as tf
 

@@ -55,7 +55,7 @@ def main() -> None:
     params = load_params()
     manifest = data.read_manifest(MANIFEST)
     start = time.perf_counter()
-    ctx, _ = sweep.load_context(args.backbone, params, manifest)
+    ctx = sweep.load_context(args.backbone, params, manifest)
     loading = time.perf_counter() - start
     study = optuna.create_study(
         direction="maximize",

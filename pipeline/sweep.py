@@ -12,47 +12,20 @@ pointed at one `sweep.storage` share the work. Writes
 
 from __future__ import annotations
 
-import gc
 import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from pipeline import activations, backbones, data, devices, flops, strategies, studies, training
+from pipeline import data, flops, strategies, studies, training
 from pipeline.config import Params, PrunerParams, SearchParams, backbone_stage_args
+from pipeline.context import MB, MODELS_DIR, RunContext, effective_search, load_context
 from pipeline.errors import ThawError, run_main
-from pipeline.pool import Pool, release_memory
+from pipeline.pool import release_memory
 from pipeline.prepare import MANIFEST
 
-MODELS_DIR = Path("models")
 RESULTS_DIR = Path("results/sweep")
-CACHE_DIR = Path("results/cache")
-MB = 1 << 20
-
-
-@dataclass(frozen=True)
-class SweepContext:
-    """Everything a trial needs that does not depend on the trial: built once.
-
-    The backbone is loaded once; each trial starts by restoring its original
-    weights (`pristine`), which is cheaper than reading the file again and
-    keeps the activation cache's prefixes valid.
-    """
-
-    backbone: object
-    pristine: list[np.ndarray]
-    cache: activations.ActivationCache
-    pool: Pool
-    info: strategies.BackboneInfo
-    train: tuple[object, np.ndarray]  # (images as a tf.Tensor, labels)
-    val: tuple[object, np.ndarray]
-    num_classes: int
-    search: SearchParams
-    layer_costs: list[flops.LayerCost]  # forward FLOPs per example of each backbone layer
-    feature_dims: tuple[int, ...]  # the backbone's output, the head's input
-    seed: int
+__all__ = ["MODELS_DIR", "RunContext", "load_context", "run_trial", "sweep"]
 
 
 @dataclass(frozen=True)
@@ -77,7 +50,7 @@ def suggest(trial, search: SearchParams, info: strategies.BackboneInfo) -> Trial
     return TrialConfig(head_units, dropout, learning_rate, plan)
 
 
-def run_trial(trial, ctx: SweepContext) -> float:
+def run_trial(trial, ctx: RunContext) -> float:
     """Objective: best validation accuracy over the trial's epochs.
 
     Reports the best-so-far accuracy after each epoch; a pruner's stop is
@@ -86,8 +59,7 @@ def run_trial(trial, ctx: SweepContext) -> float:
     import optuna
 
     release_memory()  # cheap: load_context froze everything alive before the first trial
-    for variable, value in zip(ctx.backbone.weights, ctx.pristine):
-        variable.assign(value)
+    ctx.restore()
     config = suggest(trial, ctx.search, ctx.info)
     plan = config.plan
     trial.set_user_attr("strategy", plan.strategy)
@@ -195,59 +167,6 @@ def _best_trial(study):
     return max(complete, key=lambda t: t.value) if complete else None
 
 
-def effective_search(params: Params, name: str) -> SearchParams:
-    """The search space for one backbone: its own `by_name` list replaces the shared one."""
-    own = params.backbones[name].by_name
-    return params.search.model_copy(update={"by_name": own}) if own else params.search
-
-
-def load_context(name: str, params: Params, manifest: dict) -> tuple[SweepContext, dict]:
-    folder = MODELS_DIR / name
-    meta = json.loads((folder / "meta.json").read_text())
-    import keras
-
-    devices.tune_graph_optimizer()
-    backbone = keras.models.load_model(folder / "backbone.keras", compile=False)
-    search = effective_search(params, name)
-    info = strategies.backbone_info(backbone, search)
-    splits = data.load_splits(manifest, ("train", "val"))
-
-    def arrays(split: data.Split) -> tuple[np.ndarray, np.ndarray]:
-        return backbones.preprocess(meta["preprocess"], split.images), split.labels
-
-    train, val = arrays(splits["train"]), arrays(splits["val"])
-    cache = activations.ActivationCache(
-        backbone,
-        meta["sha256"],
-        {"train": train[0], "val": val[0]},
-        [d.n_frozen_layers for d in info.depths] + [len(backbone.layers)],  # + head only
-        memory_bytes=int(params.sweep.cache.memory_mb * MB),
-        disk_bytes=int(params.sweep.cache.disk_mb * MB),
-        folder=CACHE_DIR / name,
-    )
-    num_classes = len(manifest["target_classes"])
-    import tensorflow as tf
-
-    train, val = ((tf.convert_to_tensor(x), y) for x, y in (train, val))  # on the device, once
-    ctx = SweepContext(
-        backbone=backbone,
-        pristine=[np.array(w.numpy(), copy=True) for w in backbone.weights],
-        cache=cache,
-        pool=Pool(backbone, num_classes, cache, params.sweep.cache.traced_models),
-        info=info,
-        train=train,
-        val=val,
-        num_classes=num_classes,
-        layer_costs=flops.model_costs(backbone),
-        feature_dims=tuple(backbone.output_shape[1:]),
-        search=search,
-        seed=params.seed,
-    )
-    gc.collect()
-    gc.freeze()  # later collections skip the libraries, backbone and data: ~0.2 s less per trial
-    return ctx, meta
-
-
 def make_pruner(spec: PrunerParams, epochs: int):
     """Optuna's pruner from params: median (default), hyperband, or none."""
     import optuna
@@ -290,7 +209,8 @@ def sweep(name: str, params: Params, manifest: dict):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    ctx, meta = load_context(name, params, manifest)
+    ctx = load_context(name, params, manifest)
+    meta = ctx.meta
     study = open_study(name, params, meta)
     n_trials = params.sweep.n_trials
     progress = Progress(name, n_trials, params.sweep.max_failures)
