@@ -61,17 +61,23 @@ class Head(keras.layers.Layer):
 
 
 class Classifier(keras.Model):
-    """`features` (always in inference mode) -> `head`.
+    """`features` (in inference mode) -> `head`.
 
     `features` None means the inputs already are the backbone's output (head only).
+    `features_train_mode` is only for a network trained from scratch (a baseline):
+    its BatchNorm then normalises with batch statistics while it trains, as usual.
+    A transferred backbone never runs in training mode.
     """
 
-    def __init__(self, features, head: Head, input_dims: tuple[int, ...]):
+    def __init__(
+        self, features, head: Head, input_dims: tuple[int, ...], features_train_mode=False
+    ):
         super().__init__(name="classifier")
         self.features, self.head, self.input_dims = features, head, tuple(input_dims)
+        self.features_train_mode = features_train_mode
         self.built = True  # both parts are built already
 
     def call(self, x, training=False):
         if self.features is not None:
-            x = self.features(x, training=False)
+            x = self.features(x, training=bool(training and self.features_train_mode))
         return self.head(x, training=training)

@@ -241,7 +241,9 @@ class SweepParams(Strict):
 
 
 class ReportParams(Strict):
-    top_n: int = Field(10, ge=1)
+    top_n: int = Field(10, ge=1)  # rows of the all-trials table in report.md
+    top_k: int = Field(3, ge=1)  # best completed trials per backbone retrained and tested
+    seeds: int = Field(3, ge=2)  # seeds per retrained configuration: mean and sd need two
 
 
 class Params(Strict):

@@ -33,7 +33,8 @@ class DivergedError(RuntimeError):
 
 @dataclass
 class PhaseRun:
-    val_accuracy: list[float]  # per epoch run
+    val_accuracy: list[float]  # per epoch run (empty without a validation split)
+    epochs: int  # epochs run
     seconds: float  # device time, synchronised
     stopped: str | None  # None (all epochs), "plateau" (early stopping) or "pruned"
 
@@ -199,7 +200,7 @@ def accuracy(step: Step, images, labels: np.ndarray) -> float:
 def run_epochs(
     step: Step,
     train: tuple,
-    val: tuple,
+    val: tuple | None,
     *,
     epochs: int,
     batch_size: int,
@@ -208,21 +209,24 @@ def run_epochs(
     patience: int = 0,
     on_epoch: Callable[[int, float], bool] | None = None,
 ) -> PhaseRun:
-    """Train `epochs` epochs in a seeded batch order; evaluate after each.
+    """Train `epochs` epochs in a seeded batch order; evaluate on `val` after each.
 
     `on_epoch(epoch, val_accuracy)` returning True stops the run (a pruner's
     verdict). `patience` > 0 stops after that many epochs without a new best.
+    Without `val` (the final retraining) every epoch runs and nothing is evaluated.
     """
     import tensorflow as tf
 
     check_current(step)
-    train_x, val_x = _as_tensor(train[0]), _as_tensor(val[0])
+    train_x = _as_tensor(train[0])
+    val_x = None if val is None else _as_tensor(val[0])
     train_y = train[1].astype(np.int32)
     order = np.random.default_rng(seed)
     history: list[float] = []
-    stopped = None
+    stopped, run = None, 0
     start = time.perf_counter()
     for epoch in range(first_epoch, first_epoch + epochs):
+        run += 1
         losses = []
         permutation = order.permutation(len(train_y))
         for begin in range(0, len(train_y), batch_size):
@@ -231,6 +235,8 @@ def run_epochs(
         loss = float(tf.reduce_mean(tf.stack(losses)))
         if not math.isfinite(loss):
             raise DivergedError(f"loss became {loss} in epoch {epoch + 1}")
+        if val is None:
+            continue
         history.append(accuracy(step, val_x, val[1]))
         if on_epoch is not None and on_epoch(epoch, history[-1]):
             stopped = "pruned"
@@ -239,4 +245,4 @@ def run_epochs(
             stopped = "plateau"
             break
     devices.synchronize(step.model)
-    return PhaseRun(history, time.perf_counter() - start, stopped)
+    return PhaseRun(history, run, time.perf_counter() - start, stopped)

@@ -1,11 +1,13 @@
-"""Stage `report`: compare every backbone's sweep in one document.
+"""Stage `report`: one document that answers the question, honestly.
 
     python -m pipeline.report
 
-Reads `results/sweep/<name>/` for each backbone in params.yaml and the data
-manifest; writes `reports/report.md`, `reports/trials.csv` (every trial of
-every backbone), `reports/metrics.json` (for `dvc metrics show`) and
-`reports/accuracy_vs_trainable_params.png` and `accuracy_vs_freeze_depth.png`.
+Reads the sweeps (`results/sweep/<name>/`), the final retraining runs and
+baselines (`results/final/<name>/`, `results/baseline/`), the data manifest and
+the backbones' metadata. Writes `reports/report.md` with the PNG figures it
+embeds, the CSVs behind them (also declared as DVC plots), `reports/trials.csv`
+(every search trial) and `reports/metrics.json` (for `dvc metrics show` and
+`dvc exp show`).
 """
 
 from __future__ import annotations
@@ -14,88 +16,59 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
-from pipeline import data
-from pipeline.config import load_params
-from pipeline.errors import ThawError, run_main
+from pipeline import data, plots, report_tables
+from pipeline.config import Params, load_params
+from pipeline.context import MODELS_DIR
+from pipeline.errors import run_main
+from pipeline.final import FINAL_DIR
+from pipeline.linear_baseline import OUT as BASELINE_CSV
 from pipeline.prepare import MANIFEST
-from pipeline.sweep import MODELS_DIR, RESULTS_DIR
+from pipeline.sweep import RESULTS_DIR
 
 REPORTS_DIR = Path("reports")
-PLOT = "accuracy_vs_trainable_params.png"
-DEPTH_PLOT = "accuracy_vs_freeze_depth.png"
+FIGURES = {
+    "params": "accuracy_vs_trainable_params.png",
+    "time": "accuracy_vs_device_time.png",
+    "depth": "accuracy_vs_freeze_depth.png",
+    "importances": "importances.png",
+}
 
 
-def load_results(names: list[str], results_dir: Path = RESULTS_DIR) -> tuple[pd.DataFrame, list]:
-    tables, bests = [], []
-    for name in names:
-        folder = results_dir / name
-        if not (folder / "best.json").is_file():
-            raise ThawError(
-                f"no sweep results for backbone {name!r} in {folder}; run `dvc repro sweep@{name}`"
-            )
-        tables.append(pd.read_csv(folder / "trials.csv"))
-        bests.append(json.loads((folder / "best.json").read_text()))
-    return pd.concat(tables, ignore_index=True), bests
+def _fmt_int(value) -> str:
+    return f"{int(value):,}"
 
 
-def device_label(trials: pd.DataFrame) -> str:
-    """'GPU seconds' only when every trial trained on a GPU; CPU time is never called GPU time."""
-    kinds = set(trials.device_kind.dropna())
-    return (
-        "GPU seconds"
-        if kinds == {"GPU"}
-        else "CPU seconds"
-        if kinds == {"CPU"}
-        else "device seconds"
-    )
+def _front_mark(row, short: str) -> str:
+    if row[f"front_{short}_overall"]:
+        return "★"
+    return "☆" if row[f"front_{short}_backbone"] else ""
 
 
-def metrics(bests: list[dict]) -> dict:
-    return {
-        b["backbone"]: {
-            "best_val_accuracy": round(b["val_accuracy"], 4),
-            "trainable_params": b["trainable_params"],
-            "device_seconds": round(b["device_seconds"], 3),
+def headline_markdown(table: pd.DataFrame, unit: str) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "backbone": table.backbone.replace("", "(pixels)"),
+            "configuration": table.configuration,
+            "test accuracy": [
+                f"**{m:.3f} ± {s:.3f}**"
+                for m, s in zip(table.test_accuracy_mean, table.test_accuracy_sd)
+            ],
+            "selected on val": table.val_accuracy.map("{:.3f}".format),
+            "freezing / model": table.plan,
+            "head": table.head_units.map(lambda u: "" if pd.isna(u) else str(int(u))),
+            "lr": table.learning_rate.map("{:.1e}".format),
+            "trainable / total params": [
+                f"{_fmt_int(t)} / {_fmt_int(n)}"
+                for t, n in zip(table.trainable_params, table.total_params)
+            ],
+            unit: table.device_seconds.map("{:.1f}".format),
+            "train GFLOPs": (table.train_flops / 1e9).map("{:.1f}".format),
+            "front: params": [_front_mark(r, "params") for _, r in table.iterrows()],
+            "front: time": [_front_mark(r, "time") for _, r in table.iterrows()],
         }
-        for b in bests
-    }
-
-
-def plot_accuracy_vs_params(trials: pd.DataFrame, bests: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    done = trials[trials.state == "COMPLETE"]
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, (name, group) in enumerate(done.groupby("backbone", sort=False)):
-        color = colors[i % len(colors)]
-        ax.scatter(
-            group.trainable_params, group.val_accuracy, s=28, alpha=0.75, color=color, label=name
-        )
-        best = next(b for b in bests if b["backbone"] == name)
-        ax.scatter(
-            [best["trainable_params"]],
-            [best["val_accuracy"]],
-            s=160,
-            marker="*",
-            color=color,
-            edgecolors="black",
-            linewidths=0.8,
-            zorder=3,
-        )
-    ax.set_xscale("log")
-    ax.set_xlabel("trainable parameters (log scale)")
-    ax.set_ylabel("validation accuracy")
-    ax.set_title("Validation accuracy vs trainable parameters (star: best per backbone)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(title="backbone")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    )
 
 
 def strategy_table(trials: pd.DataFrame, unit: str) -> pd.DataFrame:
@@ -122,47 +95,6 @@ def strategy_table(trials: pd.DataFrame, unit: str) -> pd.DataFrame:
     )
 
 
-def plot_accuracy_vs_depth(trials: pd.DataFrame, path: Path) -> None:
-    """Yosinski-style transferability curve: accuracy against share of backbone frozen."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    done = trials[trials.state == "COMPLETE"]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), dpi=120, sharey=True)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    markers = dict(zip(sorted(done.strategy.unique()), "osD^vP*X"))
-    panels = (
-        ("backbone frozen (only the head trains)", False),
-        ("backbone partly fine-tuned", True),
-    )
-    for ax, (title, fine_tunes) in zip(axes, panels):
-        part = done[done.fine_tunes == fine_tunes]
-        for i, name in enumerate(done.backbone.unique()):
-            for strategy, group in part[part.backbone == name].groupby("strategy"):
-                ax.scatter(
-                    100 * group.frozen_fraction,
-                    group.val_accuracy,
-                    s=30,
-                    alpha=0.75,
-                    color=colors[i % len(colors)],
-                    marker=markers[strategy],
-                    label=f"{name} / {strategy}",
-                )
-        ax.set_title(title)
-        ax.set_xlabel("backbone parameters frozen at the end (%)")
-        ax.set_xlim(-5, 105)
-        ax.grid(True, alpha=0.3)
-        if len(part):
-            ax.legend(fontsize=7)
-    axes[0].set_ylabel("validation accuracy")
-    fig.suptitle("Validation accuracy vs freeze depth")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
 def _fmt_table(frame: pd.DataFrame) -> str:
     header = "| " + " | ".join(frame.columns) + " |"
     rule = "|" + "|".join("---" for _ in frame.columns) + "|"
@@ -170,31 +102,105 @@ def _fmt_table(frame: pd.DataFrame) -> str:
     return "\n".join([header, rule, *rows])
 
 
-def markdown(
-    trials: pd.DataFrame, bests: list[dict], manifest: dict, metas: dict[str, dict], top_n: int
-) -> str:
-    unit = device_label(trials)
-    devices = ", ".join(sorted(set(trials.device.dropna())))
-    best_rows = pd.DataFrame(
-        [
-            {
-                "backbone": b["backbone"],
-                "weights": b["weights"],
-                "val accuracy": f"{b['val_accuracy']:.3f}",
-                "strategy": b.get("strategy"),
-                "freezing": b["plan"],
-                "head units": b["params"]["head_units"],
-                "learning rate": f"{b['params']['learning_rate']:.1e}",
-                "trainable params": f"{b['trainable_params']:,}",
-                "total params": f"{b['total_params']:,}",
-                unit: f"{b['device_seconds']:.1f}",
-            }
-            for b in sorted(bests, key=lambda b: -b["val_accuracy"])
-        ]
+def depth_markdown(curve: pd.DataFrame) -> pd.DataFrame:
+    wide = curve.pivot_table(
+        index=["backbone", "depth", "frozen_fraction", "last_frozen_layer"],
+        columns="mode",
+        values=["val_accuracy_mean", "val_accuracy_sd"],
+        aggfunc="first",
     )
+    rows = []
+    for (backbone, _, fraction, layer), row in wide.iterrows():
+        cell = {}
+        for mode in ("frozen", "fine-tuned"):
+            mean = row.get(("val_accuracy_mean", mode))
+            sd = row.get(("val_accuracy_sd", mode))
+            cell[mode] = "" if pd.isna(mean) else f"{mean:.3f} ± {sd:.3f}"
+        rows.append(
+            {
+                "backbone": backbone,
+                "frozen up to": layer or "(nothing)",
+                "share frozen": f"{fraction:.0%}",
+                "frozen features only": cell["frozen"],
+                "above the cut fine-tuned": cell["fine-tuned"],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def provenance(
+    params: Params, manifest: dict, metas: dict, trials: pd.DataFrame, runs: pd.DataFrame
+) -> str:
+    counts = manifest["counts"]
+    split_text = ", ".join(f"{split} {sum(c.values())}" for split, c in counts.items())
+    sources = "\n".join(
+        f"  - `{name}`: {m['arch']}, weights `{m['weights']}`"
+        + (
+            f", pretrained here on source classes {manifest['source_classes']}: source accuracy "
+            f"{m['source_accuracy']:.3f} ({m['source_accuracy_method']}, inference mode)"
+            if m["weights"] == "source"
+            else f", source accuracy {m['source_accuracy']:.3f} ({m['source_accuracy_method']})"
+        )
+        for name, m in metas.items()
+    )
+    states = trials.groupby(["backbone", "state"]).size().unstack(fill_value=0)
+    for state in ("COMPLETE", "PRUNED", "FAIL"):
+        if state not in states:
+            states[state] = 0
+    states = states[["COMPLETE", "PRUNED", "FAIL"]].rename(
+        columns={"COMPLETE": "completed", "PRUNED": "pruned", "FAIL": "failed"}
+    )
+    space = yaml.safe_dump(
+        params.search.model_dump(mode="json"), sort_keys=False, default_flow_style=None
+    ).strip()
+    versions = {}
+    for name in metas:
+        summary = FINAL_DIR / name / "summary.json"
+        if summary.is_file():
+            versions = json.loads(summary.read_text())["versions"]
+    devices = ", ".join(
+        f"{d} ({k})"
+        for d, k in runs[["device", "device_kind"]].drop_duplicates().itertuples(index=False)
+    )
+    tfds = f"{manifest['tfds_name']} {manifest['tfds_version']}"
+    return f"""- **Dataset**: `{manifest["dataset"]}` via TFDS (`{tfds}`), images at
+  {manifest["image_size"]} px; source classes {manifest["source_classes"]}, target classes
+  {manifest["target_classes"]}. Split sizes: {split_text}.
+- **Backbones** and where their weights came from:
+{sources}
+- **Device**: {devices}.
+- **Search trials** per backbone (completed and pruned count as finished toward
+  `sweep.n_trials`; pruned: stopped early by the pruner; failed: see `fail_reason` in
+  `reports/trials.csv`):
+
+{_fmt_table(states.reset_index())}
+
+- **Search space** (`search` in params.yaml):
+
+```yaml
+{space}
+```
+
+- **Packages**: {", ".join(f"{k} {v}" for k, v in versions.items())}.
+"""
+
+
+def markdown(
+    params: Params,
+    trials: pd.DataFrame,
+    table: pd.DataFrame,
+    curve: pd.DataFrame,
+    importances: pd.DataFrame,
+    manifest: dict,
+    metas: dict,
+    runs: pd.DataFrame,
+) -> str:
+    unit = report_tables.device_label(runs.device_kind)
+    seeds = int(table.seeds.max())
     done = trials[trials.state == "COMPLETE"].sort_values(
         ["val_accuracy", "trainable_params"], ascending=[False, True]
     )
+    top_n = params.report.top_n
     comparison = pd.DataFrame(
         {
             "backbone": done.backbone,
@@ -209,72 +215,107 @@ def markdown(
                 for e, m in zip(done.trainable_params, done.max_trainable_params)
             ],
             unit: done.device_seconds.map("{:.1f}".format),
+            "train GFLOPs": (done.train_flops / 1e9).map("{:.1f}".format),
         }
     )
-    states = trials.groupby(["backbone", "state"]).size().unstack(fill_value=0)
-    counts = manifest["counts"]
-    split_text = ", ".join(f"{split} {sum(c.values())}" for split, c in counts.items())
-    sources = "; ".join(
-        f"{name}: {m['arch']}, weights `{m['weights']}`, source accuracy "
-        f"{m['source_accuracy']:.3f} ({m['source_accuracy_method']}, inference mode)"
-        for name, m in metas.items()
-    )
+    importance_rows = importances.assign(importance=importances.importance.map("{:.3f}".format))
+    n_test = sum(manifest["counts"]["test"].values())
     return f"""# Thaw report
 
-Which backbone, how much of it frozen, at what cost: each backbone's best
-configuration by validation accuracy, then every trial. Accuracy here is on
-the validation split that the search maximised, so it is optimistic; the test
-split is held out. Device time is **{unit}** of training on {devices}
-{"(no GPU was used)" if unit == "CPU seconds" else ""}.
+Which backbone, how much of it frozen, at what cost. The search chose
+configurations by **validation** accuracy, which is therefore optimistic. Each
+backbone's top {params.report.top_k} were retrained with {seeds} seeds on
+train+val and evaluated **once** on the held-out test split ({n_test} images);
+the headline is that test accuracy, mean ± sd over seeds. Two baselines got the
+same protocol and budget: each backbone trained from scratch (nothing frozen,
+random initialisation) and a linear classifier on raw pixels. If they match the
+transferred models, transfer did not pay on this data.
 
-## Best configuration per backbone
+## Headline: test accuracy and cost
 
-{_fmt_table(best_rows)}
+Device time is **{unit}** per retraining run (training only). Train GFLOPs are
+analytical (forward through the whole model, backward only through what
+trains), so they compare across machines. ★: on the overall Pareto front of
+test accuracy against the column's cost (trainable parameters, or time);
+☆: on its own backbone's front only.
 
-![validation accuracy vs trainable parameters]({PLOT})
+{_fmt_table(headline_markdown(table, unit))}
 
-## Strategies
+![test accuracy vs trainable parameters]({FIGURES["params"]})
+
+![test accuracy vs device time]({FIGURES["time"]})
+
+## Freeze depth
+
+Validation accuracy (mean ± sd over {seeds} seeds) when the backbone is cut at
+each candidate depth. *Frozen features only*: a head on the frozen backbone's
+output at the cut, the layers above unused. *Above the cut fine-tuned*: the
+prefix frozen, every layer above it trained with the head. Each mode uses the
+head and learning rate of the search's best trial of its kind (legend).
+
+{_fmt_table(depth_markdown(curve))}
+
+![validation accuracy vs freeze depth]({FIGURES["depth"]})
+
+## Which search parameters mattered
+
+Optuna's fANOVA importance of each parameter every completed trial has, for
+validation accuracy (shares summing to 1 per backbone).
+
+{_fmt_table(importance_rows) if len(importance_rows) else "Too few completed trials to tell."}
+
+![parameter importances]({FIGURES["importances"]})
+
+## Strategies (search, validation accuracy)
 
 Each freezing strategy's best trial per backbone. For strategies with phases
 (`gradual`, `lp_ft`) the trainable count is given at the end and at its peak.
 
 {_fmt_table(strategy_table(trials, unit))}
 
-![validation accuracy vs freeze depth]({DEPTH_PLOT})
-
-## All completed trials (top {min(top_n, len(comparison))} of {len(comparison)})
+## All completed search trials (top {min(top_n, len(comparison))} of {len(comparison)})
 
 {_fmt_table(comparison.head(top_n))}
 
-Every trial, with per-epoch accuracy and failures, is in `reports/trials.csv`.
+Every trial, pruned and failed ones included, with per-epoch validation
+accuracy, is in `reports/trials.csv`; every retraining run in `reports/final_runs.csv`.
 
 ## Provenance
 
-- Dataset: `{manifest["dataset"]}` via TFDS (`{manifest["tfds_name"]}` {manifest["tfds_version"]}),
-  images at {manifest["image_size"]} px; source classes {manifest["source_classes"]},
-  target classes {manifest["target_classes"]}; splits: {split_text}.
-- Backbones: {sources}.
-- Trials by state:
-
-{_fmt_table(states.reset_index())}
-"""
+{provenance(params, manifest, metas, trials, runs)}"""
 
 
 def main() -> None:
     params = load_params()
     names = list(params.backbones)
-    trials, bests = load_results(names)
+    trials = report_tables.load_trials(names, RESULTS_DIR)
+    runs = report_tables.load_runs(names, FINAL_DIR, BASELINE_CSV)
+    table = report_tables.headline(runs)
+    curve = report_tables.depth_curve(report_tables.load_depth_curves(names, FINAL_DIR))
+    importances = report_tables.load_importances(names, RESULTS_DIR)
     manifest = data.read_manifest(MANIFEST)
     metas = {n: json.loads((MODELS_DIR / n / "meta.json").read_text()) for n in names}
     REPORTS_DIR.mkdir(exist_ok=True)
     trials.to_csv(REPORTS_DIR / "trials.csv", index=False)
-    (REPORTS_DIR / "metrics.json").write_text(json.dumps(metrics(bests), indent=1) + "\n")
-    plot_accuracy_vs_params(trials, bests, REPORTS_DIR / PLOT)
-    plot_accuracy_vs_depth(trials, REPORTS_DIR / DEPTH_PLOT)
-    (REPORTS_DIR / "report.md").write_text(
-        markdown(trials, bests, manifest, metas, params.report.top_n)
+    runs.to_csv(REPORTS_DIR / "final_runs.csv", index=False)
+    table.to_csv(REPORTS_DIR / "headline.csv", index=False)
+    curve.to_csv(REPORTS_DIR / "depth_curve.csv", index=False)
+    importances.to_csv(REPORTS_DIR / "importances.csv", index=False)
+    metrics = report_tables.metrics(table)
+    (REPORTS_DIR / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    unit = report_tables.device_label(runs.device_kind)
+    plots.accuracy_vs_cost(
+        table, "trainable_params", "params", "trainable parameters", REPORTS_DIR / FIGURES["params"]
     )
-    print(f"report: {len(trials)} trials over {len(names)} backbones -> {REPORTS_DIR}/report.md")
+    plots.accuracy_vs_cost(
+        table, "device_seconds", "time", f"{unit} per run", REPORTS_DIR / FIGURES["time"]
+    )
+    plots.depth_curve(curve, REPORTS_DIR / FIGURES["depth"])
+    plots.importances(importances, REPORTS_DIR / FIGURES["importances"])
+    (REPORTS_DIR / "report.md").write_text(
+        markdown(params, trials, table, curve, importances, manifest, metas, runs)
+    )
+    print(f"report: {len(table)} configurations over {len(names)} backbones -> reports/report.md")
 
 
 if __name__ == "__main__":

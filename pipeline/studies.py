@@ -100,6 +100,7 @@ RECORDED_ATTRS = [
     "strategy", "plan", "frozen_fraction", "fine_tunes", "phases", "trainable_params",
     "max_trainable_params", "frozen_params", "total_params", "device_kind", "device",
     "device_seconds", "train_flops", "stopped", "pruned_at_epoch", "cached_phases",
+    "phase_epochs",
 ]  # fmt: skip
 TRIAL_COLUMNS = [
     "backbone", "trial", "state", "freeze_depth", "head_units", "learning_rate",
@@ -129,6 +130,26 @@ def trials_table(study, backbone: str) -> pd.DataFrame:
                 "params": json.dumps(t.params, sort_keys=True),
                 "fail_reason": attrs.get("fail_reason", t.system_attrs.get("fail_reason", "")),
                 **{k: attrs.get(k) for k in RECORDED_ATTRS},
+                "phase_epochs": json.dumps(attrs.get("phase_epochs", [])),
             }
         )
     return pd.DataFrame(rows, columns=TRIAL_COLUMNS)
+
+
+def importances(study, seed: int = 0) -> dict:
+    """Optuna's fANOVA importance of each parameter that every completed trial has.
+
+    Empty when fewer than two trials completed (nothing to compare); the reason
+    is kept so the report can say why.
+    """
+    import optuna
+
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    if len(complete) < 2:
+        return {"importances": {}, "note": f"{len(complete)} completed trial(s): too few"}
+    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)
+    try:
+        values = optuna.importance.get_param_importances(study, evaluator=evaluator)
+    except (RuntimeError, ValueError) as exc:  # e.g. every trial has the same parameters
+        return {"importances": {}, "note": f"{type(exc).__name__}: {exc}"}
+    return {"importances": {k: float(v) for k, v in values.items()}, "note": ""}

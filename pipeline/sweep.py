@@ -50,6 +50,13 @@ def suggest(trial, search: SearchParams, info: strategies.BackboneInfo) -> Trial
     return TrialConfig(head_units, dropout, learning_rate, plan)
 
 
+def recorded_config(row, ctx: RunContext) -> TrialConfig:
+    """A recorded trial's configuration (a trials.csv row), rebuilt as the sweep built it."""
+    import optuna
+
+    return suggest(optuna.trial.FixedTrial(json.loads(row["params"])), ctx.search, ctx.info)
+
+
 def run_trial(trial, ctx: RunContext) -> float:
     """Objective: best validation accuracy over the trial's epochs.
 
@@ -104,6 +111,7 @@ def run_trial(trial, ctx: RunContext) -> float:
         "device_seconds",
         "stopped",
         "cached_phases",
+        "phase_epochs",
     ):
         trial.set_user_attr(key, getattr(result, key))
     costs = ctx.layer_costs + flops.head_costs(ctx.feature_dims, config.head_units, ctx.num_classes)
@@ -265,6 +273,8 @@ def write_results(name: str, study, meta: dict, out: Path) -> dict:
         "trials": table.state.value_counts().to_dict(),
     }
     (out / "best.json").write_text(json.dumps(summary, indent=1) + "\n")
+    importances = studies.importances(study, seed=0)
+    (out / "importances.json").write_text(json.dumps(importances, indent=1) + "\n")
     return summary
 
 

@@ -36,6 +36,7 @@ class TrainResult:
     stopped: str | None = None  # None, "plateau" (early stopping) or "pruned"
     cached_phases: int = 0  # phases trained on cached prefix activations
     phase_epochs: list[int] = field(default_factory=list)  # epochs run in each phase
+    test_accuracy: float | None = None  # train_plan's `test`, evaluated once at the end
 
     @property
     def best_val_accuracy(self) -> float:
@@ -88,7 +89,7 @@ def compile_classifier(model, learning_rate: float, lr_scales: dict[int, float] 
 def fit(
     step: loop.Step,
     train: tuple,
-    val: tuple,
+    val: tuple | None,
     *,
     epochs: int,
     batch_size: int,
@@ -122,6 +123,7 @@ def fit(
         device_seconds=run.seconds,
         max_trainable_params=trainable,
         stopped=run.stopped,
+        phase_epochs=[run.epochs],
     )
 
 
@@ -139,6 +141,8 @@ def train_plan(
     cache=None,
     pool=None,
     patience: int = 0,
+    test=None,
+    split_names: tuple[str, str, str] = ("train", "val", "test"),
 ) -> TrainResult:
     """Run a strategy's phases: set flags, compile, train; counts per phase.
 
@@ -150,6 +154,8 @@ def train_plan(
     trials. Each phase gets a fresh Adam: LP-FT restarts at
     a new rate by design, and gradual unfreezing changes the variable set.
     Early stopping (`patience`) ends a phase; a pruner's stop ends the plan.
+    `val` may be None (no per-epoch evaluation); `test`, when given, is evaluated
+    once after the last phase. `split_names` name train, val and test in `cache`.
     """
     results: list[TrainResult] = []
     # One cut for the whole plan, below every layer any phase trains: then all
@@ -159,14 +165,17 @@ def train_plan(
     # which on a CPU with small data costs more than the compute it saves.
     trained = {name for phase in plan.phases for name in phase.trainable_layers}
     cut = cache.cut_for(trained) if cache is not None else 0
-    plan_model, plan_train, plan_val = model, train, val
+    plan_model, plan_splits = model, [train, val, test]
     if cut:
         if pool is not None:
             plan_model = pool.model(cut, model.head)
         else:
             plan_model = on_features(model, cache.suffix(cut), cache.shape(cut))
-        plan_train = (cache.activations(cut, "train"), train[1])
-        plan_val = (cache.activations(cut, "val"), val[1])
+        plan_splits = [
+            None if split is None else (cache.activations(cut, name), split[1])
+            for split, name in zip(plan_splits, split_names)
+        ]
+    plan_train, plan_val, plan_test = plan_splits
     epoch = 0
     for index, phase in enumerate(plan.phases):
         set_phase(backbone, phase)
@@ -192,11 +201,12 @@ def train_plan(
         )
         result.cached_phases = int(bool(cut))
         results.append(result)
-        epoch += len(result.val_accuracy)
+        epoch += result.phase_epochs[0]
         if on_phase_end is not None:
             on_phase_end(index, step)
         if result.stopped == "pruned":
             break
+    test_accuracy = None if test is None else loop.accuracy(step, plan_test[0], plan_test[1])
     total = param_count(model.weights)
     last = results[-1]
     return TrainResult(
@@ -210,5 +220,6 @@ def train_plan(
         max_trainable_params=max(r.trainable_params for r in results),
         stopped=last.stopped,
         cached_phases=sum(r.cached_phases for r in results),
-        phase_epochs=[len(r.val_accuracy) for r in results],
+        phase_epochs=[r.phase_epochs[0] for r in results],
+        test_accuracy=test_accuracy,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -31,11 +32,11 @@ REQUIRED_COLUMNS = {
 }
 
 
-def sh(args: list[str], cwd: Path) -> str:
+def sh(args: list[str], cwd: Path, stdout_only: bool = False) -> str:
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout + proc.stderr
+    return proc.stdout if stdout_only else proc.stdout + proc.stderr
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +48,7 @@ def project(tmp_path_factory) -> Path:
     shutil.copy(ROOT / "dvc.yaml", folder)
     params = json.loads(json.dumps(TINY_PARAMS))
     params["backbones"]["small_cnn_wide"] = {"arch": "small_cnn", "weights": "source", "width": 6}
+    params["report"].update(top_k=1, seeds=2)
     write_params(folder, params)
     sh(["git", "init", "-q"], folder)
     sh(["dvc", "init", "-q"], folder)
@@ -61,11 +63,20 @@ def test_repro_writes_the_report(project):
     assert set(trials.backbone) == {"small_cnn", "small_cnn_wide"}
     assert len(trials) == 4 and trials.trainable_params.nunique() > 1
     metrics = json.loads((reports / "metrics.json").read_text())
-    assert set(metrics) == {"small_cnn", "small_cnn_wide"}
+    backbones = {"small_cnn", "small_cnn_wide"}
+    assert set(metrics) == backbones | {f"{b}_scratch" for b in backbones} | {"linear_pixels"}
+    assert 0 <= metrics["small_cnn"]["test_accuracy_mean"] <= 1
+    headline = pd.read_csv(reports / "headline.csv")
+    assert len(headline) == 2 * 2 + 1 and (headline.seeds == 2).all()
+    assert headline.front_params_overall.any() and headline.front_time_overall.any()
     report = (reports / "report.md").read_text()
-    assert "Best configuration per backbone" in report and "CPU seconds" in report
-    png = (reports / "accuracy_vs_trainable_params.png").read_bytes()
-    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+    for section in ("Headline: test accuracy", "Freeze depth", "Which search parameters",
+                    "Provenance", "CPU seconds", "tensorflow "):  # fmt: skip
+        assert section in report, section
+    for png in reports.glob("*.png"):
+        assert f"]({png.name})" in report, png.name
+        assert png.read_bytes().startswith(b"\x89PNG") and png.stat().st_size > 10_000
+    assert len(list(reports.glob("*.png"))) == 4
 
 
 def test_second_repro_is_up_to_date(project):
@@ -73,7 +84,7 @@ def test_second_repro_is_up_to_date(project):
 
 
 def test_dvc_metrics_and_plots_work(project):
-    assert "best_val_accuracy" in sh(["dvc", "metrics", "show"], project)
+    assert "test_accuracy_mean" in sh(["dvc", "metrics", "show"], project)
     sh(["dvc", "plots", "show", "-o", "plots_out"], project)
     assert (project / "plots_out" / "index.html").is_file()
 
@@ -84,6 +95,18 @@ def test_editing_the_report_section_reruns_only_the_report(project):
     out = sh(["dvc", "repro"], project)
     assert "Running stage 'report'" in out
     assert "Running stage 'sweep" not in out and "Running stage 'backbone" not in out
+    assert "Running stage 'final" not in out
+
+
+def test_an_experiment_with_another_seed_shows_both_test_accuracies(project):
+    sh(["git", "add", "-A"], project)
+    sh(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "base"], project)
+    sh(["dvc", "exp", "run", "-S", "seed=7"], project)
+    shown = pd.read_csv(io.StringIO(sh(["dvc", "exp", "show", "--csv"], project, True)))
+    column = "small_cnn.test_accuracy_mean"
+    assert column in shown.columns, list(shown.columns)
+    assert shown[column].notna().sum() >= 2  # the workspace/baseline and the seed=7 experiment
+    assert 7 in set(shown["seed"].dropna().astype(int))
 
 
 def test_thaw_status(project):

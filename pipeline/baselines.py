@@ -1,0 +1,156 @@
+"""Baselines that show whether transfer paid: a backbone from scratch, a linear model on pixels.
+
+Both follow the protocol the transferred configurations get, with the same
+budget: the learning rate is chosen on the validation split (a few points
+spanning the search's range, each trained for `search.epochs` epochs with the
+same early stopping), then the model is retrained from a fresh initialisation
+with each seed on train+val for the epochs that the chosen run needed to
+reach its best validation accuracy, and evaluated once on the test split.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline import devices, flops, loop
+from pipeline.freezing import param_count
+
+SCRATCH = "scratch"
+LINEAR_PIXELS = "linear_pixels"
+
+
+@dataclass
+class Baseline:
+    """A model with its traced step, and how to draw a fresh initialisation from a seed."""
+
+    kind: str  # SCRATCH or LINEAR_PIXELS
+    step: loop.Step
+    reinit: Callable[[int], None]
+    layer_costs: list[flops.LayerCost]  # every layer trains: backbone (if any) and head
+    calibrate: Callable[[object], None] | None = None  # BatchNorm statistics from the inputs
+
+
+def learning_rates(low: float, high: float, points: int) -> list[float]:
+    """`points` rates evenly spaced on a log scale from low to high."""
+    return [float(x) for x in np.geomspace(low, high, points)]
+
+
+def scratch(
+    backbone, head_units: int, dropout: float, num_classes: int, bn_momentum: float
+) -> Baseline:
+    """The backbone's architecture from a random initialisation, nothing frozen.
+
+    BatchNorm is treated as in source pretraining (backbone.py): batch statistics
+    while training, momentum `bn_momentum`, and the moving statistics set to the
+    training inputs' population statistics before the test ("precise BN"), since
+    a short run leaves them unconverged and inference at chance level.
+    """
+    import keras
+
+    from pipeline.backbone import batchnorm_layers, recalibrate_batchnorm
+    from pipeline.classifier import Classifier, Head
+
+    network = keras.models.clone_model(backbone)  # same layers, fresh random weights
+    for layer in batchnorm_layers(network):
+        layer.momentum = bn_momentum
+    head = Head(head_units, num_classes, dropout > 0, backbone.output_shape[1:])
+    dims = backbone.input_shape[1:]
+    model = Classifier(network, head, dims, features_train_mode=True)
+    for layer in network.layers:  # a clone copies flags a strategy's phase left on the original
+        layer.trainable = True
+
+    def reinit(seed: int) -> None:
+        keras.utils.set_random_seed(seed)
+        network.set_weights(keras.models.clone_model(backbone).get_weights())
+        head.reset(seed, dropout)
+
+    costs = flops.model_costs(network) + flops.head_costs(
+        backbone.output_shape[1:], head_units, num_classes
+    )
+    step = loop.Step(model, dims, 0.0)
+    return Baseline(SCRATCH, step, reinit, costs, lambda x: recalibrate_batchnorm(network, x))
+
+
+def linear_pixels(input_dims: tuple[int, ...], num_classes: int) -> Baseline:
+    """Softmax regression on the flattened pixels."""
+    import keras
+
+    from pipeline.classifier import Classifier, Head
+
+    width = int(np.prod(input_dims))
+    head = Head(0, num_classes, False, (width,))
+    model = Classifier(keras.layers.Flatten(), head, input_dims)
+    costs = flops.head_costs((width,), 0, num_classes)
+    return Baseline(LINEAR_PIXELS, loop.Step(model, input_dims, 0.0), head.reset, costs)
+
+
+@dataclass(frozen=True)
+class Protocol:
+    rates: Sequence[float]
+    epochs: int
+    batch_size: int
+    patience: int
+    seeds: Sequence[int]
+
+
+def select_and_test(baseline: Baseline, splits: dict, protocol: Protocol) -> list[dict]:
+    """Choose the rate on validation, retrain per seed on train+val, test once. One row per seed.
+
+    `splits` holds "train", "val", "trainval" and "test" as (inputs, labels).
+    """
+    step, tuning_seed = baseline.step, protocol.seeds[0]
+    tried = []
+    for rate in protocol.rates:
+        baseline.reinit(tuning_seed)
+        step.reset(rate)
+        try:
+            run = loop.run_epochs(
+                step,
+                splits["train"],
+                splits["val"],
+                epochs=protocol.epochs,
+                batch_size=protocol.batch_size,
+                seed=tuning_seed,
+                patience=protocol.patience,
+            )
+        except loop.DivergedError:
+            continue
+        tried.append((max(run.val_accuracy), -rate, int(np.argmax(run.val_accuracy)) + 1))
+    if not tried:
+        raise loop.DivergedError(f"{baseline.kind}: every learning rate diverged")
+    val_accuracy, negative_rate, epochs = max(tried)
+    rows = []
+    for seed in protocol.seeds:
+        baseline.reinit(seed)
+        step.reset(-negative_rate)
+        run = loop.run_epochs(
+            step, splits["trainval"], None, epochs=epochs, batch_size=protocol.batch_size, seed=seed
+        )
+        if baseline.calibrate is not None:
+            baseline.calibrate(splits["trainval"][0])
+        n_trainval = len(splits["trainval"][1])
+        rows.append(
+            {
+                "kind": baseline.kind,
+                "seed": seed,
+                "val_accuracy": val_accuracy,
+                "test_accuracy": loop.accuracy(step, *splits["test"]),
+                "learning_rate": -negative_rate,
+                "epochs": epochs,
+                "trainable_params": param_count(step.model.trainable_variables),
+                "total_params": param_count(step.model.weights),
+                "device_seconds": run.seconds,
+                "device": devices.current().name,
+                "device_kind": devices.current().kind,
+                "train_flops": flops.trial_flops(
+                    baseline.layer_costs,
+                    [(epochs, [c.name for c in baseline.layer_costs])],
+                    n_trainval,
+                    0,
+                ),
+            }
+        )
+    return rows

@@ -1,0 +1,120 @@
+"""The freeze-depth curve: accuracy against how deep the frozen prefix goes, two ways.
+
+Yosinski et al. (2014) plot transferability layer by layer, with the copied
+layers kept frozen or fine-tuned. Here, at each candidate depth (a cut point):
+
+- frozen: the backbone up to the cut is used as it is, a feature extractor,
+  and only a head trains on its (pooled) output there: how good the features
+  at that depth are without any fine-tuning;
+- fine-tuned: the prefix up to the cut stays frozen and everything after it
+  is fine-tuned with the head (the `freeze_depth` strategy).
+
+The two meet where the whole backbone is frozen. Each mode uses the head size,
+dropout and learning rate of the search's best trial of that kind (fine-tuning
+or not), trains on the train split with the search's epochs and early
+stopping, and reports the best validation accuracy, averaged over seeds: the
+measure the search used, so the curve reads against the trials.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from pipeline import loop, training
+from pipeline.context import RunContext
+from pipeline.strategies import Phase, StrategyPlan
+from pipeline.sweep import recorded_config
+
+FROZEN, FINE_TUNED = "frozen", "fine-tuned"
+
+
+def _best_settings(ctx: RunContext, trials: pd.DataFrame, fine_tunes: bool):
+    """Head and rate of the best completed trial that fine-tunes (or not); else the best."""
+    done = trials[trials.state == "COMPLETE"].sort_values("val_accuracy", ascending=False)
+    kind = done[done.fine_tunes.astype(str) == str(fine_tunes)]
+    return recorded_config((kind if len(kind) else done).iloc[0], ctx)
+
+
+def frozen_probe(ctx: RunContext, cut: int, config, seed: int, heads: dict) -> loop.PhaseRun:
+    """A head on the frozen backbone's activations at `cut`; the layers after it unused."""
+    from pipeline.classifier import Classifier, Head
+
+    shape = ctx.cache.shape(cut)
+    if cut not in heads:
+        head = Head(config.head_units, ctx.num_classes, config.dropout > 0, shape)
+        heads[cut] = loop.Step(Classifier(None, head, shape), shape, config.learning_rate)
+    step = heads[cut]
+    step.model.head.reset(seed, config.dropout)
+    step.reset(config.learning_rate)
+    train, val = ((ctx.cache.activations(cut, s), ctx.splits[s][1]) for s in ("train", "val"))
+    search = ctx.search
+    return loop.run_epochs(
+        step,
+        train,
+        val,
+        epochs=search.epochs,
+        batch_size=search.batch_size,
+        seed=seed,
+        patience=search.patience,
+    )
+
+
+def fine_tuned(ctx: RunContext, n_frozen: int, config, seed: int) -> training.TrainResult:
+    ctx.restore()
+    plan = StrategyPlan(
+        "freeze_depth",
+        (Phase(ctx.search.epochs, ctx.info.suffix(n_frozen), config.learning_rate),),
+        "",
+        0.0,
+        True,
+    )
+    head = ctx.pool.head(config.head_units, config.dropout, seed)
+    return training.train_plan(
+        ctx.pool.model(0, head),
+        ctx.backbone,
+        plan,
+        ctx.train,
+        ctx.val,
+        batch_size=ctx.search.batch_size,
+        seed=seed,
+        cache=ctx.cache,
+        pool=ctx.pool,
+        patience=ctx.search.patience,
+    )
+
+
+def trace(ctx: RunContext, trials: pd.DataFrame, seeds: list[int]) -> pd.DataFrame:
+    """One row per depth x mode x seed."""
+    settings = {
+        FROZEN: _best_settings(ctx, trials, False),
+        FINE_TUNED: _best_settings(ctx, trials, True),
+    }
+    n_layers, rows, heads = len(ctx.backbone.layers), [], {}
+    for depth in ctx.info.depths:
+        n = depth.n_frozen_layers
+        for mode, config in settings.items():
+            if (mode == FROZEN and (n == 0 or not ctx.cache.fits(n))) or (
+                mode == FINE_TUNED and n >= n_layers
+            ):
+                continue  # no features before the first layer; nothing to fine-tune after the last
+            for seed in seeds:
+                if mode == FROZEN:
+                    run = frozen_probe(ctx, n, config, seed, heads)
+                    accuracy, seconds = max(run.val_accuracy), run.seconds
+                else:
+                    result = fine_tuned(ctx, n, config, seed)
+                    accuracy, seconds = result.best_val_accuracy, result.device_seconds
+                rows.append(
+                    {
+                        "depth": depth.depth,
+                        "last_frozen_layer": depth.last_frozen_layer or "(nothing)",
+                        "frozen_fraction": depth.frozen_fraction,
+                        "mode": mode,
+                        "seed": seed,
+                        "head_units": config.head_units,
+                        "learning_rate": config.learning_rate,
+                        "val_accuracy": accuracy,
+                        "device_seconds": seconds,
+                    }
+                )
+    return pd.DataFrame(rows)

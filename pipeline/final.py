@@ -1,0 +1,190 @@
+"""Stage `final@<name>`: the search's best configurations, retrained over seeds, tested once.
+
+    python -m pipeline.final <name>
+
+The search chose by validation accuracy, so its best value is optimistic. For
+each of the top `report.top_k` completed trials this stage replays the trial's
+schedule (its phases for the epochs it ran them, up to the epoch of its best
+validation accuracy) on train+val with `report.seeds` seeds, and evaluates
+once on the held-out test split. It also trains the backbone from scratch with
+the same budget (baselines.py) and traces the freeze-depth curve
+(depth_curve.py). Writes `results/final/<name>/runs.csv`, `depth.csv` and
+`summary.json`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline import baselines, data, depth_curve, flops, provenance, training
+from pipeline.config import Params, backbone_stage_args
+from pipeline.context import TRAINVAL, RunContext, load_context
+from pipeline.errors import ThawError, run_main
+from pipeline.prepare import MANIFEST
+from pipeline.strategies import StrategyPlan
+from pipeline.sweep import RESULTS_DIR, recorded_config
+
+FINAL_DIR = Path("results/final")
+SPLITS = ("train", "val", TRAINVAL, "test")
+
+
+def final_seeds(seed: int, n: int) -> list[int]:
+    """Seeds for the retraining runs: distinct from the sweep's per-trial seeds."""
+    return [seed + 10_000 + i for i in range(n)]
+
+
+def top_trials(trials: pd.DataFrame, k: int) -> pd.DataFrame:
+    """The k completed trials with the best validation accuracy (fewer parameters first on ties)."""
+    done = trials[trials.state == "COMPLETE"]
+    if done.empty:
+        raise ThawError("no completed trial to retrain; see fail_reason in the sweep's trials.csv")
+    ranked = done.sort_values(["val_accuracy", "trainable_params", "trial"], ascending=[0, 1, 1])
+    return ranked.head(k)
+
+
+def best_epoch(per_epoch: str) -> int:
+    """1-based epoch of the first best validation accuracy, from trials.csv's column."""
+    values = [float(a) for a in str(per_epoch).split(";")]
+    return int(np.argmax(values)) + 1
+
+
+def replay_schedule(plan: StrategyPlan, phase_epochs: list[int], epochs: int) -> StrategyPlan:
+    """The plan's phases for the epochs the trial ran each, ending after `epochs` in all."""
+    phases, left = [], epochs
+    for phase, ran in zip(plan.phases, phase_epochs):
+        n = min(ran, left)
+        if n > 0:
+            phases.append(dataclasses.replace(phase, epochs=n))
+        left -= n
+    return dataclasses.replace(plan, phases=tuple(phases))
+
+
+def _phase_epochs(row, plan: StrategyPlan) -> list[int]:
+    recorded = row.get("phase_epochs")
+    if isinstance(recorded, str) and recorded:
+        return json.loads(recorded)
+    return [p.epochs for p in plan.phases]  # a study from before phase_epochs was recorded
+
+
+def retrain(ctx: RunContext, row, seed: int, rank: int) -> dict:
+    """One trial's configuration, retrained on train+val from the pretrained weights."""
+    ctx.restore()
+    config = recorded_config(row, ctx)
+    epochs = best_epoch(row["val_accuracy_per_epoch"])
+    plan = replay_schedule(config.plan, _phase_epochs(row, config.plan), epochs)
+    head = ctx.pool.head(config.head_units, config.dropout, seed)
+    result = training.train_plan(
+        ctx.pool.model(0, head),
+        ctx.backbone,
+        plan,
+        ctx.splits[TRAINVAL],
+        None,
+        batch_size=ctx.search.batch_size,
+        seed=seed,
+        cache=ctx.cache,
+        pool=ctx.pool,
+        test=ctx.splits["test"],
+        split_names=(TRAINVAL, "val", "test"),
+    )
+    costs = ctx.layer_costs + flops.head_costs(ctx.feature_dims, config.head_units, ctx.num_classes)
+    phases = [(p.epochs, p.trainable_layers) for p in plan.phases]
+    return {
+        "kind": "transfer",
+        "rank": rank,
+        "trial": int(row["trial"]),
+        "seed": seed,
+        "strategy": plan.strategy,
+        "plan": row["plan"],
+        "head_units": config.head_units,
+        "learning_rate": config.learning_rate,
+        "frozen_fraction": row["frozen_fraction"],
+        "epochs": epochs,
+        "val_accuracy": float(row["val_accuracy"]),
+        "test_accuracy": result.test_accuracy,
+        "trainable_params": result.trainable_params,
+        "total_params": result.total_params,
+        "device_seconds": result.device_seconds,
+        "device": result.device,
+        "device_kind": result.device_kind,
+        "train_flops": flops.trial_flops(costs, phases, len(ctx.splits[TRAINVAL][1]), 0),
+    }
+
+
+def run_scratch(ctx: RunContext, best, seeds: list[int], bn_momentum: float) -> list[dict]:
+    """The same architecture and head from a random initialisation, nothing frozen."""
+    config = recorded_config(best, ctx)
+    baseline = baselines.scratch(
+        ctx.backbone, config.head_units, config.dropout, ctx.num_classes, bn_momentum
+    )
+    r = ctx.search.learning_rate
+    protocol = baselines.Protocol(
+        baselines.learning_rates(r.low, r.high, 3),
+        ctx.search.epochs,
+        ctx.search.batch_size,
+        ctx.search.patience,
+        seeds,
+    )
+    rows = baselines.select_and_test(baseline, ctx.splits, protocol)
+    for row in rows:
+        row.update(head_units=config.head_units, plan="from scratch, nothing frozen")
+    return rows
+
+
+def run_final(name: str, params: Params, manifest: dict, out: Path) -> pd.DataFrame:
+    trials = pd.read_csv(RESULTS_DIR / name / "trials.csv")
+    top = top_trials(trials, params.report.top_k)
+    ctx = load_context(name, params, manifest, SPLITS)
+    seeds = final_seeds(params.seed, params.report.seeds)
+    rows = []
+    for rank, (_, row) in enumerate(top.iterrows(), start=1):
+        for seed in seeds:
+            rows.append(retrain(ctx, row, seed, rank))
+            _log(name, rows[-1])
+    rows += run_scratch(ctx, top.iloc[0], seeds, params.pretrain.bn_momentum)
+    _log(name, rows[-1])
+    runs = pd.DataFrame(rows)
+    runs.insert(0, "backbone", name)
+    curve = depth_curve.trace(ctx, trials, seeds)
+    curve.insert(0, "backbone", name)
+    out.mkdir(parents=True, exist_ok=True)
+    runs.to_csv(out / "runs.csv", index=False)
+    curve.to_csv(out / "depth.csv", index=False)
+    summary = {
+        "backbone": name,
+        "seeds": seeds,
+        "top_k": params.report.top_k,
+        "versions": provenance.package_versions(),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    return runs
+
+
+def _log(name: str, row: dict) -> None:
+    print(
+        f"[final {name}] {row['kind']} {row.get('rank', '')} seed {row['seed']}: "
+        f"test {row['test_accuracy']:.3f} (val {row['val_accuracy']:.3f}), "
+        f"{row['device_seconds']:.1f} s",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def main() -> None:
+    name, params = backbone_stage_args(__doc__)
+    manifest = data.read_manifest(MANIFEST)
+    runs = run_final(name, params, manifest, FINAL_DIR / name)
+    selected = runs[(runs.kind == "transfer") & (runs["rank"] == 1)].test_accuracy
+    print(
+        f"final {name}: selected configuration's test accuracy "
+        f"{selected.mean():.3f} ± {selected.std():.3f} over {len(selected)} seeds"
+    )
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,64 @@
+"""Stage `linear_baseline`: softmax regression on raw pixels, the floor transfer must beat.
+
+    python -m pipeline.linear_baseline
+
+Same protocol and budget as the transferred configurations (baselines.py):
+learning rate chosen on validation, retrained per seed on train+val, tested
+once. Writes `results/baseline/linear_pixels.csv`, one row per seed.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline import baselines, data, devices
+from pipeline.config import Params, load_params
+from pipeline.context import TRAINVAL, load_splits
+from pipeline.errors import run_main
+from pipeline.final import final_seeds
+from pipeline.prepare import MANIFEST
+
+OUT = Path("results/baseline/linear_pixels.csv")
+
+
+def run(params: Params, manifest: dict) -> pd.DataFrame:
+    devices.tune_graph_optimizer()
+    splits = {
+        name: ((s.images / np.float32(255.0)).astype(np.float32), s.labels)
+        for name, s in load_splits(manifest, ("train", "val", TRAINVAL, "test")).items()
+    }
+    baseline = baselines.linear_pixels(
+        splits["train"][0].shape[1:], len(manifest["target_classes"])
+    )
+    search = params.search
+    protocol = baselines.Protocol(
+        baselines.learning_rates(search.learning_rate.low, search.learning_rate.high, 3),
+        search.epochs,
+        search.batch_size,
+        search.patience,
+        final_seeds(params.seed, params.report.seeds),
+    )
+    runs = pd.DataFrame(baselines.select_and_test(baseline, splits, protocol))
+    runs.insert(0, "backbone", "")
+    runs["plan"] = "softmax regression on raw pixels"
+    return runs
+
+
+def main() -> None:
+    params = load_params()
+    runs = run(params, data.read_manifest(MANIFEST))
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    runs.to_csv(OUT, index=False)
+    print(
+        f"linear baseline: test accuracy {runs.test_accuracy.mean():.3f} ± "
+        f"{runs.test_accuracy.std():.3f} (lr {runs.learning_rate.iloc[0]:.1e})",
+        file=sys.stderr,
+    )
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,116 @@
+"""The report's figures as PNG files: accuracy against cost with Pareto fronts, the
+freeze-depth curve, and parameter importances. Each takes a table from report_tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.report_tables import TRANSFER
+
+MARKERS = {TRANSFER: "o", "scratch": "X", "linear_pixels": "s"}
+KIND_NAMES = {TRANSFER: "transferred (top-k)", "scratch": "from scratch", "linear_pixels": "linear"}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _colors(names) -> dict[str, str]:
+    cycle = _pyplot().rcParams["axes.prop_cycle"].by_key()["color"]
+    colors = {name: cycle[i % len(cycle)] for i, name in enumerate(n for n in names if n)}
+    colors[""] = "dimgray"  # the linear baseline belongs to no backbone
+    return colors
+
+
+def _front_line(ax, points: pd.DataFrame, cost: str, **style) -> None:
+    """The front as a staircase: from the cheapest point up to the most accurate one."""
+    points = points.sort_values(cost)
+    ax.step(points[cost], points.test_accuracy_mean, where="post", **style)
+
+
+def accuracy_vs_cost(table: pd.DataFrame, cost: str, short: str, x_label: str, path: Path):
+    plt = _pyplot()
+    colors = _colors(table.backbone.unique())
+    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
+    for (backbone, kind), group in table.groupby(["backbone", "kind"], sort=False):
+        ax.errorbar(
+            group[cost],
+            group.test_accuracy_mean,
+            yerr=group.test_accuracy_sd,
+            fmt=MARKERS[kind],
+            color=colors[backbone],
+            ms=7,
+            capsize=3,
+            label=f"{backbone or 'pixels'}: {KIND_NAMES[kind]}",
+        )
+    for backbone, group in table[table[f"front_{short}_backbone"]].groupby("backbone"):
+        _front_line(ax, group, cost, color=colors[backbone], lw=1, alpha=0.6)
+    overall = table[table[f"front_{short}_overall"]]
+    _front_line(ax, overall, cost, color="black", lw=1.8, ls="--", label="Pareto front, overall")
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(_pyplot().NullFormatter())  # minor labels collide
+    ax.set_xlabel(f"{x_label} (log scale)")
+    ax.set_ylabel("test accuracy (mean ± sd over seeds)")
+    ax.set_title(f"Test accuracy vs {x_label.split(' (')[0]}")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def depth_curve(curve: pd.DataFrame, path: Path) -> None:
+    """Yosinski-style: accuracy against share frozen, frozen features vs fine-tuned above."""
+    plt = _pyplot()
+    colors = _colors(curve.backbone.unique())
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
+    for (backbone, mode), group in curve.groupby(["backbone", "mode"], sort=False):
+        group = group.sort_values("frozen_fraction")
+        ax.errorbar(
+            100 * group.frozen_fraction,
+            group.val_accuracy_mean,
+            yerr=group.val_accuracy_sd,
+            color=colors[backbone],
+            ls="-" if mode == "fine-tuned" else "--",
+            marker="o" if mode == "fine-tuned" else "^",
+            capsize=3,
+            label=f"{backbone}: {mode} (head {group.head_units.iloc[0]}, "
+            f"lr {group.learning_rate.iloc[0]:.1e})",
+        )
+    ax.set_xlabel("backbone parameters frozen (%)")
+    ax.set_ylabel("validation accuracy (mean ± sd over seeds)")
+    ax.set_xlim(-5, 105)
+    ax.set_title("Freeze depth: frozen features only vs layers above the cut fine-tuned")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def importances(table: pd.DataFrame, path: Path) -> None:
+    plt = _pyplot()
+    names = list(table.backbone.unique()) or ["(none)"]
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.4), dpi=120)
+    axes = [axes] if len(names) == 1 else list(axes)
+    colors = _colors(names)
+    for ax, name in zip(axes, names):
+        part = table[table.backbone == name].sort_values("importance")
+        ax.barh(part.parameter, part.importance, color=colors.get(name, "gray"))
+        ax.set_title(name)
+        ax.set_xlabel("fANOVA importance (share of variance)")
+        ax.set_xlim(0, 1)
+        ax.grid(True, axis="x", alpha=0.3)
+        if part.empty:
+            ax.text(0.5, 0.5, "too few completed trials", ha="center", transform=ax.transAxes)
+    fig.suptitle("Which search parameters mattered (validation accuracy)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

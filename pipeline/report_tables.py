@@ -1,0 +1,146 @@
+"""The report's tables, computed from the stages' results: no plotting, no Markdown here.
+
+The headline table has one row per retrained configuration and baseline:
+test accuracy mean and sd over seeds, the validation accuracy that selected
+it, its costs, and whether it lies on a Pareto front (nothing else is at least
+as accurate and at most as costly) of test accuracy against trainable
+parameters and against device time, within its backbone and overall.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.baselines import LINEAR_PIXELS, SCRATCH
+from pipeline.errors import ThawError
+from pipeline.pareto import pareto_front
+
+TRANSFER = "transfer"
+COSTS = {"params": "trainable_params", "time": "device_seconds"}
+
+
+def _read(path: Path, stage: str) -> pd.DataFrame:
+    if not path.is_file():
+        raise ThawError(f"{path} is missing; run `dvc repro {stage}` first")
+    return pd.read_csv(path)
+
+
+def load_trials(names: list[str], sweep_dir: Path) -> pd.DataFrame:
+    return pd.concat(
+        [_read(sweep_dir / n / "trials.csv", f"sweep@{n}") for n in names], ignore_index=True
+    )
+
+
+def load_runs(names: list[str], final_dir: Path, baseline_csv: Path) -> pd.DataFrame:
+    """Every retraining run: each backbone's top-k and scratch, and the linear baseline."""
+    tables = [_read(final_dir / n / "runs.csv", f"final@{n}") for n in names]
+    tables.append(_read(baseline_csv, "linear_baseline"))
+    runs = pd.concat(tables, ignore_index=True)
+    runs["backbone"] = runs.backbone.fillna("")
+    return runs
+
+
+def load_depth_curves(names: list[str], final_dir: Path) -> pd.DataFrame:
+    return pd.concat(
+        [_read(final_dir / n / "depth.csv", f"final@{n}") for n in names], ignore_index=True
+    )
+
+
+def load_importances(names: list[str], sweep_dir: Path) -> pd.DataFrame:
+    rows = []
+    for name in names:
+        path = sweep_dir / name / "importances.json"
+        found = json.loads(path.read_text()) if path.is_file() else {"importances": {}}
+        rows += [
+            {"backbone": name, "parameter": p, "importance": v}
+            for p, v in found["importances"].items()
+        ]
+    return pd.DataFrame(rows, columns=["backbone", "parameter", "importance"])
+
+
+def _label(row) -> str:
+    if row.kind == TRANSFER:
+        return f"#{int(row['rank'])} (trial {int(row.trial)})"
+    return {SCRATCH: "scratch baseline", LINEAR_PIXELS: "linear on pixels"}[row.kind]
+
+
+def headline(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per configuration: seeds aggregated, Pareto membership marked."""
+    runs = runs.assign(rank=runs["rank"].fillna(0).astype(int))
+    keys = ["backbone", "kind", "rank"]
+    table = (
+        runs.groupby(keys, sort=False)
+        .agg(
+            trial=("trial", "first"),
+            plan=("plan", "first"),
+            head_units=("head_units", "first"),
+            learning_rate=("learning_rate", "first"),
+            val_accuracy=("val_accuracy", "first"),
+            test_accuracy_mean=("test_accuracy", "mean"),
+            test_accuracy_sd=("test_accuracy", "std"),
+            seeds=("seed", "size"),
+            trainable_params=("trainable_params", "first"),
+            total_params=("total_params", "first"),
+            device_seconds=("device_seconds", "mean"),
+            device=("device", "first"),
+            device_kind=("device_kind", "first"),
+            train_flops=("train_flops", "mean"),
+        )
+        .reset_index()
+    )
+    table["configuration"] = [_label(r) for _, r in table.iterrows()]
+    for short, cost in COSTS.items():
+        overall = pareto_front(table, "test_accuracy_mean", cost)
+        own = pareto_front(table, "test_accuracy_mean", cost, by="backbone")
+        table[f"front_{short}_overall"] = overall
+        table[f"front_{short}_backbone"] = own & (table.backbone != "")
+    return table.sort_values(["test_accuracy_mean"], ascending=False, ignore_index=True)
+
+
+def depth_curve(curves: pd.DataFrame) -> pd.DataFrame:
+    """Mean and sd over seeds per backbone, mode and depth."""
+    return (
+        curves.groupby(["backbone", "mode", "depth"], sort=False)
+        .agg(
+            frozen_fraction=("frozen_fraction", "first"),
+            last_frozen_layer=("last_frozen_layer", "first"),
+            val_accuracy_mean=("val_accuracy", "mean"),
+            val_accuracy_sd=("val_accuracy", "std"),
+            seeds=("seed", "size"),
+            head_units=("head_units", "first"),
+            learning_rate=("learning_rate", "first"),
+        )
+        .reset_index()
+    )
+
+
+def metrics(table: pd.DataFrame) -> dict:
+    """For `dvc metrics show` / `dvc exp show`: each backbone's selected configuration."""
+    out = {}
+    for _, row in table.iterrows():
+        if row.kind == TRANSFER and row["rank"] != 1:
+            continue
+        key = (
+            row.backbone
+            if row.kind == TRANSFER
+            else "_".join(filter(None, [row.backbone, row.kind]))
+        )
+        out[key] = {
+            "test_accuracy_mean": round(float(row.test_accuracy_mean), 4),
+            "test_accuracy_sd": round(float(row.test_accuracy_sd), 4),
+            "val_accuracy": round(float(row.val_accuracy), 4),
+            "trainable_params": int(row.trainable_params),
+            "device_seconds": round(float(row.device_seconds), 3),
+        }
+    return dict(sorted(out.items()))
+
+
+def device_label(kinds) -> str:
+    """'GPU seconds' only when everything ran on a GPU; CPU time is never called GPU time."""
+    kinds = set(pd.Series(list(kinds)).dropna())
+    return {frozenset({"GPU"}): "GPU seconds", frozenset({"CPU"}): "CPU seconds"}.get(
+        frozenset(kinds), "device seconds"
+    )

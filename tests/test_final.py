@@ -1,0 +1,129 @@
+"""The final stage: top configurations retrained on train+val, tested once; baselines; curve."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import baselines, data, final, loop, sweep
+from pipeline.config import parse_params
+from pipeline.prepare import MANIFEST
+from pipeline.strategies import Phase, StrategyPlan
+from tests.conftest import TINY_PARAMS
+
+
+def tiny(**report):
+    raw = json.loads(json.dumps(TINY_PARAMS))
+    raw["sweep"]["n_trials"] = 3
+    raw["search"].update(epochs=2, strategies=["head_only", "freeze_depth"])
+    raw["report"].update(report)
+    return parse_params(raw)
+
+
+def swept(params):
+    manifest = data.read_manifest(MANIFEST)
+    study, meta = sweep.sweep("small_cnn", params, manifest)
+    sweep.write_results("small_cnn", study, meta, sweep.RESULTS_DIR / "small_cnn")
+    return manifest
+
+
+def test_replay_keeps_each_phase_as_run_and_stops_at_the_best_epoch():
+    plan = StrategyPlan(
+        "lp_ft", (Phase(10, (), 0.01), Phase(10, ("a",), 0.001)), "probe then tune", 0.5, True
+    )
+    # the probe stopped early (plateau) after 8 epochs; the best came 4 epochs into tuning
+    replayed = final.replay_schedule(plan, [8, 10], 12)
+    assert [(p.epochs, p.trainable_layers) for p in replayed.phases] == [(8, ()), (4, ("a",))]
+    assert [p.epochs for p in final.replay_schedule(plan, [8, 10], 5).phases] == [5]
+    assert final.best_epoch("0.2000;0.6000;0.6000;0.4000") == 2
+
+
+def test_final_retrains_the_top_k_on_train_and_val_and_tests_once(workspace, monkeypatch):
+    params = tiny(top_k=2, seeds=2)
+    manifest = swept(params)
+    seen = []
+    real = loop.run_epochs
+
+    def spy(step, train, val, **kw):
+        seen.append((len(train[1]), val is None))
+        return real(step, train, val, **kw)
+
+    monkeypatch.setattr(loop, "run_epochs", spy)
+    runs = final.run_final("small_cnn", params, manifest, final.FINAL_DIR / "small_cnn")
+
+    trials = pd.read_csv("results/sweep/small_cnn/trials.csv")
+    transfer = runs[runs.kind == "transfer"]
+    assert len(transfer) == 2 * 2 and sorted(set(transfer["rank"])) == [1, 2]
+    top = trials[trials.state == "COMPLETE"].sort_values("val_accuracy", ascending=False)
+    assert transfer[transfer["rank"] == 1].val_accuracy.iloc[0] == top.val_accuracy.iloc[0]
+    assert transfer.test_accuracy.between(0, 1).all() and transfer.train_flops.gt(0).all()
+    n_trainval = sum(len(manifest["splits"][s]) for s in ("train", "val"))
+    # retraining sees train+val and never evaluates while it trains
+    assert (n_trainval, True) in seen
+    scratch = runs[runs.kind == baselines.SCRATCH]
+    statistics = sum(
+        int(np.prod(w.shape))
+        for w in final.load_context("small_cnn", params, manifest).backbone.weights
+        if "moving_" in w.path
+    )  # nothing frozen: every weight but BatchNorm's moving statistics trains
+    assert (
+        len(scratch) == 2 and (scratch.total_params - scratch.trainable_params == statistics).all()
+    )
+    curve = pd.read_csv("results/final/small_cnn/depth.csv")
+    assert {"frozen", "fine-tuned"} <= set(curve["mode"])
+    assert curve.val_accuracy.between(0, 1).all() and len(curve.seed.unique()) == 2
+    summary = json.loads((workspace / "results/final/small_cnn/summary.json").read_text())
+    assert summary["versions"]["tensorflow"][0].isdigit()
+
+
+def test_a_retrained_configuration_is_reproducible_per_seed(workspace):
+    params = tiny(top_k=1, seeds=2)
+    manifest = swept(params)
+    first = final.run_final("small_cnn", params, manifest, final.FINAL_DIR / "a")
+    second = final.run_final("small_cnn", params, manifest, final.FINAL_DIR / "b")
+    pd.testing.assert_series_equal(first.test_accuracy, second.test_accuracy)
+
+
+def separable(n: int, seed: int):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, n).astype(np.int32)
+    images = rng.normal(0, 0.3, (n, 4, 4, 3)).astype(np.float32)
+    images[:, :2] += labels[:, None, None, None] * 2.0  # the top half lights up for class 1
+    return images, labels
+
+
+def test_the_linear_baseline_learns_a_linearly_separable_task():
+    splits = {"train": separable(32, 0), "val": separable(32, 1), "test": separable(64, 2)}
+    splits["trainval"] = tuple(np.concatenate(p) for p in zip(splits["train"], splits["val"]))
+    baseline = baselines.linear_pixels((4, 4, 3), 2)
+    protocol = baselines.Protocol([1e-3, 3e-2], epochs=5, batch_size=8, patience=0, seeds=[0, 1])
+    rows = baselines.select_and_test(baseline, splits, protocol)
+    assert [r["seed"] for r in rows] == [0, 1]
+    assert all(r["test_accuracy"] > 0.95 for r in rows)
+    assert rows[0]["trainable_params"] == 4 * 4 * 3 * 2 + 2
+    assert rows[0]["learning_rate"] in (1e-3, 3e-2)
+
+
+def test_scratch_starts_from_random_weights_and_trains_batchnorm_as_usual(workspace):
+    import keras
+
+    backbone = keras.models.load_model("models/small_cnn/backbone.keras", compile=False)
+    pretrained = [np.array(w.numpy(), copy=True) for w in backbone.weights]
+    baseline = baselines.scratch(backbone, 0, 0.0, 2, 0.9)
+    network = baseline.step.model.features
+    baseline.reinit(3)
+    assert not np.array_equal(network.weights[0].numpy(), pretrained[0])
+    bn = next(x for x in network.layers if isinstance(x, keras.layers.BatchNormalization))
+    before = np.array(bn.moving_mean.numpy(), copy=True)
+    baseline.step.reset(1e-3)
+    images, labels = separable(16, 0)
+    images = np.resize(images, (16, *backbone.input_shape[1:])).astype(np.float32)
+    baseline.step.train_step(images, labels)
+    assert not np.array_equal(bn.moving_mean.numpy(), before)  # batch statistics, as usual
+    for w, value in zip(backbone.weights, pretrained):  # the transferred backbone is untouched
+        np.testing.assert_array_equal(w.numpy(), value)
+    with pytest.raises(AssertionError):
+        np.testing.assert_array_equal(network.weights[0].numpy(), pretrained[0])

@@ -1,0 +1,81 @@
+"""The report's headline: seeds aggregated, Pareto fronts marked per backbone and overall."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from pipeline import report_tables
+
+
+def run(backbone, kind, rank, accuracies, params, seconds, trial=None):
+    return [
+        {
+            "backbone": backbone,
+            "kind": kind,
+            "rank": rank,
+            "trial": trial,
+            "seed": seed,
+            "plan": f"{kind} {rank}",
+            "head_units": 0,
+            "learning_rate": 1e-3,
+            "val_accuracy": 0.5,
+            "test_accuracy": accuracy,
+            "trainable_params": params,
+            "total_params": 1000,
+            "device_seconds": seconds,
+            "device": "cpu",
+            "device_kind": "CPU",
+            "train_flops": 10,
+        }
+        for seed, accuracy in enumerate(accuracies)
+    ]
+
+
+@pytest.fixture
+def runs() -> pd.DataFrame:
+    return pd.DataFrame(
+        run("a", "transfer", 1, [0.88, 0.92], 100, 1.0, trial=4)
+        + run("a", "transfer", 2, [0.80, 0.80], 50, 2.0, trial=7)
+        + run("a", "scratch", None, [0.84, 0.86], 200, 3.0)
+        + run("", "linear_pixels", None, [0.95, 0.95], 1000, 0.1)
+    )
+
+
+def test_headline_aggregates_seeds(runs):
+    table = report_tables.headline(runs).set_index("configuration")
+    first = table.loc["#1 (trial 4)"]
+    assert first.test_accuracy_mean == pytest.approx(0.90)
+    assert first.test_accuracy_sd == pytest.approx(0.0283, abs=1e-4)  # sample sd of .88, .92
+    assert first.seeds == 2 and first.backbone == "a"
+    assert list(table.index) == ["linear on pixels", "#1 (trial 4)", "scratch baseline",
+                                 "#2 (trial 7)"]  # fmt: skip
+
+
+def test_fronts_against_parameters_and_time(runs):
+    table = report_tables.headline(runs).set_index("configuration")
+    # parameters: scratch is beaten by #1 (more accurate, fewer parameters)
+    assert table.front_params_overall.to_dict() == {
+        "linear on pixels": True,
+        "#1 (trial 4)": True,
+        "scratch baseline": False,
+        "#2 (trial 7)": True,
+    }
+    # time: the linear model is the most accurate and the fastest, so it alone is overall
+    assert table.front_time_overall.sum() == 1 and table.front_time_overall["linear on pixels"]
+    own = table.front_time_backbone
+    assert own["#1 (trial 4)"] and not own["#2 (trial 7)"] and not own["scratch baseline"]
+    assert not own["linear on pixels"]  # it belongs to no backbone
+
+
+def test_metrics_name_each_backbone_and_baseline(runs):
+    metrics = report_tables.metrics(report_tables.headline(runs))
+    assert set(metrics) == {"a", "a_scratch", "linear_pixels"}
+    assert metrics["a"]["test_accuracy_mean"] == pytest.approx(0.9)
+    assert metrics["a"]["trainable_params"] == 100
+
+
+def test_device_time_is_called_gpu_time_only_on_a_gpu():
+    assert report_tables.device_label(["CPU", "CPU"]) == "CPU seconds"
+    assert report_tables.device_label(["GPU"]) == "GPU seconds"
+    assert report_tables.device_label(["GPU", "CPU"]) == "device seconds"
