@@ -126,9 +126,15 @@ def select_and_test(baseline: Baseline, splits: dict, protocol: Protocol) -> lis
     for seed in protocol.seeds:
         baseline.reinit(seed)
         step.reset(-negative_rate)
-        run = loop.run_epochs(
-            step, splits["trainval"], None, epochs=epochs, batch_size=protocol.batch_size, seed=seed
-        )
+        try:
+            run = loop.run_epochs(
+                step, splits["trainval"], None, epochs=epochs, batch_size=protocol.batch_size,
+                seed=seed,
+            )  # fmt: skip
+        except loop.DivergedError as exc:  # recorded; the other seeds go on
+            rows.append({"kind": baseline.kind, "seed": seed, "val_accuracy": val_accuracy,
+                         "test_accuracy": float("nan"), "fail_reason": str(exc)})  # fmt: skip
+            continue
         if baseline.calibrate is not None:
             baseline.calibrate(splits["trainval"][0])
         n_trainval = len(splits["trainval"][1])

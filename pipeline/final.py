@@ -144,9 +144,15 @@ def run_final(name: str, params: Params, manifest: dict, out: Path) -> pd.DataFr
     rows = []
     for rank, (_, row) in enumerate(top.iterrows(), start=1):
         for seed in seeds:
-            rows.append(retrain(ctx, row, seed, rank))
+            try:
+                rows.append(retrain(ctx, row, seed, rank))
+            except Exception as exc:  # recorded, and the other runs go on
+                rows.append(_failed(exc, kind="transfer", rank=rank, trial=row["trial"], seed=seed))
             _log(name, rows[-1])
-    rows += run_scratch(ctx, top.iloc[0], seeds, params.pretrain.bn_momentum)
+    try:
+        rows += run_scratch(ctx, top.iloc[0], seeds, params.pretrain.bn_momentum)
+    except Exception as exc:
+        rows.append(_failed(exc, kind=baselines.SCRATCH, seed=seeds[0]))
     _log(name, rows[-1])
     runs = pd.DataFrame(rows)
     runs.insert(0, "backbone", name)
@@ -165,10 +171,17 @@ def run_final(name: str, params: Params, manifest: dict, out: Path) -> pd.DataFr
     return runs
 
 
+def _failed(exc: Exception, **row) -> dict:
+    return {**row, "test_accuracy": float("nan"), "fail_reason": f"{type(exc).__name__}: {exc}"}
+
+
 def _log(name: str, row: dict) -> None:
+    head = f"[final {name}] {row['kind']} {row.get('rank', '')} seed {row['seed']}"
+    if row.get("fail_reason"):
+        print(f"{head}: FAILED {row['fail_reason']}", file=sys.stderr, flush=True)
+        return
     print(
-        f"[final {name}] {row['kind']} {row.get('rank', '')} seed {row['seed']}: "
-        f"test {row['test_accuracy']:.3f} (val {row['val_accuracy']:.3f}), "
+        f"{head}: test {row['test_accuracy']:.3f} (val {row['val_accuracy']:.3f}), "
         f"{row['device_seconds']:.1f} s",
         file=sys.stderr,
         flush=True,

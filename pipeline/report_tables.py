@@ -81,7 +81,7 @@ def headline(runs: pd.DataFrame) -> pd.DataFrame:
             val_accuracy=("val_accuracy", "first"),
             test_accuracy_mean=("test_accuracy", "mean"),
             test_accuracy_sd=("test_accuracy", "std"),
-            seeds=("seed", "size"),
+            seeds=("test_accuracy", "count"),  # failed runs (NaN) do not count
             trainable_params=("trainable_params", "first"),
             total_params=("total_params", "first"),
             device_seconds=("device_seconds", "mean"),

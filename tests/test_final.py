@@ -127,3 +127,27 @@ def test_scratch_starts_from_random_weights_and_trains_batchnorm_as_usual(worksp
         np.testing.assert_array_equal(w.numpy(), value)
     with pytest.raises(AssertionError):
         np.testing.assert_array_equal(network.weights[0].numpy(), pretrained[0])
+
+
+def test_a_failing_retrain_is_recorded_and_the_others_go_on(workspace, monkeypatch):
+    from pipeline import training
+
+    params = tiny(top_k=1, seeds=2)
+    manifest = swept(params)
+    real, calls = training.train_plan, []
+
+    def first_diverges(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise loop.DivergedError("loss became nan in epoch 1")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train_plan", first_diverges)
+    runs = final.run_final("small_cnn", params, manifest, final.FINAL_DIR / "small_cnn")
+    transfer = runs[runs.kind == "transfer"]
+    assert transfer.fail_reason.iloc[0] == "DivergedError: loss became nan in epoch 1"
+    assert np.isnan(transfer.test_accuracy.iloc[0]) and 0 <= transfer.test_accuracy.iloc[1] <= 1
+    from pipeline import report_tables
+
+    table = report_tables.headline(runs)  # the failed seed is not counted
+    assert table[table.kind == "transfer"].seeds.iloc[0] == 1
