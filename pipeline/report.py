@@ -59,6 +59,7 @@ def headline_markdown(table: pd.DataFrame, unit: str) -> pd.DataFrame:
             "freezing / model": table.plan,
             "head": table.head_units.map(lambda u: "" if pd.isna(u) else str(int(u))),
             "lr": table.learning_rate.map("{:.1e}".format),
+            "epochs": table.epochs.map(lambda e: "" if pd.isna(e) else str(int(e))),
             "trainable / total params": [
                 f"{_fmt_int(t)} / {_fmt_int(n)}"
                 for t, n in zip(table.trainable_params, table.total_params)
@@ -233,7 +234,8 @@ transferred models, transfer did not pay on this data.
 
 ## Headline: test accuracy and cost
 
-Device time is **{unit}** per retraining run (training only). Train GFLOPs are
+*Epochs*: how long each run retrained (the selecting run's epochs up to its best
+validation epoch). Device time is **{unit}** per retraining run (training only). Train GFLOPs are
 analytical (forward through the whole model, backward only through what
 trains), so they compare across machines. ★: on the overall Pareto front of
 test accuracy against the column's cost (trainable parameters, or time);

@@ -78,6 +78,7 @@ def headline(runs: pd.DataFrame) -> pd.DataFrame:
             plan=("plan", "first"),
             head_units=("head_units", "first"),
             learning_rate=("learning_rate", "first"),
+            epochs=("epochs", "first"),  # retrained for: up to the selecting run's best epoch
             val_accuracy=("val_accuracy", "first"),
             test_accuracy_mean=("test_accuracy", "mean"),
             test_accuracy_sd=("test_accuracy", "std"),

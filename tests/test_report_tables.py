@@ -19,6 +19,7 @@ def run(backbone, kind, rank, accuracies, params, seconds, trial=None):
             "plan": f"{kind} {rank}",
             "head_units": 0,
             "learning_rate": 1e-3,
+            "epochs": 5,
             "val_accuracy": 0.5,
             "test_accuracy": accuracy,
             "trainable_params": params,
