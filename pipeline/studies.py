@@ -100,12 +100,11 @@ RECORDED_ATTRS = [
     "strategy", "plan", "frozen_fraction", "fine_tunes", "phases", "trainable_params",
     "max_trainable_params", "frozen_params", "total_params", "device_kind", "device",
     "device_seconds", "train_flops", "stopped", "pruned_at_epoch", "cached_phases",
-    "phase_epochs",
 ]  # fmt: skip
 TRIAL_COLUMNS = [
     "backbone", "trial", "state", "freeze_depth", "head_units", "learning_rate",
-    "val_accuracy", "val_accuracy_per_epoch", "epochs_run", *RECORDED_ATTRS, "params",
-    "fail_reason",
+    "val_accuracy", "val_accuracy_per_epoch", "epochs_run", *RECORDED_ATTRS, "phase_epochs",
+    "params", "fail_reason",
 ]  # fmt: skip
 
 
