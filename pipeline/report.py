@@ -219,7 +219,9 @@ def markdown(
             "train GFLOPs": (done.train_flops / 1e9).map("{:.1f}".format),
         }
     )
-    importance_rows = importances.assign(importance=importances.importance.map("{:.3f}".format))
+    importance_rows = importances[["backbone", "parameter"]].assign(
+        importance=importances.importance.map("{:.3f}".format)
+    )
     n_test = sum(manifest["counts"]["test"].values())
     return f"""# Thaw report
 

@@ -55,10 +55,15 @@ def load_importances(names: list[str], sweep_dir: Path) -> pd.DataFrame:
         path = sweep_dir / name / "importances.json"
         found = json.loads(path.read_text()) if path.is_file() else {"importances": {}}
         rows += [
-            {"backbone": name, "parameter": p, "importance": v}
+            {
+                "backbone": name,
+                "parameter": p,
+                "importance": v,
+                "backbone_parameter": f"{name} / {p}",
+            }
             for p, v in found["importances"].items()
-        ]
-    return pd.DataFrame(rows, columns=["backbone", "parameter", "importance"])
+        ]  # backbone_parameter: one bar per pair in `dvc plots show`
+    return pd.DataFrame(rows, columns=["backbone", "parameter", "importance", "backbone_parameter"])
 
 
 def _label(row) -> str:
