@@ -103,6 +103,27 @@ def _fmt_table(frame: pd.DataFrame) -> str:
     return "\n".join([header, rule, *rows])
 
 
+def verdict_markdown(table: pd.DataFrame) -> str:
+    """The answer in a few lines: the most accurate row, and whether transfer paid."""
+    best = table.iloc[0]  # the table is sorted by mean test accuracy
+    lines = [
+        f"- Most accurate on test: **{best.backbone or 'pixels'}, {best.configuration}** "
+        f"({best.plan}): {best.test_accuracy_mean:.3f} ± {best.test_accuracy_sd:.3f}."
+    ]
+    gaps = report_tables.verdicts(table)
+    for backbone, group in gaps.groupby("backbone", sort=False):
+        chosen = table[(table.backbone == backbone) & (table.configuration.str.startswith("#1"))]
+        row = chosen.iloc[0]
+        against = "; ".join(
+            f"vs {g.against} {g.gap:+.3f} ± {g.se:.3f}: **{g.verdict}**" for g in group.itertuples()
+        )
+        lines.append(
+            f"- `{backbone}`, selected by validation ({row.plan}): "
+            f"{row.test_accuracy_mean:.3f} ± {row.test_accuracy_sd:.3f}; {against}."
+        )
+    return "\n".join(lines)
+
+
 def depth_markdown(curve: pd.DataFrame) -> pd.DataFrame:
     wide = curve.pivot_table(
         index=["backbone", "depth", "frozen_fraction", "last_frozen_layer"],
@@ -233,6 +254,13 @@ the headline is that test accuracy, mean ± sd over seeds. Two baselines got the
 same protocol and budget: each backbone trained from scratch (nothing frozen,
 random initialisation) and a linear classifier on raw pixels. If they match the
 transferred models, transfer did not pay on this data.
+
+## Verdict
+
+Gaps are in test accuracy, ± their standard error over seeds; "paid" or "lost"
+when a gap exceeds twice that, "within noise" otherwise.
+
+{verdict_markdown(table)}
 
 ## Headline: test accuracy and cost
 

@@ -10,6 +10,7 @@ parameters and against device time, within its backbone and overall.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -104,6 +105,35 @@ def headline(runs: pd.DataFrame) -> pd.DataFrame:
         table[f"front_{short}_overall"] = overall
         table[f"front_{short}_backbone"] = own & (table.backbone != "")
     return table.sort_values(["test_accuracy_mean"], ascending=False, ignore_index=True)
+
+
+def _gap(a, b) -> tuple[float, float]:
+    """Difference of two rows' mean test accuracies and its standard error over seeds."""
+    se = math.sqrt(a.test_accuracy_sd**2 / a.seeds + b.test_accuracy_sd**2 / b.seeds)
+    return a.test_accuracy_mean - b.test_accuracy_mean, se
+
+
+def verdicts(table: pd.DataFrame) -> pd.DataFrame:
+    """Did transfer pay? Each backbone's selected configuration against each baseline.
+
+    "paid" / "lost" when the gap exceeds twice its standard error over seeds
+    (roughly a 95 % interval), "within noise" otherwise: seeds vary the
+    initialisation and batch order, not the data, so this is a floor on the noise.
+    """
+    linear = table[table.kind == LINEAR_PIXELS]
+    rows = []
+    for _, chosen in table[(table.kind == TRANSFER) & (table["rank"] == 1)].iterrows():
+        scratch = table[(table.kind == SCRATCH) & (table.backbone == chosen.backbone)]
+        for name, other in (("scratch", scratch), ("linear on pixels", linear)):
+            if other.empty or other.iloc[0].seeds < 1 or chosen.seeds < 1:
+                continue
+            gap, se = _gap(chosen, other.iloc[0])
+            verdict = "within noise" if abs(gap) <= 2 * se else "paid" if gap > 0 else "lost"
+            rows.append(
+                {"backbone": chosen.backbone, "against": name, "gap": gap, "se": se,
+                 "verdict": verdict}
+            )  # fmt: skip
+    return pd.DataFrame(rows, columns=["backbone", "against", "gap", "se", "verdict"])
 
 
 def depth_curve(curves: pd.DataFrame) -> pd.DataFrame:

@@ -80,3 +80,17 @@ def test_device_time_is_called_gpu_time_only_on_a_gpu():
     assert report_tables.device_label(["CPU", "CPU"]) == "CPU seconds"
     assert report_tables.device_label(["GPU"]) == "GPU seconds"
     assert report_tables.device_label(["GPU", "CPU"]) == "device seconds"
+
+
+def test_verdicts_weigh_each_gap_against_its_noise(runs):
+    table = report_tables.headline(runs)
+    verdicts = report_tables.verdicts(table).set_index("against")
+    # 0.90 ± 0.028 vs scratch 0.85 ± 0.014 over 2 seeds: gap 0.05, se 0.022 -> beyond 2 se
+    assert verdicts.loc["scratch", "gap"] == pytest.approx(0.05)
+    assert verdicts.loc["scratch", "se"] == pytest.approx(0.02236, abs=1e-4)
+    assert verdicts.loc["scratch", "verdict"] == "paid"
+    assert verdicts.loc["linear on pixels", "verdict"] == "lost"  # -0.05, se 0.02
+    noisy = runs.copy()
+    noisy.loc[noisy.kind == "scratch", "test_accuracy"] = [0.80, 0.98]  # mean 0.89, wide
+    again = report_tables.verdicts(report_tables.headline(noisy)).set_index("against")
+    assert again.loc["scratch", "verdict"] == "within noise"
