@@ -150,19 +150,28 @@ def depth_markdown(curve: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def weights_origin(meta: dict, source_classes: list) -> str:
+    """Where a backbone's weights came from, and how well they do on the source classes."""
+    weights = meta["weights"]
+    if weights == "source":
+        origin, how = f"pretrained here on source classes {source_classes}", "its own classifier"
+    elif weights == "imagenet":
+        origin, how = "ImageNet weights (keras.applications)", "a linear probe on its features"
+    else:
+        origin, how = f"weights from the file `{weights}`", "a linear probe on its features"
+    return (
+        f"{origin}; accuracy on the source classes {meta['source_accuracy']:.3f} "
+        f"({how}, inference mode)"
+    )
+
+
 def provenance(
     params: Params, manifest: dict, metas: dict, trials: pd.DataFrame, runs: pd.DataFrame
 ) -> str:
     counts = manifest["counts"]
     split_text = ", ".join(f"{split} {sum(c.values())}" for split, c in counts.items())
     sources = "\n".join(
-        f"  - `{name}`: {m['arch']}, weights `{m['weights']}`"
-        + (
-            f", pretrained here on source classes {manifest['source_classes']}: source accuracy "
-            f"{m['source_accuracy']:.3f} ({m['source_accuracy_method']}, inference mode)"
-            if m["weights"] == "source"
-            else f", source accuracy {m['source_accuracy']:.3f} ({m['source_accuracy_method']})"
-        )
+        f"  - `{name}`: {m['arch']}, {weights_origin(m, manifest['source_classes'])}"
         for name, m in metas.items()
     )
     states = trials.groupby(["backbone", "state"]).size().unstack(fill_value=0)
@@ -265,7 +274,8 @@ when a gap exceeds twice that, "within noise" otherwise.
 ## Headline: test accuracy and cost
 
 *Epochs*: how long each run retrained (the selecting run's epochs up to its best
-validation epoch). Device time is **{unit}** per retraining run (training only). Train GFLOPs are
+validation epoch). Device time is **{unit}** per retraining run (training only) on
+{", ".join(sorted(set(runs.device.dropna())))}. Train GFLOPs are
 analytical (forward through the whole model, backward only through what
 trains), so they compare across machines. ★: on the overall Pareto front of
 test accuracy against the column's cost (trainable parameters, or time);

@@ -94,3 +94,18 @@ def test_verdicts_weigh_each_gap_against_its_noise(runs):
     noisy.loc[noisy.kind == "scratch", "test_accuracy"] = [0.80, 0.98]  # mean 0.89, wide
     again = report_tables.verdicts(report_tables.headline(noisy)).set_index("against")
     assert again.loc["scratch", "verdict"] == "within noise"
+
+
+@pytest.mark.parametrize(
+    "weights, origin, how",
+    [
+        ("source", "pretrained here on source classes [0, 1]", "its own classifier"),
+        ("imagenet", "ImageNet weights (keras.applications)", "a linear probe"),
+        ("my.keras", "weights from the file `my.keras`", "a linear probe"),
+    ],
+)
+def test_provenance_says_where_the_weights_came_from(weights, origin, how):
+    from pipeline.report import weights_origin
+
+    text = weights_origin({"weights": weights, "source_accuracy": 0.9}, [0, 1])
+    assert text.startswith(f"{origin}; accuracy on the source classes 0.900 ({how}")
