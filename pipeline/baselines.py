@@ -118,6 +118,7 @@ def select_and_test(baseline: Baseline, splits: dict, protocol: Protocol) -> lis
             )
         except loop.DivergedError:
             continue
+        # sorts by accuracy, then the smaller rate on a tie
         tried.append((max(run.val_accuracy), -rate, int(np.argmax(run.val_accuracy)) + 1))
     if not tried:
         raise loop.DivergedError(f"{baseline.kind}: every learning rate diverged")

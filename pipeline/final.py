@@ -31,6 +31,7 @@ from pipeline.strategies import StrategyPlan
 from pipeline.sweep import RESULTS_DIR, recorded_config
 
 FINAL_DIR = Path("results/final")
+TRANSFER = "transfer"  # a run kind next to baselines.SCRATCH and LINEAR_PIXELS
 SPLITS = ("train", "val", TRAINVAL, "test")
 
 
@@ -95,7 +96,7 @@ def retrain(ctx: RunContext, row, seed: int, rank: int) -> dict:
     costs = ctx.layer_costs + flops.head_costs(ctx.feature_dims, config.head_units, ctx.num_classes)
     phases = [(p.epochs, p.trainable_layers) for p in plan.phases]
     return {
-        "kind": "transfer",
+        "kind": TRANSFER,
         "rank": rank,
         "trial": int(row["trial"]),
         "seed": seed,
@@ -147,13 +148,15 @@ def run_final(name: str, params: Params, manifest: dict, out: Path) -> pd.DataFr
             try:
                 rows.append(retrain(ctx, row, seed, rank))
             except Exception as exc:  # recorded, and the other runs go on
-                rows.append(_failed(exc, kind="transfer", rank=rank, trial=row["trial"], seed=seed))
+                rows.append(_failed(exc, kind=TRANSFER, rank=rank, trial=row["trial"], seed=seed))
             _log(name, rows[-1])
     try:
-        rows += run_scratch(ctx, top.iloc[0], seeds, params.pretrain.bn_momentum)
+        scratch = run_scratch(ctx, top.iloc[0], seeds, params.pretrain.bn_momentum)
     except Exception as exc:
-        rows.append(_failed(exc, kind=baselines.SCRATCH, seed=seeds[0]))
-    _log(name, rows[-1])
+        scratch = [_failed(exc, kind=baselines.SCRATCH, seed=seeds[0])]
+    for row in scratch:
+        _log(name, row)
+    rows += scratch
     runs = pd.DataFrame(rows)
     runs.insert(0, "backbone", name)
     curve = depth_curve.trace(ctx, trials, seeds)
@@ -192,7 +195,7 @@ def main() -> None:
     name, params = backbone_stage_args(__doc__)
     manifest = data.read_manifest(MANIFEST)
     runs = run_final(name, params, manifest, FINAL_DIR / name)
-    selected = runs[(runs.kind == "transfer") & (runs["rank"] == 1)].test_accuracy
+    selected = runs[(runs.kind == TRANSFER) & (runs["rank"] == 1)].test_accuracy
     print(
         f"final {name}: selected configuration's test accuracy "
         f"{selected.mean():.3f} ± {selected.std():.3f} over {len(selected)} seeds"
