@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from pipeline import loop, training
+from pipeline import loop, strategies, training
 from pipeline.context import RunContext
-from pipeline.strategies import Phase, StrategyPlan
+from pipeline.freezing import FreezePlan
 from pipeline.sweep import recorded_config
 
 FROZEN, FINE_TUNED = "frozen", "fine-tuned"
@@ -59,15 +59,13 @@ def frozen_probe(ctx: RunContext, cut: int, config, seed: int, heads: dict) -> l
     )
 
 
-def fine_tuned(ctx: RunContext, n_frozen: int, config, seed: int) -> training.TrainResult:
+def fine_tuned(ctx: RunContext, depth: FreezePlan, config, seed: int) -> training.TrainResult:
+    """The `freeze_depth` strategy at this depth, without discriminative rates."""
+    import optuna
+
     ctx.restore()
-    plan = StrategyPlan(
-        "freeze_depth",
-        (Phase(ctx.search.epochs, ctx.info.suffix(n_frozen), config.learning_rate),),
-        "",
-        0.0,
-        True,
-    )
+    fixed = optuna.trial.FixedTrial({"freeze_depth": depth.depth, "discriminative": False})
+    plan = strategies.freeze_depth(fixed, ctx.search, ctx.info, config.learning_rate)
     head = ctx.pool.head(config.head_units, config.dropout, seed)
     return training.train_plan(
         ctx.pool.model(0, head),
@@ -98,12 +96,16 @@ def trace(ctx: RunContext, trials: pd.DataFrame, seeds: list[int]) -> pd.DataFra
             ):
                 continue  # no features before the first layer; nothing to fine-tune after the last
             for seed in seeds:
-                if mode == FROZEN:
-                    run = frozen_probe(ctx, n, config, seed, heads)
-                    accuracy, seconds = max(run.val_accuracy), run.seconds
-                else:
-                    result = fine_tuned(ctx, n, config, seed)
-                    accuracy, seconds = result.best_val_accuracy, result.device_seconds
+                accuracy, seconds, failure = float("nan"), float("nan"), ""
+                try:
+                    if mode == FROZEN:
+                        run = frozen_probe(ctx, n, config, seed, heads)
+                        accuracy, seconds = max(run.val_accuracy), run.seconds
+                    else:
+                        result = fine_tuned(ctx, depth, config, seed)
+                        accuracy, seconds = result.best_val_accuracy, result.device_seconds
+                except loop.DivergedError as exc:  # recorded; the curve goes on
+                    failure = str(exc)
                 rows.append(
                     {
                         "depth": depth.depth,
@@ -115,6 +117,7 @@ def trace(ctx: RunContext, trials: pd.DataFrame, seeds: list[int]) -> pd.DataFra
                         "learning_rate": config.learning_rate,
                         "val_accuracy": accuracy,
                         "device_seconds": seconds,
+                        "fail_reason": failure,
                     }
                 )
     return pd.DataFrame(rows)

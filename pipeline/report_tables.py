@@ -17,9 +17,9 @@ import pandas as pd
 
 from pipeline.baselines import LINEAR_PIXELS, SCRATCH
 from pipeline.errors import ThawError
+from pipeline.final import TRANSFER
 from pipeline.pareto import pareto_front
 
-TRANSFER = "transfer"
 COSTS = {"params": "trainable_params", "time": "device_seconds"}
 
 
@@ -145,7 +145,7 @@ def depth_curve(curves: pd.DataFrame) -> pd.DataFrame:
             last_frozen_layer=("last_frozen_layer", "first"),
             val_accuracy_mean=("val_accuracy", "mean"),
             val_accuracy_sd=("val_accuracy", "std"),
-            seeds=("seed", "size"),
+            seeds=("val_accuracy", "count"),  # failed runs (NaN) do not count
             head_units=("head_units", "first"),
             learning_rate=("learning_rate", "first"),
         )

@@ -151,3 +151,21 @@ def test_a_failing_retrain_is_recorded_and_the_others_go_on(workspace, monkeypat
 
     table = report_tables.headline(runs)  # the failed seed is not counted
     assert table[table.kind == "transfer"].seeds.iloc[0] == 1
+
+
+def test_a_diverging_depth_curve_run_is_recorded_and_the_curve_goes_on(workspace, monkeypatch):
+    from pipeline import depth_curve
+
+    params = tiny(top_k=1, seeds=2)
+    manifest = swept(params)
+
+    def diverges(*args, **kwargs):
+        raise loop.DivergedError("loss became nan in epoch 1")
+
+    monkeypatch.setattr(depth_curve, "fine_tuned", diverges)
+    final.run_final("small_cnn", params, manifest, final.FINAL_DIR / "small_cnn")
+    curve = pd.read_csv("results/final/small_cnn/depth.csv")
+    tuned, frozen = curve[curve["mode"] == "fine-tuned"], curve[curve["mode"] == "frozen"]
+    assert len(tuned) and tuned.val_accuracy.isna().all()
+    assert (tuned.fail_reason == "loss became nan in epoch 1").all()
+    assert len(frozen) and frozen.val_accuracy.between(0, 1).all()
