@@ -11,12 +11,15 @@ layers kept frozen or fine-tuned. Here, at each candidate depth (a cut point):
 
 The two meet where the whole backbone is frozen. Each mode uses the head size,
 dropout and learning rate of the search's best trial of that kind (fine-tuning
-or not), trains on the train split with the search's epochs and early
-stopping, and reports the best validation accuracy, averaged over seeds: the
-measure the search used, so the curve reads against the trials.
+or not; fine-tuned runs also its discriminative rates, if it used them), trains
+on the train split with the search's epochs and early stopping, and reports the
+best validation accuracy, averaged over seeds: the measure the search used, so
+the curve reads against the trials.
 """
 
 from __future__ import annotations
+
+import json
 
 import pandas as pd
 
@@ -29,10 +32,14 @@ FROZEN, FINE_TUNED = "frozen", "fine-tuned"
 
 
 def _best_settings(ctx: RunContext, trials: pd.DataFrame, fine_tunes: bool):
-    """Head and rate of the best completed trial that fine-tunes (or not); else the best."""
+    """The best completed trial that fine-tunes (or not; else the best of all): its
+    configuration, and its discriminative-rate choice for the fine-tuned runs."""
     done = trials[trials.state == "COMPLETE"].sort_values("val_accuracy", ascending=False)
     kind = done[done.fine_tunes.astype(str) == str(fine_tunes)]
-    return recorded_config((kind if len(kind) else done).iloc[0], ctx)
+    row = (kind if len(kind) else done).iloc[0]
+    params = json.loads(row["params"])
+    rates = {k: params[k] for k in ("discriminative", "lr_decay") if k in params}
+    return recorded_config(row, ctx), rates
 
 
 def frozen_probe(ctx: RunContext, cut: int, config, seed: int, heads: dict) -> loop.PhaseRun:
@@ -59,12 +66,14 @@ def frozen_probe(ctx: RunContext, cut: int, config, seed: int, heads: dict) -> l
     )
 
 
-def fine_tuned(ctx: RunContext, depth: FreezePlan, config, seed: int) -> training.TrainResult:
-    """The `freeze_depth` strategy at this depth, without discriminative rates."""
+def fine_tuned(
+    ctx: RunContext, depth: FreezePlan, config, rates: dict, seed: int
+) -> training.TrainResult:
+    """The `freeze_depth` strategy at this depth, with the trial's discriminative rates."""
     import optuna
 
     ctx.restore()
-    fixed = optuna.trial.FixedTrial({"freeze_depth": depth.depth, "discriminative": False})
+    fixed = optuna.trial.FixedTrial({"freeze_depth": depth.depth, "discriminative": False, **rates})
     plan = strategies.freeze_depth(fixed, ctx.search, ctx.info, config.learning_rate)
     head = ctx.pool.head(config.head_units, config.dropout, seed)
     return training.train_plan(
@@ -90,7 +99,7 @@ def trace(ctx: RunContext, trials: pd.DataFrame, seeds: list[int]) -> pd.DataFra
     n_layers, rows, heads = len(ctx.backbone.layers), [], {}
     for depth in ctx.info.depths:
         n = depth.n_frozen_layers
-        for mode, config in settings.items():
+        for mode, (config, rates) in settings.items():
             if (mode == FROZEN and (n == 0 or not ctx.cache.fits(n))) or (
                 mode == FINE_TUNED and n >= n_layers
             ):
@@ -102,7 +111,7 @@ def trace(ctx: RunContext, trials: pd.DataFrame, seeds: list[int]) -> pd.DataFra
                         run = frozen_probe(ctx, n, config, seed, heads)
                         accuracy, seconds = max(run.val_accuracy), run.seconds
                     else:
-                        result = fine_tuned(ctx, depth, config, seed)
+                        result = fine_tuned(ctx, depth, config, rates, seed)
                         accuracy, seconds = result.best_val_accuracy, result.device_seconds
                 except loop.DivergedError as exc:  # recorded; the curve goes on
                     failure = str(exc)
@@ -115,6 +124,7 @@ def trace(ctx: RunContext, trials: pd.DataFrame, seeds: list[int]) -> pd.DataFra
                         "seed": seed,
                         "head_units": config.head_units,
                         "learning_rate": config.learning_rate,
+                        "lr_decay": rates.get("lr_decay") if mode == FINE_TUNED else None,
                         "val_accuracy": accuracy,
                         "device_seconds": seconds,
                         "fail_reason": failure,

@@ -81,8 +81,7 @@ def depth_curve(curve: pd.DataFrame, path: Path) -> None:
             ls="-" if mode == "fine-tuned" else "--",
             marker="o" if mode == "fine-tuned" else "^",
             capsize=3,
-            label=f"{backbone}: {mode} (head {group.head_units.iloc[0]}, "
-            f"lr {group.learning_rate.iloc[0]:.1e})",
+            label=_curve_label(backbone, mode, group.iloc[0]),
         )
     ax.set_xlabel("backbone parameters frozen (%)")
     ax.set_ylabel("validation accuracy (mean ± sd over seeds)")
@@ -93,6 +92,12 @@ def depth_curve(curve: pd.DataFrame, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def _curve_label(backbone: str, mode: str, row) -> str:
+    decay = row.get("lr_decay")
+    rates = "" if pd.isna(decay) else f", rate /{decay:.2f} per segment down"
+    return f"{backbone}: {mode} (head {row.head_units}, lr {row.learning_rate:.1e}{rates})"
 
 
 def importances(table: pd.DataFrame, path: Path) -> None:

@@ -293,7 +293,8 @@ Validation accuracy (mean ± sd over {seeds} seeds) when the backbone is cut at
 each candidate depth. *Frozen features only*: a head on the frozen backbone's
 output at the cut, the layers above unused. *Above the cut fine-tuned*: the
 prefix frozen, every layer above it trained with the head. Each mode uses the
-head and learning rate of the search's best trial of its kind (legend).
+head and learning rate of the search's best trial of its kind, and fine-tuned
+runs its discriminative rates if it had them (legend).
 
 {_fmt_table(depth_markdown(curve))}
 

@@ -148,6 +148,7 @@ def depth_curve(curves: pd.DataFrame) -> pd.DataFrame:
             seeds=("val_accuracy", "count"),  # failed runs (NaN) do not count
             head_units=("head_units", "first"),
             learning_rate=("learning_rate", "first"),
+            lr_decay=("lr_decay", "first"),
         )
         .reset_index()
     )
