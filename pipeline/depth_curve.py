@@ -10,8 +10,9 @@ layers kept frozen or fine-tuned. Here, at each candidate depth (a cut point):
   is fine-tuned with the head (the `freeze_depth` strategy).
 
 The two meet where the whole backbone is frozen. Each mode uses the head size,
-dropout and learning rate of the search's best trial of that kind (fine-tuning
-or not; fine-tuned runs also its discriminative rates, if it used them), trains
+dropout and learning rate of one search trial (`settings_trial`: the best
+`freeze_depth` trial for fine-tuned runs, with its discriminative rates if it
+used them; the best head-only trial for frozen ones), trains
 on the train split with the search's epochs and early stopping, and reports the
 best validation accuracy, averaged over seeds: the measure the search used, so
 the curve reads against the trials.
@@ -31,15 +32,33 @@ from pipeline.sweep import recorded_config
 FROZEN, FINE_TUNED = "frozen", "fine-tuned"
 
 
-def _best_settings(ctx: RunContext, trials: pd.DataFrame, fine_tunes: bool):
-    """The best completed trial that fine-tunes (or not; else the best of all): its
-    configuration, and its discriminative-rate choice for the fine-tuned runs."""
-    done = trials[trials.state == "COMPLETE"].sort_values("val_accuracy", ascending=False)
-    kind = done[done.fine_tunes.astype(str) == str(fine_tunes)]
-    row = (kind if len(kind) else done).iloc[0]
+def settings_trial(trials: pd.DataFrame, mode: str) -> pd.Series:
+    """The completed trial whose head, rate and dropout a mode's runs reuse.
+
+    Fine-tuned runs are the `freeze_depth` strategy, so they take its best trial:
+    another strategy's learning rate means something else (lp_ft's is the probe's;
+    its fine-tuning runs at a fraction of it), and reusing it can sink the curve.
+    Frozen runs take the best head-only trial. Either falls back to the best
+    trial that fine-tunes (or not), then to the best of all.
+    """
+    done = trials[trials.state == "COMPLETE"].sort_values(
+        ["val_accuracy", "trial"], ascending=[False, True]
+    )
+    fine_tunes = done.fine_tunes.astype(str) == "True"
+    if mode == FINE_TUNED:
+        preferred = [done[done.strategy == "freeze_depth"], done[fine_tunes]]
+    else:
+        preferred = [done[~fine_tunes]]
+    return next((rows for rows in preferred if len(rows)), done).iloc[0]
+
+
+def _settings(ctx: RunContext, trials: pd.DataFrame, mode: str):
+    """A mode's configuration, its discriminative-rate choice (fine-tuned runs use
+    it) and the trial they came from."""
+    row = settings_trial(trials, mode)
     params = json.loads(row["params"])
     rates = {k: params[k] for k in ("discriminative", "lr_decay") if k in params}
-    return recorded_config(row, ctx), rates
+    return recorded_config(row, ctx), rates, int(row["trial"])
 
 
 def frozen_probe(ctx: RunContext, cut: int, config, seed: int, heads: dict) -> loop.PhaseRun:
@@ -93,13 +112,13 @@ def fine_tuned(
 def trace(ctx: RunContext, trials: pd.DataFrame, seeds: list[int]) -> pd.DataFrame:
     """One row per depth x mode x seed."""
     settings = {
-        FROZEN: _best_settings(ctx, trials, False),
-        FINE_TUNED: _best_settings(ctx, trials, True),
+        FROZEN: _settings(ctx, trials, FROZEN),
+        FINE_TUNED: _settings(ctx, trials, FINE_TUNED),
     }
     n_layers, rows, heads = len(ctx.backbone.layers), [], {}
     for depth in ctx.info.depths:
         n = depth.n_frozen_layers
-        for mode, (config, rates) in settings.items():
+        for mode, (config, rates, source) in settings.items():
             if (mode == FROZEN and (n == 0 or not ctx.cache.fits(n))) or (
                 mode == FINE_TUNED and n >= n_layers
             ):
@@ -122,6 +141,7 @@ def trace(ctx: RunContext, trials: pd.DataFrame, seeds: list[int]) -> pd.DataFra
                         "frozen_fraction": depth.frozen_fraction,
                         "mode": mode,
                         "seed": seed,
+                        "settings_trial": source,
                         "head_units": config.head_units,
                         "learning_rate": config.learning_rate,
                         "lr_decay": rates.get("lr_decay") if mode == FINE_TUNED else None,

@@ -97,7 +97,8 @@ def depth_curve(curve: pd.DataFrame, path: Path) -> None:
 def _curve_label(backbone: str, mode: str, row) -> str:
     decay = row.get("lr_decay")
     rates = "" if pd.isna(decay) else f", rate /{decay:.2f} per segment down"
-    return f"{backbone}: {mode} (head {row.head_units}, lr {row.learning_rate:.1e}{rates})"
+    settings = f"trial {row.settings_trial}: head {row.head_units}, lr {row.learning_rate:.1e}"
+    return f"{backbone}: {mode} ({settings}{rates})"
 
 
 def importances(table: pd.DataFrame, path: Path) -> None:

@@ -292,9 +292,10 @@ test accuracy against the column's cost (trainable parameters, or time);
 Validation accuracy (mean ± sd over {seeds} seeds) when the backbone is cut at
 each candidate depth. *Frozen features only*: a head on the frozen backbone's
 output at the cut, the layers above unused. *Above the cut fine-tuned*: the
-prefix frozen, every layer above it trained with the head. Each mode uses the
-head and learning rate of the search's best trial of its kind, and fine-tuned
-runs its discriminative rates if it had them (legend).
+prefix frozen, every layer above it trained with the head. Fine-tuned runs use
+the head, learning rate and discriminative rates of the best `freeze_depth`
+trial (the strategy they run), frozen ones those of the best head-only trial;
+the plot's legend names the trial.
 
 {_fmt_table(depth_markdown(curve))}
 

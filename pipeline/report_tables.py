@@ -82,6 +82,7 @@ def headline(runs: pd.DataFrame) -> pd.DataFrame:
         .agg(
             trial=("trial", "first"),
             plan=("plan", "first"),
+            settings_trial=("settings_trial", "first"),
             head_units=("head_units", "first"),
             learning_rate=("learning_rate", "first"),
             epochs=("epochs", "first"),  # retrained for: up to the selecting run's best epoch
@@ -146,6 +147,7 @@ def depth_curve(curves: pd.DataFrame) -> pd.DataFrame:
             val_accuracy_mean=("val_accuracy", "mean"),
             val_accuracy_sd=("val_accuracy", "std"),
             seeds=("val_accuracy", "count"),  # failed runs (NaN) do not count
+            settings_trial=("settings_trial", "first"),
             head_units=("head_units", "first"),
             learning_rate=("learning_rate", "first"),
             lr_decay=("lr_decay", "first"),

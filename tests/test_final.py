@@ -169,3 +169,24 @@ def test_a_diverging_depth_curve_run_is_recorded_and_the_curve_goes_on(workspace
     assert len(tuned) and tuned.val_accuracy.isna().all()
     assert (tuned.fail_reason == "loss became nan in epoch 1").all()
     assert len(frozen) and frozen.val_accuracy.between(0, 1).all()
+
+
+def test_the_depth_curve_reuses_the_settings_of_the_strategy_it_runs():
+    from pipeline.depth_curve import FINE_TUNED, FROZEN, settings_trial
+
+    trials = pd.DataFrame(
+        [  # lp_ft scores best, but its learning rate is the probe's, not a fine-tuning one
+            (0, "COMPLETE", "lp_ft", True, 0.90),
+            (1, "COMPLETE", "freeze_depth", True, 0.80),
+            (2, "COMPLETE", "freeze_depth", True, 0.85),
+            (3, "COMPLETE", "head_only", False, 0.60),
+            (4, "PRUNED", "freeze_depth", True, 0.95),
+            (5, "FAIL", "head_only", False, float("nan")),
+        ],
+        columns=["trial", "state", "strategy", "fine_tunes", "val_accuracy"],
+    )
+    assert settings_trial(trials, FINE_TUNED).trial == 2
+    assert settings_trial(trials, FROZEN).trial == 3
+    no_depth = trials[trials.strategy != "freeze_depth"]
+    assert settings_trial(no_depth, FINE_TUNED).trial == 0  # the best that fine-tunes
+    assert settings_trial(no_depth[no_depth.fine_tunes], FROZEN).trial == 0  # the best of all
