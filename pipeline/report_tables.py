@@ -82,7 +82,6 @@ def headline(runs: pd.DataFrame) -> pd.DataFrame:
         .agg(
             trial=("trial", "first"),
             plan=("plan", "first"),
-            settings_trial=("settings_trial", "first"),
             head_units=("head_units", "first"),
             learning_rate=("learning_rate", "first"),
             epochs=("epochs", "first"),  # retrained for: up to the selecting run's best epoch
