@@ -65,6 +65,7 @@ def frozen_probe(ctx: RunContext, cut: int, config, seed: int, heads: dict) -> l
     """A head on the frozen backbone's activations at `cut`; the layers after it unused."""
     from pipeline.classifier import Classifier, Head
 
+    ctx.restore()  # an earlier run fine-tuned layers before `cut`; the cache computes from them
     shape = ctx.cache.shape(cut)
     if cut not in heads:
         head = Head(config.head_units, ctx.num_classes, config.dropout > 0, shape)

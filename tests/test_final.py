@@ -190,3 +190,22 @@ def test_the_depth_curve_reuses_the_settings_of_the_strategy_it_runs():
     no_depth = trials[trials.strategy != "freeze_depth"]
     assert settings_trial(no_depth, FINE_TUNED).trial == 0  # the best that fine-tunes
     assert settings_trial(no_depth[no_depth.fine_tunes], FROZEN).trial == 0  # the best of all
+
+
+def test_a_frozen_probe_sees_the_pretrained_features_after_a_fine_tuning_run(workspace):
+    from pipeline import depth_curve
+
+    params = tiny()
+    ctx = final.load_context("small_cnn", params, data.read_manifest(MANIFEST))
+    n_layers = len(ctx.backbone.layers)
+    cut = max(d.n_frozen_layers for d in ctx.info.depths if d.n_frozen_layers < n_layers)
+    for variable in ctx.backbone.weights:  # what an earlier fine-tuning run leaves behind
+        variable.assign(variable.numpy() + 1.0)
+    config = sweep.TrialConfig(0, 0.0, 1e-3, None)
+    depth_curve.frozen_probe(ctx, cut, config, seed=0, heads={})
+    pristine = final.load_context("small_cnn", params, data.read_manifest(MANIFEST)).backbone
+    import keras
+
+    prefix = keras.Model(pristine.input, pristine.layers[cut - 1].output)
+    expected = prefix(ctx.splits["train"][0], training=False).numpy()
+    np.testing.assert_allclose(np.asarray(ctx.cache.activations(cut, "train")), expected, atol=1e-5)
