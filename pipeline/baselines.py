@@ -102,6 +102,9 @@ def select_and_test(baseline: Baseline, splits: dict, protocol: Protocol) -> lis
     `splits` holds "train", "val", "trainval" and "test" as (inputs, labels).
     """
     step, tuning_seed = baseline.step, protocol.seeds[0]
+    calibrate = baseline.calibrate
+    # validation reads the statistics the test will: precise BN from the training inputs
+    before_eval = None if calibrate is None else (lambda: calibrate(splits["train"][0]))
     tried = []
     for rate in protocol.rates:
         baseline.reinit(tuning_seed)
@@ -115,6 +118,7 @@ def select_and_test(baseline: Baseline, splits: dict, protocol: Protocol) -> lis
                 batch_size=protocol.batch_size,
                 seed=tuning_seed,
                 patience=protocol.patience,
+                before_eval=before_eval,
             )
         except loop.DivergedError:
             continue

@@ -208,11 +208,13 @@ def run_epochs(
     first_epoch: int = 0,
     patience: int = 0,
     on_epoch: Callable[[int, float], bool] | None = None,
+    before_eval: Callable[[], None] | None = None,
 ) -> PhaseRun:
     """Train `epochs` epochs in a seeded batch order; evaluate on `val` after each.
 
     `on_epoch(epoch, val_accuracy)` returning True stops the run (a pruner's
     verdict). `patience` > 0 stops after that many epochs without a new best.
+    `before_eval()` runs before each evaluation (precise BatchNorm statistics).
     Without `val` (the final retraining) every epoch runs and nothing is evaluated.
     """
     import tensorflow as tf
@@ -237,6 +239,8 @@ def run_epochs(
             raise DivergedError(f"loss became {loss} in epoch {epoch + 1}")
         if val is None:
             continue
+        if before_eval is not None:
+            before_eval()
         history.append(accuracy(step, val_x, val[1]))
         if on_epoch is not None and on_epoch(epoch, history[-1]):
             stopped = "pruned"

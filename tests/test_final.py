@@ -107,6 +107,18 @@ def test_the_linear_baseline_learns_a_linearly_separable_task():
     assert rows[0]["learning_rate"] in (1e-3, 3e-2)
 
 
+def test_a_baseline_is_validated_with_the_batchnorm_statistics_it_is_tested_with():
+    splits = {"train": separable(32, 0), "val": separable(32, 1), "test": separable(64, 2)}
+    splits["trainval"] = tuple(np.concatenate(p) for p in zip(splits["train"], splits["val"]))
+    calibrated = []
+    baseline = baselines.linear_pixels((4, 4, 3), 2)
+    baseline.calibrate = lambda images: calibrated.append(len(images))
+    protocol = baselines.Protocol([1e-3, 3e-2], epochs=5, batch_size=8, patience=0, seeds=[0, 1])
+    baselines.select_and_test(baseline, splits, protocol)
+    # before each of 2 rates x 5 validations (train inputs), then before each seed's test
+    assert calibrated == [32] * 10 + [64] * 2
+
+
 def test_scratch_starts_from_random_weights_and_trains_batchnorm_as_usual(workspace):
     import keras
 
