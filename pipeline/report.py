@@ -290,8 +290,11 @@ not in these numbers.
 ## Headline: test accuracy and cost
 
 *Epochs*: how long each run retrained (the selecting run's epochs up to its best
-validation epoch). Device time is **{unit}** per retraining run (training only) on
-{", ".join(sorted(set(runs.device.dropna())))}. Train GFLOPs are
+validation epoch). Device time is **{unit}** per retraining run on
+{", ".join(sorted(set(runs.device.dropna())))}, the median over seeds: training only, so
+neither the one-off tracing a new model's first run pays nor computing a frozen
+prefix's activations once per configuration (they are cached and reused every
+epoch; the FLOPs count that forward pass). Train GFLOPs are
 analytical (forward through the whole model, backward only through what
 trains), so they compare across machines. ★: on the overall Pareto front of
 test accuracy against the column's cost (trainable parameters, or time);

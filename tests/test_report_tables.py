@@ -122,3 +122,9 @@ def test_provenance_says_where_the_weights_came_from(weights, origin, how):
 
     text = weights_origin({"weights": weights, "source_accuracy": 0.9}, [0, 1])
     assert text.startswith(f"{origin}; accuracy on the source classes 0.900 ({how}")
+
+
+def test_device_time_is_the_median_over_seeds_so_one_off_tracing_drops_out():
+    runs = pd.DataFrame(run("a", "transfer", 1, [0.9, 0.9, 0.9], 100, 1.0, trial=4))
+    runs.loc[0, "device_seconds"] = 5.0  # the first seed traced the step
+    assert report_tables.headline(runs).device_seconds.iloc[0] == 1.0
