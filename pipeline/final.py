@@ -123,14 +123,7 @@ def run_scratch(ctx: RunContext, best, seeds: list[int], bn_momentum: float) -> 
     baseline = baselines.scratch(
         ctx.backbone, config.head_units, config.dropout, ctx.num_classes, bn_momentum
     )
-    r = ctx.search.learning_rate
-    protocol = baselines.Protocol(
-        baselines.learning_rates(r.low, r.high, 3),
-        ctx.search.epochs,
-        ctx.search.batch_size,
-        ctx.search.patience,
-        seeds,
-    )
+    protocol = baselines.Protocol.of(ctx.search, seeds)
     rows = baselines.select_and_test(baseline, ctx.splits, protocol)
     for row in rows:
         row.update(head_units=config.head_units, plan="from scratch, nothing frozen")

@@ -34,14 +34,7 @@ def run(params: Params, manifest: dict) -> pd.DataFrame:
     baseline = baselines.linear_pixels(
         splits["train"][0].shape[1:], len(manifest["target_classes"])
     )
-    search = params.search
-    protocol = baselines.Protocol(
-        baselines.learning_rates(search.learning_rate.low, search.learning_rate.high, 3),
-        search.epochs,
-        search.batch_size,
-        search.patience,
-        final_seeds(params.seed, params.report.seeds),
-    )
+    protocol = baselines.Protocol.of(params.search, final_seeds(params.seed, params.report.seeds))
     runs = pd.DataFrame(baselines.select_and_test(baseline, splits, protocol))
     runs.insert(0, "backbone", "")
     runs["plan"] = "softmax regression on raw pixels"

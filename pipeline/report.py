@@ -13,12 +13,13 @@ embeds, the CSVs behind them (also declared as DVC plots), `reports/trials.csv`
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
 import yaml
 
-from pipeline import data, plots, report_tables
+from pipeline import baselines, data, plots, report_tables
 from pipeline.config import Params, load_params
 from pipeline.context import MODELS_DIR
 from pipeline.errors import run_main
@@ -160,6 +161,38 @@ def depth_markdown(curve: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+FEW_TRIALS = 20  # below this many completed trials, importances are a hint at best
+
+
+def importance_basis(trials: pd.DataFrame) -> str:
+    """How many completed trials the importances rest on, and a warning when few."""
+    counts = trials[trials.state == "COMPLETE"].groupby("backbone", sort=False).size()
+    text = ", ".join(f"{n} completed trials for {name}" for name, n in counts.items()) + "."
+    if counts.empty or counts.min() < FEW_TRIALS:
+        text += (
+            f" Under {FEW_TRIALS} completed trials a forest's importances are a hint, not a"
+            " finding: raise `sweep.n_trials` before acting on them."
+        )
+    return text
+
+
+def edge_note(table: pd.DataFrame, grid: list[float]) -> str:
+    """Baselines whose chosen rate is the grid's end: a better one may lie beyond it."""
+    ends = {"lowest": grid[0], "highest": grid[-1]}
+    found = [
+        f"{row.backbone or 'pixels'} {row.configuration} ({row.learning_rate:.1e}, the {end})"
+        for row in table[table.kind != report_tables.TRANSFER].itertuples()
+        for end, rate in ends.items()
+        if math.isclose(row.learning_rate, rate, rel_tol=1e-6)
+    ]
+    if not found:
+        return ""
+    return (
+        "\n- Baselines whose chosen learning rate is an end of their grid, so they may be "
+        f"under-tuned and transfer's gain over them overstated: {'; '.join(found)}."
+    )
+
+
 def weights_origin(meta: dict, source_classes: list) -> str:
     """Where a backbone's weights came from, and how well they do on the source classes."""
     weights = meta["weights"]
@@ -271,10 +304,14 @@ Which backbone, how much of it frozen, at what cost. The search chose
 configurations by **validation** accuracy, which is therefore optimistic. Each
 backbone's top {params.report.top_k} were retrained with {seeds} seeds on
 train+val and evaluated **once** on the held-out test split ({n_test} images);
-the headline is that test accuracy, mean ± sd over seeds. Two baselines got the
-same protocol and budget: each backbone trained from scratch (nothing frozen,
-random initialisation) and a linear classifier on raw pixels. If they match the
-transferred models, transfer did not pay on this data.
+the headline is that test accuracy, mean ± sd over seeds. Two baselines went
+through the same retraining and test with the same epoch cap: each backbone
+trained from scratch (nothing frozen, random initialisation, the selected
+configuration's head) and a linear classifier on raw pixels. Their learning rate
+was chosen on validation from {baselines.RATE_POINTS} rates over the search's
+range, a lighter search than the transferred models' study, which favours
+transfer. If they match the transferred models anyway, transfer did not pay on
+this data.
 
 ## Verdict
 
@@ -285,7 +322,7 @@ run is scored on the same {n_test} test images, whose own sampling error (one
 binomial standard error, about ±{binomial_se:.3f} at the best accuracy here) is
 not in these numbers.
 
-{verdict_markdown(table)}
+{verdict_markdown(table)}{edge_note(table, baselines.rate_grid(params.search))}
 
 ## Headline: test accuracy and cost
 
@@ -308,9 +345,10 @@ test accuracy against the column's cost (trainable parameters, or time);
 
 ## Freeze depth
 
-Validation accuracy (mean ± sd over {seeds} seeds) when the backbone is cut at
-each candidate depth. *Frozen features only*: a head on the frozen backbone's
-output at the cut, the layers above unused. *Above the cut fine-tuned*: the
+Best validation accuracy over epochs, as the search measured it (mean ± sd over
+{seeds} seeds), when the backbone is cut at each candidate depth. *Frozen
+features only*: a head on the frozen backbone's output at the cut, the layers
+above unused. *Above the cut fine-tuned*: the
 prefix frozen, every layer above it trained with the head. Fine-tuned runs use
 the head, learning rate and discriminative rates of the best `freeze_depth`
 trial (the strategy they run), frozen ones those of the best head-only trial;
@@ -323,7 +361,8 @@ the plot's legend names the trial.
 ## Which search parameters mattered
 
 Optuna's fANOVA importance of each parameter every completed trial has, for
-validation accuracy (shares summing to 1 per backbone).
+validation accuracy (shares summing to 1 per backbone), from
+{importance_basis(trials)}
 
 {_fmt_table(importance_rows) if len(importance_rows) else "Too few completed trials to tell."}
 

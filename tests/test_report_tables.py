@@ -128,3 +128,13 @@ def test_device_time_is_the_median_over_seeds_so_one_off_tracing_drops_out():
     runs = pd.DataFrame(run("a", "transfer", 1, [0.9, 0.9, 0.9], 100, 1.0, trial=4))
     runs.loc[0, "device_seconds"] = 5.0  # the first seed traced the step
     assert report_tables.headline(runs).device_seconds.iloc[0] == 1.0
+
+
+def test_a_baseline_tuned_to_the_end_of_its_rate_grid_is_flagged(runs):
+    from pipeline.report import edge_note
+
+    table = report_tables.headline(runs)  # every row ran at 1e-3
+    assert edge_note(table, [1e-4, 1e-3, 1e-2]) == ""
+    note = edge_note(table, [1e-4, 1e-3])
+    assert "a scratch baseline (1.0e-03, the highest)" in note
+    assert "pixels linear on pixels" in note and "#1" not in note  # transfer was searched
