@@ -35,12 +35,13 @@ def _front_line(ax, points: pd.DataFrame, cost: str, **style) -> None:
     ax.step(points[cost], points.test_accuracy_mean, where="post", **style)
 
 
-def _log_axis(axis) -> None:
+def _log_x(ax) -> None:
     """Log scale labelled at 1, 2 and 5 per decade: one label per decade is too few to read
     off a cost that spans under two decades."""
     from matplotlib import ticker
 
-    axis.axes.set_xscale("log")
+    ax.set_xscale("log")
+    axis = ax.xaxis
     axis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
     axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
     axis.set_minor_formatter(ticker.NullFormatter())
@@ -65,7 +66,7 @@ def accuracy_vs_cost(table: pd.DataFrame, cost: str, short: str, x_label: str, p
         _front_line(ax, group, cost, color=colors[backbone], lw=1, alpha=0.6)
     overall = table[table[f"front_{short}_overall"]]
     _front_line(ax, overall, cost, color="black", lw=1.8, ls="--", label="Pareto front, overall")
-    _log_axis(ax.xaxis)
+    _log_x(ax)
     ax.set_xlabel(f"{x_label} (log scale)")
     ax.set_ylabel("test accuracy (mean ± sd over seeds)")
     ax.set_title(f"Test accuracy vs {x_label.split(' (')[0]}")
