@@ -95,9 +95,15 @@ def separable(n: int, seed: int):
     return images, labels
 
 
-def test_the_linear_baseline_learns_a_linearly_separable_task():
+def separable_splits() -> dict:
+    """train 32, val 32, their union, test 64: the splits a baseline's protocol reads."""
     splits = {"train": separable(32, 0), "val": separable(32, 1), "test": separable(64, 2)}
     splits["trainval"] = tuple(np.concatenate(p) for p in zip(splits["train"], splits["val"]))
+    return splits
+
+
+def test_the_linear_baseline_learns_a_linearly_separable_task():
+    splits = separable_splits()
     baseline = baselines.linear_pixels((4, 4, 3), 2)
     protocol = baselines.Protocol([1e-3, 3e-2], epochs=5, batch_size=8, patience=0, seeds=[0, 1])
     rows = baselines.select_and_test(baseline, splits, protocol)
@@ -108,8 +114,7 @@ def test_the_linear_baseline_learns_a_linearly_separable_task():
 
 
 def test_a_baseline_is_validated_with_the_batchnorm_statistics_it_is_tested_with():
-    splits = {"train": separable(32, 0), "val": separable(32, 1), "test": separable(64, 2)}
-    splits["trainval"] = tuple(np.concatenate(p) for p in zip(splits["train"], splits["val"]))
+    splits = separable_splits()
     calibrated = []
     baseline = baselines.linear_pixels((4, 4, 3), 2)
     baseline.calibrate = lambda images: calibrated.append(len(images))
