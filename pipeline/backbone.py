@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import backbones, data, freezing
+from pipeline import backbones, data, devices, freezing
 from pipeline.config import BackboneParams, PretrainParams, backbone_stage_args
 from pipeline.errors import ThawError, run_main
 from pipeline.prepare import MANIFEST
@@ -140,8 +140,11 @@ def make_backbone(
     name: str, spec: BackboneParams, manifest: dict, pretrain_params: PretrainParams, seed: int
 ) -> tuple[object, dict]:
     """The backbone model and its meta.json record."""
+    import keras
+
     image_size = manifest["image_size"]
     source = data.load_splits(manifest, data.SOURCE_SPLITS)
+    keras.utils.set_random_seed(seed)  # the initial weights too: same seed, same backbone
     arch = spec.arch or name
     if spec.weights in ("source", "imagenet"):
         preprocess = spec.preprocess or backbones.architecture(arch).preprocess
@@ -197,6 +200,7 @@ def save_backbone(backbone, meta: dict, out: Path) -> None:
 
 def main() -> None:
     name, params = backbone_stage_args(__doc__)
+    devices.make_reproducible(params.seed, params.deterministic)
     manifest = data.read_manifest(MANIFEST)
     backbone, meta = make_backbone(
         name, params.backbones[name], manifest, params.pretrain, params.seed

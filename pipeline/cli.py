@@ -21,7 +21,8 @@ def check(params: Params) -> int:
     names = ", ".join(params.backbones)
     print(
         f"params.yaml is valid: dataset {params.data.dataset} at {params.data.image_size} px; "
-        f"backbones {names}; {params.sweep.n_trials} trials each."
+        f"backbones {names}; {params.sweep.n_trials} completed trials each, at least "
+        f"{params.sweep.min_trials_per_strategy} per strategy."
     )
     return 0
 
@@ -47,9 +48,12 @@ def status(params: Params) -> int:
         states: dict[str, int] = {}
         for trial in study.get_trials(deepcopy=False):
             states[trial.state.name] = states.get(trial.state.name, 0) + 1
-        done = studies.count_finished(study)
         state_text = ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items()))
-        line = f"{name}: {done}/{params.sweep.n_trials} finished ({state_text or 'no trials'})"
+        complete = states.get("COMPLETE", 0)
+        line = (
+            f"{name}: {complete}/{params.sweep.n_trials} completed trials "
+            f"({state_text or 'no trials'}; at most {params.sweep.trial_cap} finished)"
+        )
         complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
         if complete:
             best = max(complete, key=lambda t: t.value)

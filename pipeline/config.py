@@ -223,11 +223,27 @@ class CacheParams(Strict):
 
 
 class SweepParams(Strict):
-    n_trials: int = Field(12, ge=1)
+    n_trials: int = Field(12, ge=1)  # completed trials per backbone; pruned ones come on top
+    min_trials_per_strategy: int = Field(1, ge=0)  # completed trials every strategy gets
+    max_trials: int | None = Field(None, ge=1)  # cap on finished trials; None: 3 x n_trials
     storage: str = "default"  # default: a SQLite file per backbone under results/optuna/
     max_failures: int = Field(5, ge=1)
     pruner: PrunerParams = PrunerParams()
     cache: CacheParams = CacheParams()
+
+    @property
+    def trial_cap(self) -> int:
+        return self.max_trials if self.max_trials is not None else 3 * self.n_trials
+
+    @model_validator(mode="after")
+    def _cap(self) -> SweepParams:
+        if self.trial_cap < self.n_trials:
+            raise ParamsProblem(
+                ("sweep", "max_trials"),
+                self.max_trials,
+                f"the cap on finished trials must be at least n_trials ({self.n_trials})",
+            )
+        return self
 
     @field_validator("storage")
     @classmethod
@@ -249,12 +265,27 @@ class ReportParams(Strict):
 class Params(Strict):
     # Every section is required: dvc.yaml declares each one as a stage's dependency.
     seed: int
+    deterministic: bool = True  # TensorFlow op determinism: same seed, same numbers
     data: DataParams
     pretrain: PretrainParams
     backbones: dict[str, BackboneParams]
     search: SearchParams
     sweep: SweepParams
     report: ReportParams
+
+    @model_validator(mode="after")
+    def _budget_covers_strategies(self) -> Params:
+        sweep, strategies = self.sweep, self.search.strategies
+        needed = sweep.min_trials_per_strategy * len(strategies)
+        if sweep.n_trials < needed:
+            raise ParamsProblem(
+                ("sweep", "n_trials"),
+                sweep.n_trials,
+                f"fewer completed trials than min_trials_per_strategy "
+                f"({sweep.min_trials_per_strategy}) x {len(strategies)} strategies = {needed}; "
+                "raise n_trials or lower min_trials_per_strategy",
+            )
+        return self
 
     @model_validator(mode="after")
     def _backbones_fit_data(self) -> Params:

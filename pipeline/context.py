@@ -22,7 +22,8 @@ from pipeline.pool import Pool
 MODELS_DIR = Path("models")
 CACHE_DIR = Path("results/cache")
 MB = 1 << 20
-TRAINVAL = "trainval"  # train and val together: what the final stage retrains on
+TRAINVAL = data.TRAINVAL
+load_splits = data.load_target_splits
 
 
 @dataclass(frozen=True)
@@ -60,23 +61,6 @@ def effective_search(params: Params, name: str) -> SearchParams:
     return params.search.model_copy(update={"by_name": own}) if own else params.search
 
 
-def load_splits(manifest: dict, names: tuple[str, ...]) -> dict[str, data.Split]:
-    """Target splits by name; `trainval` is train followed by val."""
-    stored = tuple(dict.fromkeys(n for s in names for n in _parts(s)))
-    loaded = data.load_splits(manifest, stored)
-    return {
-        name: data.Split(
-            np.concatenate([loaded[p].images for p in _parts(name)]),
-            np.concatenate([loaded[p].labels for p in _parts(name)]),
-        )
-        for name in names
-    }
-
-
-def _parts(name: str) -> tuple[str, ...]:
-    return ("train", "val") if name == TRAINVAL else (name,)
-
-
 def load_context(
     name: str, params: Params, manifest: dict, split_names: tuple[str, ...] = ("train", "val")
 ) -> RunContext:
@@ -86,6 +70,7 @@ def load_context(
     import tensorflow as tf
 
     devices.tune_graph_optimizer()
+    devices.make_reproducible(params.seed, params.deterministic)
     backbone = keras.models.load_model(folder / "backbone.keras", compile=False)
     search = effective_search(params, name)
     info = strategies.backbone_info(backbone, search)

@@ -209,3 +209,23 @@ def load_splits(manifest: dict, names: tuple[str, ...]) -> dict[str, Split]:
         ix = np.asarray(manifest["splits"][name], dtype=np.int64)
         out[name] = Split(images[ix], np.array([remap[c] for c in labels[ix]], dtype=np.int32))
     return out
+
+
+TRAINVAL = "trainval"  # train and val together: what the final stage retrains on
+
+
+def load_target_splits(manifest: dict, names: tuple[str, ...]) -> dict[str, Split]:
+    """Target splits by name; `trainval` is train followed by val."""
+    stored = tuple(dict.fromkeys(n for s in names for n in _parts(s)))
+    loaded = load_splits(manifest, stored)
+    return {
+        name: Split(
+            np.concatenate([loaded[p].images for p in _parts(name)]),
+            np.concatenate([loaded[p].labels for p in _parts(name)]),
+        )
+        for name in names
+    }
+
+
+def _parts(name: str) -> tuple[str, ...]:
+    return ("train", "val") if name == TRAINVAL else (name,)

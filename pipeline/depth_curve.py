@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 
 from pipeline import loop, strategies, training
@@ -86,6 +87,31 @@ def frozen_probe(ctx: RunContext, cut: int, config, seed: int, heads: dict) -> l
     )
 
 
+def converged_probe(ctx: RunContext, cut: int) -> tuple[float, int]:
+    """Validation accuracy of a linear probe fit to convergence on the pooled activations
+    at `cut`, and how many features pooling leaves.
+
+    The search's head gets the search's few epochs; at a shallow cut, global average
+    pooling leaves a handful of channel means that barely differ between classes, and
+    such a head can end at chance. This probe shows what the features allow at best:
+    standardised, multinomial logistic regression (L-BFGS, deterministic).
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    ctx.restore()
+
+    def pooled(split: str) -> np.ndarray:
+        x = np.asarray(ctx.cache.activations(cut, split))
+        return x.mean(axis=(1, 2)) if x.ndim == 4 else x.reshape(len(x), -1)
+
+    train, val = pooled("train"), pooled("val")
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
+    probe.fit(train, ctx.splits["train"][1])
+    return float(probe.score(val, ctx.splits["val"][1])), train.shape[1]
+
+
 def fine_tuned(
     ctx: RunContext, depth: FreezePlan, config, rates: dict, seed: int
 ) -> training.TrainResult:
@@ -119,6 +145,7 @@ def trace(ctx: RunContext, trials: pd.DataFrame, seeds: list[int]) -> pd.DataFra
     n_layers, rows, heads = len(ctx.backbone.layers), [], {}
     for depth in ctx.info.depths:
         n = depth.n_frozen_layers
+        probe = converged_probe(ctx, n) if 0 < n and ctx.cache.fits(n) else (np.nan, 0)
         for mode, (config, rates, source) in settings.items():
             if (mode == FROZEN and (n == 0 or not ctx.cache.fits(n))) or (
                 mode == FINE_TUNED and n >= n_layers
@@ -147,6 +174,8 @@ def trace(ctx: RunContext, trials: pd.DataFrame, seeds: list[int]) -> pd.DataFra
                         "learning_rate": config.learning_rate,
                         "lr_decay": rates.get("lr_decay") if mode == FINE_TUNED else None,
                         "val_accuracy": accuracy,
+                        "converged_probe_accuracy": probe[0] if mode == FROZEN else np.nan,
+                        "pooled_features": probe[1] if mode == FROZEN else 0,
                         "device_seconds": seconds,
                         "fail_reason": failure,
                     }

@@ -34,6 +34,21 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def make_reproducible(seed: int, deterministic: bool) -> None:
+    """Seed Python, NumPy and TensorFlow; with `deterministic`, deterministic kernels too.
+
+    With op determinism TensorFlow picks a deterministic implementation of every
+    op, or raises for an op that has none, instead of silently varying (on a GPU,
+    atomics-based reductions and some cuDNN algorithms). Same seed, same numbers.
+    """
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
 def synchronize(model) -> None:
     """Block until queued device work is done: reading a weight back to the host waits."""
     if model.weights:

@@ -3,7 +3,8 @@
     python -m pipeline.final <name>
 
 The search chose by validation accuracy, so its best value is optimistic. For
-each of the top `report.top_k` completed trials this stage replays the trial's
+each of the top `report.top_k` completed trials, and each strategy's best
+trial (so strategies compare on test too), this stage replays the trial's
 schedule (its phases for the epochs it ran them, up to the epoch of its best
 validation accuracy) on train+val with `report.seeds` seeds, and evaluates
 once on the held-out test split. It also trains the backbone from scratch with
@@ -35,18 +36,31 @@ TRANSFER = "transfer"  # a run kind next to baselines.SCRATCH and LINEAR_PIXELS
 SPLITS = ("train", "val", TRAINVAL, "test")
 
 
-def final_seeds(seed: int, n: int) -> list[int]:
-    """Seeds for the retraining runs: distinct from the sweep's per-trial seeds."""
-    return [seed + 10_000 + i for i in range(n)]
-
-
-def top_trials(trials: pd.DataFrame, k: int) -> pd.DataFrame:
-    """The k completed trials with the best validation accuracy (fewer parameters first on ties)."""
+def ranked_trials(trials: pd.DataFrame) -> pd.DataFrame:
+    """Completed trials by validation accuracy (fewer parameters first on ties), `rank` 1..n."""
     done = trials[trials.state == "COMPLETE"]
     if done.empty:
         raise ThawError("no completed trial to retrain; see fail_reason in the sweep's trials.csv")
     ranked = done.sort_values(["val_accuracy", "trainable_params", "trial"], ascending=[0, 1, 1])
-    return ranked.head(k)
+    return ranked.assign(rank=range(1, len(ranked) + 1))
+
+
+def top_trials(trials: pd.DataFrame, k: int) -> pd.DataFrame:
+    """The k completed trials with the best validation accuracy (fewer parameters first on ties)."""
+    return ranked_trials(trials).head(k)
+
+
+def chosen_trials(trials: pd.DataFrame, k: int) -> pd.DataFrame:
+    """What the stage retrains: the top k, and each strategy's best (both chosen on validation).
+
+    `top_k` and `strategy_best` say why a row is there; a row may be both.
+    """
+    ranked = ranked_trials(trials)
+    ranked = ranked.assign(
+        top_k=ranked["rank"] <= k,
+        strategy_best=~ranked.duplicated("strategy", keep="first"),
+    )
+    return ranked[ranked.top_k | ranked.strategy_best]
 
 
 def best_epoch(per_epoch: str) -> int:
@@ -73,7 +87,7 @@ def _phase_epochs(row, plan: StrategyPlan) -> list[int]:
     return [p.epochs for p in plan.phases]  # a study from before phase_epochs was recorded
 
 
-def retrain(ctx: RunContext, row, seed: int, rank: int) -> dict:
+def retrain(ctx: RunContext, row, seed: int) -> dict:
     """One trial's configuration, retrained on train+val from the pretrained weights."""
     ctx.restore()
     config = recorded_config(row, ctx)
@@ -97,8 +111,10 @@ def retrain(ctx: RunContext, row, seed: int, rank: int) -> dict:
     phases = [(p.epochs, p.trainable_layers) for p in plan.phases]
     return {
         "kind": TRANSFER,
-        "rank": rank,
+        "rank": int(row["rank"]),
         "trial": int(row["trial"]),
+        "top_k": bool(row["top_k"]),
+        "strategy_best": bool(row["strategy_best"]),
         "seed": seed,
         "strategy": plan.strategy,
         "plan": row["plan"],
@@ -132,16 +148,20 @@ def run_scratch(ctx: RunContext, best, seeds: list[int], bn_momentum: float) -> 
 
 def run_final(name: str, params: Params, manifest: dict, out: Path) -> pd.DataFrame:
     trials = pd.read_csv(RESULTS_DIR / name / "trials.csv")
-    top = top_trials(trials, params.report.top_k)
+    top = chosen_trials(trials, params.report.top_k)
     ctx = load_context(name, params, manifest, SPLITS)
-    seeds = final_seeds(params.seed, params.report.seeds)
+    seeds = baselines.retrain_seeds(params.seed, params.report.seeds)
     rows = []
-    for rank, (_, row) in enumerate(top.iterrows(), start=1):
+    for _, row in top.iterrows():
         for seed in seeds:
             try:
-                rows.append(retrain(ctx, row, seed, rank))
+                rows.append(retrain(ctx, row, seed))
             except Exception as exc:  # recorded, and the other runs go on
-                rows.append(_failed(exc, kind=TRANSFER, rank=rank, trial=row["trial"], seed=seed))
+                rows.append(
+                    _failed(exc, kind=TRANSFER, rank=row["rank"], trial=row["trial"], seed=seed,
+                            strategy=row["strategy"], top_k=row["top_k"],
+                            strategy_best=row["strategy_best"])
+                )  # fmt: skip
             _log(name, rows[-1])
     try:
         scratch = run_scratch(ctx, top.iloc[0], seeds, params.pretrain.bn_momentum)

@@ -17,9 +17,8 @@ import pandas as pd
 
 from pipeline import baselines, data, devices
 from pipeline.config import Params, load_params
-from pipeline.context import TRAINVAL, load_splits
+from pipeline.data import TRAINVAL, load_target_splits
 from pipeline.errors import run_main
-from pipeline.final import final_seeds
 from pipeline.prepare import MANIFEST
 
 OUT = Path("results/baseline/linear_pixels.csv")
@@ -27,14 +26,17 @@ OUT = Path("results/baseline/linear_pixels.csv")
 
 def run(params: Params, manifest: dict) -> pd.DataFrame:
     devices.tune_graph_optimizer()
+    devices.make_reproducible(params.seed, params.deterministic)
     splits = {
         name: ((s.images / np.float32(255.0)).astype(np.float32), s.labels)
-        for name, s in load_splits(manifest, ("train", "val", TRAINVAL, "test")).items()
+        for name, s in load_target_splits(manifest, ("train", "val", TRAINVAL, "test")).items()
     }
     baseline = baselines.linear_pixels(
         splits["train"][0].shape[1:], len(manifest["target_classes"])
     )
-    protocol = baselines.Protocol.of(params.search, final_seeds(params.seed, params.report.seeds))
+    protocol = baselines.Protocol.of(
+        params.search, baselines.retrain_seeds(params.seed, params.report.seeds)
+    )
     runs = pd.DataFrame(baselines.select_and_test(baseline, splits, protocol))
     runs.insert(0, "backbone", "")
     runs["plan"] = "softmax regression on raw pixels"

@@ -47,15 +47,22 @@ def _front_mark(row, short: str) -> str:
     return "☆" if row[f"front_{short}_backbone"] else ""
 
 
+def _unstable(row) -> str:
+    if not row.unstable:
+        return ""
+    return f" ⚠ unstable ({row.test_accuracy_min:.2f}–{row.test_accuracy_max:.2f})"
+
+
 def headline_markdown(table: pd.DataFrame, unit: str) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "backbone": table.backbone.replace("", "(pixels)"),
             "configuration": table.configuration,
             "test accuracy": [
-                f"**{m:.3f} ± {s:.3f}**"
-                for m, s in zip(table.test_accuracy_mean, table.test_accuracy_sd)
+                f"**{r.test_accuracy_mean:.3f} ± {r.test_accuracy_sd:.3f}**{_unstable(r)}"
+                for r in table.itertuples()
             ],
+            "strategy": table.strategy.fillna(""),
             "selected on val": table.val_accuracy.map("{:.3f}".format),
             "freezing / model": table.plan,
             "head": table.head_units.map(lambda u: "" if pd.isna(u) else str(int(u))),
@@ -73,28 +80,71 @@ def headline_markdown(table: pd.DataFrame, unit: str) -> pd.DataFrame:
     )
 
 
-def strategy_table(trials: pd.DataFrame, unit: str) -> pd.DataFrame:
-    """Best trial per backbone x strategy, with end and peak trainable counts."""
-    done = trials[trials.state == "COMPLETE"]
-    best = done.loc[done.groupby(["backbone", "strategy"], sort=False).val_accuracy.idxmax()]
-    best = best.sort_values(["backbone", "val_accuracy"], ascending=[True, False])
+def _mean_sd(mean: float, sd: float) -> str:
+    return "" if pd.isna(mean) else f"{mean:.3f} ± {sd:.3f}"
+
+
+def strategy_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """Every strategy on every backbone: how much evidence, and how good on val and test."""
     return pd.DataFrame(
         {
-            "backbone": best.backbone,
-            "strategy": best.strategy,
-            "best val accuracy": best.val_accuracy.map("{:.3f}".format),
-            "trials": [
-                int(((done.backbone == b) & (done.strategy == s)).sum())
-                for b, s in zip(best.backbone, best.strategy)
+            "backbone": summary.backbone,
+            "strategy": summary.strategy,
+            "completed / pruned / failed": [
+                f"{r.completed} / {r.pruned} / {r.failed}" for r in summary.itertuples()
             ],
-            "plan": best.plan,
-            "trainable params (end / max)": [
-                f"{e:,.0f} / {m:,.0f}"
-                for e, m in zip(best.trainable_params, best.max_trainable_params)
+            "best val": summary.best_val.map(lambda v: "" if pd.isna(v) else f"{v:.3f}"),
+            "median val": summary.median_val.map(lambda v: "" if pd.isna(v) else f"{v:.3f}"),
+            "best trial on test": [_mean_sd(r.test_mean, r.test_sd) for r in summary.itertuples()],
+            "best trial": [
+                "" if pd.isna(r.best_trial) else f"{int(r.best_trial)}: {r.best_plan}"
+                for r in summary.itertuples()
             ],
-            unit: best.device_seconds.map("{:.1f}".format),
+            "note": summary.too_few.map(lambda few: "too few to compare" if few else ""),
         }
     )
+
+
+def winners_markdown(winners: pd.DataFrame) -> str:
+    lines = []
+    for w in winners.itertuples():
+        line = f"- `{w.backbone}`: **{w.winner}** {w.mean:.3f} ± {w.sd:.3f} on test"
+        if w.runner_up:
+            line += (
+                f", against the runner-up {w.runner_up} {w.runner_up_mean:.3f} ± "
+                f"{w.runner_up_sd:.3f}: gap {w.gap:+.3f}, p = {w.p:.2g}, **{w.verdict}**"
+            )
+        lines.append(line + ".")
+    return "\n".join(lines) or "- No strategy's best configuration was retrained."
+
+
+def recommendation_markdown(table: pd.DataFrame, winners: pd.DataFrame, unit: str) -> str:
+    """One answer per question a user asks, chosen by validation as the protocol says."""
+    pick = report_tables.recommendation(table)
+    gaps = report_tables.verdicts(table)
+    paid = "; ".join(
+        f"against {g.against} {g.gap:+.3f} (p = {g.p:.2g}): **{g.verdict}**"
+        for g in gaps[gaps.backbone == pick.backbone].itertuples()
+    )
+    stability = (
+        f" **Unstable**: its seeds scored from {pick.test_accuracy_min:.3f} to "
+        f"{pick.test_accuracy_max:.3f}; treat the mean with care."
+        if pick.unstable
+        else ""
+    )
+    return f"""- **Use** `{pick.backbone}` with **{pick.strategy}**: {pick.plan}; head \
+{int(pick.head_units)} hidden units, learning rate {pick.learning_rate:.1e}. Chosen by \
+validation accuracy ({pick.val_accuracy:.3f}), the best of every backbone's pick.
+- **How much is frozen**: {pick.frozen_fraction:.0%} of the backbone's parameters; \
+{int(pick.trainable_params):,} of {int(pick.total_params):,} parameters train.
+- **Test accuracy**: {pick.test_accuracy_mean:.3f} ± {pick.test_accuracy_sd:.3f} over \
+{int(pick.seeds)} seeds, retrained on train+val.{stability}
+- **Cost**: {pick.device_seconds:.1f} {unit} per training run, \
+{pick.train_flops / 1e9:.1f} train GFLOPs.
+- **Did transfer pay here?** {paid or "no baseline to compare with"}.
+- **Which strategy wins on test**, each strategy's best configuration (chosen on validation) \
+retrained over the same seeds:
+{winners_markdown(winners)}"""
 
 
 def _fmt_table(frame: pd.DataFrame) -> str:
@@ -117,6 +167,7 @@ def verdict_markdown(table: pd.DataFrame) -> str:
     for backbone, group in gaps.groupby("backbone", sort=False):
         ranked = table[(table.backbone == backbone) & (table.kind == report_tables.TRANSFER)]
         row = ranked[ranked["rank"] == 1].iloc[0]
+        ranked = ranked[ranked.top_k]
         against = "; ".join(
             f"vs {g.against} {g.gap:+.3f} ± {g.se:.3f} (p = {g.p:.2g}): **{g.verdict}**"
             for g in group.itertuples()
@@ -130,7 +181,8 @@ def verdict_markdown(table: pd.DataFrame) -> str:
         )
         lines.append(
             f"- `{backbone}`, selected by validation ({row.plan}): "
-            f"{row.test_accuracy_mean:.3f} ± {row.test_accuracy_sd:.3f}; {against}.{tie}"
+            f"{row.test_accuracy_mean:.3f} ± {row.test_accuracy_sd:.3f}"
+            f"{_unstable(row)}; {against}.{tie}"
         )
     return "\n".join(lines)
 
@@ -139,9 +191,10 @@ def depth_markdown(curve: pd.DataFrame) -> pd.DataFrame:
     wide = curve.pivot_table(
         index=["backbone", "depth", "frozen_fraction", "last_frozen_layer"],
         columns="mode",
-        values=["val_accuracy_mean", "val_accuracy_sd"],
+        values=["val_accuracy_mean", "val_accuracy_sd", "converged_probe_accuracy",
+                "pooled_features"],
         aggfunc="first",
-    )
+    )  # fmt: skip
     rows = []
     for (backbone, _, fraction, layer), row in wide.iterrows():
         cell = {}
@@ -149,16 +202,40 @@ def depth_markdown(curve: pd.DataFrame) -> pd.DataFrame:
             mean = row.get(("val_accuracy_mean", mode))
             sd = row.get(("val_accuracy_sd", mode))
             cell[mode] = "" if pd.isna(mean) else f"{mean:.3f} ± {sd:.3f}"
+        probe = row.get(("converged_probe_accuracy", "frozen"))
+        width = row.get(("pooled_features", "frozen"))
         rows.append(
             {
                 "backbone": backbone,
                 "frozen up to": layer or "(nothing)",
                 "share frozen": f"{fraction:.0%}",
                 "frozen features only": cell["frozen"],
+                "linear probe to convergence": "" if pd.isna(probe) else
+                f"{probe:.3f} ({int(width)} pooled features)",
                 "above the cut fine-tuned": cell["fine-tuned"],
             }
-        )
+        )  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def chance_note(curve: pd.DataFrame, num_classes: int) -> str:
+    """Frozen probes that ended at chance: what the converged probe says about them."""
+    frozen = curve[(curve["mode"] == "frozen") & (curve.val_accuracy_mean <= 1.0 / num_classes
+                                                   + 0.02)]  # fmt: skip
+    if frozen.empty:
+        return ""
+    cuts = "; ".join(
+        f"`{r.backbone}` at {r.last_frozen_layer} ({r.frozen_fraction:.0%} frozen): "
+        f"{r.val_accuracy_mean:.3f}, converged probe {r.converged_probe_accuracy:.3f} on "
+        f"{int(r.pooled_features)} pooled features"
+        for r in frozen.itertuples()
+    )
+    return (
+        f"\n\nAt chance ({1.0 / num_classes:.2f}) with the search's head and epochs: {cuts}. "
+        "The head learned nothing in that budget: pooled over space, a shallow cut leaves a "
+        "few channel means that barely tell the classes apart, so the gradient is small; the "
+        "converged probe shows what those features allow when trained to the end."
+    )
 
 
 FEW_TRIALS = 20  # below this many completed trials, importances are a hint at best
@@ -191,6 +268,31 @@ def edge_note(table: pd.DataFrame, grid: list[float]) -> str:
         "\n- Baselines whose chosen learning rate is an end of their grid, so they may be "
         f"under-tuned and transfer's gain over them overstated: {'; '.join(found)}."
     )
+
+
+def data_gap_note(table: pd.DataFrame, counts: dict) -> str:
+    """Baselines whose test score is far above the validation score that selected them.
+
+    Validation scores come from models trained on train only; test scores from models
+    retrained on train+val. The rate-selection run's own test score shows how much of
+    the gap that extra data explains.
+    """
+    n_train, n_trainval = sum(counts["train"].values()), sum(
+        counts["train"].values()) + sum(counts["val"].values())  # fmt: skip
+    rows = table[
+        (table.kind != report_tables.TRANSFER)
+        & (table.test_accuracy_mean - table.val_accuracy > 0.1)
+        & table.test_accuracy_train_only.notna()
+    ]
+    lines = [
+        f"\n- {r.backbone or 'pixels'} {r.configuration}: {r.val_accuracy:.3f} on validation "
+        f"but {r.test_accuracy_mean:.3f} on test. Its validation score is a model trained on "
+        f"train only ({n_train} images), which scored {r.test_accuracy_train_only:.3f} on "
+        f"test too; retrained on train+val ({n_trainval} images) it scores "
+        f"{r.test_accuracy_mean:.3f}. The gap is the extra data, not a leak."
+        for r in rows.itertuples()
+    ]
+    return "".join(lines)
 
 
 def weights_origin(meta: dict, source_classes: list) -> str:
@@ -270,6 +372,8 @@ def markdown(
     runs: pd.DataFrame,
 ) -> str:
     unit = report_tables.device_label(runs.device_kind)
+    summary = report_tables.strategy_summary(trials, table, params.search.strategies)
+    winners = report_tables.strategy_winners(table)
     seeds = int(table.seeds.max())
     done = trials[trials.state == "COMPLETE"].sort_values(
         ["val_accuracy", "trainable_params"], ascending=[False, True]
@@ -300,10 +404,16 @@ def markdown(
     binomial_se = (top * (1 - top) / n_test) ** 0.5
     return f"""# Thaw report
 
+## Recommendation
+
+{recommendation_markdown(table, winners, unit)}
+
+## How these numbers were made
+
 Which backbone, how much of it frozen, at what cost. The search chose
 configurations by **validation** accuracy, which is therefore optimistic. Each
-backbone's top {params.report.top_k} were retrained with {seeds} seeds on
-train+val and evaluated **once** on the held-out test split ({n_test} images);
+backbone's top {params.report.top_k}, and each strategy's best, were retrained with
+{seeds} seeds on train+val and evaluated **once** on the held-out test split ({n_test} images);
 the headline is that test accuracy, mean ± sd over seeds. Two baselines went
 through the same retraining and test with the same epoch cap: each backbone
 trained from scratch (nothing frozen, random initialisation, the selected
@@ -322,7 +432,8 @@ run is scored on the same {n_test} test images, whose own sampling error (one
 binomial standard error, about ±{binomial_se:.3f} at the best accuracy here) is
 not in these numbers.
 
-{verdict_markdown(table)}{edge_note(table, baselines.rate_grid(params.search))}
+{verdict_markdown(table)}{edge_note(table, baselines.rate_grid(params.search))}\
+{data_gap_note(table, manifest["counts"])}
 
 ## Headline: test accuracy and cost
 
@@ -352,9 +463,12 @@ above unused. *Above the cut fine-tuned*: the
 prefix frozen, every layer above it trained with the head. Fine-tuned runs use
 the head, learning rate and discriminative rates of the best `freeze_depth`
 trial (the strategy they run), frozen ones those of the best head-only trial;
-the plot's legend names the trial.
+the plot's legend names the trial. *Linear probe to convergence*: a standardised
+logistic regression fit to the end on the same frozen activations, pooled over space
+(deterministic, so one run): what the features allow at best, against what the
+search's head and epochs got out of them.
 
-{_fmt_table(depth_markdown(curve))}
+{_fmt_table(depth_markdown(curve))}{chance_note(curve, len(manifest["target_classes"]))}
 
 ![validation accuracy vs freeze depth]({FIGURES["depth"]})
 
@@ -368,12 +482,26 @@ validation accuracy (shares summing to 1 per backbone), from
 
 ![parameter importances]({FIGURES["importances"]})
 
-## Strategies (search, validation accuracy)
+## Strategies
 
-Each freezing strategy's best trial per backbone. For strategies with phases
-(`gradual`, `lp_ft`) the trainable count is given at the end and at its peak.
+Every strategy of the search on every backbone: its trials (completed count toward
+`sweep.n_trials`; each strategy got at least `sweep.min_trials_per_strategy`
+completed, unless the cap of `sweep.max_trials` finished trials came first), the best
+and median validation accuracy of its completed trials, and its best trial retrained
+over {seeds} seeds and tested. The pruner compared each trial only with completed
+trials of its own strategy, and a phased strategy (`gradual`, `lp_ft`) only once its
+last phase had run `sweep.pruner.warmup_epochs` epochs. With fewer than
+{report_tables.FEW_TO_COMPARE} completed trials a strategy's best and median say little:
+*too few to compare*.
 
-{_fmt_table(strategy_table(trials, unit))}
+{_fmt_table(strategy_table(summary))}
+
+**Winning strategy on test**, per backbone (Welch's t-test over seeds against the
+runner-up; "within noise" when p ≥ {report_tables.ALPHA:g}). Each strategy's
+configuration was chosen on validation; comparing their test scores is a description
+of this test set, not a second selection.
+
+{winners_markdown(winners)}
 
 ## All completed search trials (top {min(top_n, len(comparison))} of {len(comparison)})
 

@@ -69,25 +69,41 @@ def load_importances(names: list[str], sweep_dir: Path) -> pd.DataFrame:
 
 def _label(row) -> str:
     if row.kind == TRANSFER:
-        return f"#{int(row['rank'])} (trial {int(row.trial)})"
+        label = f"#{int(row['rank'])} (trial {int(row.trial)})"
+        return label if row.top_k else f"{label}, best {row.strategy}"
     return {SCRATCH: "scratch baseline", LINEAR_PIXELS: "linear on pixels"}[row.kind]
+
+
+UNSTABLE_SPREAD = 0.10  # seeds whose test accuracies span more than this: the result is luck
 
 
 def headline(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per configuration: seeds aggregated, Pareto membership marked."""
     runs = runs.assign(rank=runs["rank"].fillna(0).astype(int))
+    defaults = {"strategy": "", "frozen_fraction": math.nan, "top_k": True,
+                "strategy_best": False, "test_accuracy_train_only": math.nan}  # fmt: skip
+    for column, default in defaults.items():
+        if column not in runs:  # baselines' rows have none of these
+            runs[column] = default
     keys = ["backbone", "kind", "rank"]
     table = (
         runs.groupby(keys, sort=False)
         .agg(
             trial=("trial", "first"),
+            strategy=("strategy", "first"),
+            top_k=("top_k", "first"),
+            strategy_best=("strategy_best", "first"),
             plan=("plan", "first"),
+            frozen_fraction=("frozen_fraction", "first"),
             head_units=("head_units", "first"),
             learning_rate=("learning_rate", "first"),
             epochs=("epochs", "first"),  # retrained for: up to the selecting run's best epoch
             val_accuracy=("val_accuracy", "first"),
+            test_accuracy_train_only=("test_accuracy_train_only", "first"),
             test_accuracy_mean=("test_accuracy", "mean"),
             test_accuracy_sd=("test_accuracy", "std"),
+            test_accuracy_min=("test_accuracy", "min"),
+            test_accuracy_max=("test_accuracy", "max"),
             seeds=("test_accuracy", "count"),  # failed runs (NaN) do not count
             trainable_params=("trainable_params", "first"),
             total_params=("total_params", "first"),
@@ -99,6 +115,9 @@ def headline(runs: pd.DataFrame) -> pd.DataFrame:
         )
         .reset_index()
     )
+    table["top_k"] = table.top_k.fillna(True).astype(bool)
+    table["strategy_best"] = table.strategy_best.fillna(False).astype(bool)
+    table["unstable"] = table.test_accuracy_max - table.test_accuracy_min > UNSTABLE_SPREAD
     table["configuration"] = [_label(r) for _, r in table.iterrows()]
     for short, cost in COSTS.items():
         overall = pareto_front(table, "test_accuracy_mean", cost)
@@ -138,7 +157,7 @@ def verdicts(table: pd.DataFrame) -> pd.DataFrame:
     """
     linear = table[table.kind == LINEAR_PIXELS]
     rows = []
-    for _, chosen in table[(table.kind == TRANSFER) & (table["rank"] == 1)].iterrows():
+    for _, chosen in selected(table).iterrows():
         scratch = table[(table.kind == SCRATCH) & (table.backbone == chosen.backbone)]
         for name, other in (("scratch", scratch), ("linear on pixels", linear)):
             if other.empty or other.iloc[0].seeds < 2 or chosen.seeds < 2:
@@ -162,6 +181,8 @@ def depth_curve(curves: pd.DataFrame) -> pd.DataFrame:
             val_accuracy_mean=("val_accuracy", "mean"),
             val_accuracy_sd=("val_accuracy", "std"),
             seeds=("val_accuracy", "count"),  # failed runs (NaN) do not count
+            converged_probe_accuracy=("converged_probe_accuracy", "first"),
+            pooled_features=("pooled_features", "first"),
             settings_trial=("settings_trial", "first"),
             head_units=("head_units", "first"),
             learning_rate=("learning_rate", "first"),
@@ -171,25 +192,111 @@ def depth_curve(curves: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def selected(table: pd.DataFrame) -> pd.DataFrame:
+    """Each backbone's configuration chosen by validation: its rank-1 trial, retrained."""
+    return table[(table.kind == TRANSFER) & (table["rank"] == 1)]
+
+
+def recommendation(table: pd.DataFrame) -> pd.Series:
+    """The configuration to use: the best on validation over every backbone's pick (the
+    protocol's selection; test only reports it), fewer trainable parameters on ties."""
+    picks = selected(table).sort_values(
+        ["val_accuracy", "trainable_params", "backbone"], ascending=[False, True, True]
+    )
+    return picks.iloc[0]
+
+
+def strategy_winners(table: pd.DataFrame) -> pd.DataFrame:
+    """Per backbone: the strategy whose best configuration scored highest on test, against
+    the runner-up strategy, with Welch's p over seeds ("within noise" when p >= ALPHA)."""
+    rows = []
+    best = table[(table.kind == TRANSFER) & table.strategy_best & (table.seeds > 0)]
+    for backbone, group in best.groupby("backbone", sort=False):
+        ranked = group.sort_values("test_accuracy_mean", ascending=False)
+        winner = ranked.iloc[0]
+        row = {"backbone": backbone, "winner": winner.strategy, "mean": winner.test_accuracy_mean,
+               "sd": winner.test_accuracy_sd, "seeds": int(winner.seeds), "runner_up": "",
+               "runner_up_mean": math.nan, "runner_up_sd": math.nan, "gap": math.nan,
+               "p": math.nan, "verdict": "only strategy"}  # fmt: skip
+        if len(ranked) > 1:
+            second = ranked.iloc[1]
+            gap, _, p = welch(winner, second)
+            row.update(runner_up=second.strategy, runner_up_mean=second.test_accuracy_mean,
+                       runner_up_sd=second.test_accuracy_sd, gap=gap, p=p,
+                       verdict="wins" if p < ALPHA else "within noise")  # fmt: skip
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+FEW_TO_COMPARE = 5  # completed trials below which a strategy's best and median mean little
+
+
+def strategy_summary(
+    trials: pd.DataFrame, table: pd.DataFrame, strategies: list[str]
+) -> pd.DataFrame:
+    """Per backbone and strategy of the search: trials completed and pruned, best and median
+    validation accuracy, the best trial's test accuracy over seeds, and whether there are
+    too few completed trials to compare (fewer than FEW_TO_COMPARE)."""
+    rows = []
+    tested = table[(table.kind == TRANSFER) & table.strategy_best].set_index(
+        ["backbone", "strategy"]
+    )
+    for backbone in trials.backbone.unique():
+        own = trials[trials.backbone == backbone]
+        for strategy in strategies:
+            mine = own[own.strategy == strategy]
+            done = mine[mine.state == "COMPLETE"]
+            best = done.loc[done.val_accuracy.idxmax()] if len(done) else None
+            key = (backbone, strategy)
+            test = tested.loc[key] if key in tested.index else None
+            rows.append(
+                {
+                    "backbone": backbone,
+                    "strategy": strategy,
+                    "completed": len(done),
+                    "pruned": int((mine.state == "PRUNED").sum()),
+                    "failed": int((mine.state == "FAIL").sum()),
+                    "best_val": math.nan if best is None else best.val_accuracy,
+                    "median_val": done.val_accuracy.median() if len(done) else math.nan,
+                    "best_trial": None if best is None else int(best.trial),
+                    "best_plan": "" if best is None else best.plan,
+                    "test_mean": math.nan if test is None else test.test_accuracy_mean,
+                    "test_sd": math.nan if test is None else test.test_accuracy_sd,
+                    "too_few": len(done) < FEW_TO_COMPARE,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
 def metrics(table: pd.DataFrame) -> dict:
-    """For `dvc metrics show` / `dvc exp show`: each backbone's selected configuration."""
+    """For `dvc metrics show` / `dvc exp show`: few numbers, named for the question.
+
+    Per backbone, the configuration selected on validation: its strategy, the share of
+    the backbone frozen, test accuracy over seeds, trainable parameters, device time;
+    per baseline, its test accuracy.
+    """
     out = {}
-    for _, row in table.iterrows():
-        if row.kind == TRANSFER and row["rank"] != 1:
-            continue
-        key = (
-            row.backbone
-            if row.kind == TRANSFER
-            else "_".join(filter(None, [row.backbone, row.kind]))
-        )
-        out[key] = {
-            "test_accuracy_mean": round(float(row.test_accuracy_mean), 4),
-            "test_accuracy_sd": round(float(row.test_accuracy_sd), 4),
-            "val_accuracy": round(float(row.val_accuracy), 4),
+    for _, row in selected(table).iterrows():
+        out[row.backbone] = {
+            "strategy": row.strategy,
+            "frozen_share": _rounded(row.frozen_fraction, 3),
+            "test_accuracy": _rounded(row.test_accuracy_mean, 4),
+            "test_accuracy_sd": _rounded(row.test_accuracy_sd, 4),
             "trainable_params": int(row.trainable_params),
             "device_seconds": round(float(row.device_seconds), 3),
         }
+    for _, row in table[table.kind != TRANSFER].iterrows():
+        key = "_".join(filter(None, [row.backbone, row.kind]))
+        out[key] = {
+            "test_accuracy": _rounded(row.test_accuracy_mean, 4),
+            "test_accuracy_sd": _rounded(row.test_accuracy_sd, 4),
+        }
     return dict(sorted(out.items()))
+
+
+def _rounded(value, digits: int) -> float | None:
+    """JSON has no NaN: a missing number (every seed failed) is null."""
+    return None if pd.isna(value) else round(float(value), digits)
 
 
 def device_label(kinds) -> str:

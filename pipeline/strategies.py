@@ -57,6 +57,12 @@ class BackboneInfo:
     def suffix(self, n_frozen: int) -> tuple[str, ...]:
         return self.layers[n_frozen:]
 
+    def segments(self) -> list[tuple[int, int]]:
+        """[start, end) layer ranges between consecutive candidate cuts, bottom first."""
+        n = len(self.layers)
+        cuts = sorted({0} | {d.n_frozen_layers for d in self.depths if d.n_frozen_layers < n})
+        return list(zip(cuts, cuts[1:] + [n]))
+
     def segment_from_top(self, layer: str) -> int:
         """0 for layers above the deepest internal cut, 1 below it, and so on."""
         position = self.layers.index(layer)
@@ -241,6 +247,33 @@ def lp_ft(trial, search, info: BackboneInfo, lr: float) -> StrategyPlan:
     )
 
 
+def surgical(trial, search, info: BackboneInfo, lr: float) -> StrategyPlan:
+    """Lee et al. 2023: fine-tune one contiguous window of segments, freeze the rest.
+
+    Which block to tune depends on the shift (input-level shifts favour early
+    blocks, output-level ones late blocks), so the window's start and width are
+    searched. The prefix below the window is served by the activation cache; the
+    frozen layers above it still run, in inference mode, passing gradients down.
+    """
+    segments = info.segments()
+    start = trial.suggest_int("surgical_start", 0, len(segments) - 1)
+    width = trial.suggest_int("surgical_width", 1, len(segments))
+    end = min(start + width, len(segments))  # fixed ranges for the sampler; clipped here
+    first, last = segments[start][0], segments[end - 1][1]
+    trainable = info.layers[first:last]
+    frozen = info.fraction_frozen(trainable)
+    return _single_phase(
+        "surgical",
+        trial,
+        search,
+        info,
+        lr,
+        trainable,
+        f"window of segments {start + 1}-{end} of {len(segments)} trainable "
+        f"({info.layers[first]} to {info.layers[last - 1]}), {frozen:.0%} frozen",
+    )
+
+
 STRATEGIES: dict[str, Suggest] = {
     "head_only": head_only,
     "freeze_depth": freeze_depth,
@@ -249,6 +282,7 @@ STRATEGIES: dict[str, Suggest] = {
     "gradual": gradual,
     "lp_ft": lp_ft,
     "bn_bias_only": bn_bias_only,
+    "surgical": surgical,
 }
 
 

@@ -4,9 +4,10 @@
 
 Reads `seed`, `search` and `sweep` from params.yaml, the backbone from
 `models/<name>/` and the target splits from the manifest. The study lives in
-persistent storage and the stage ends when it holds `sweep.n_trials` finished
-trials, so an interrupted run resumes where it stopped, and several workers
-pointed at one `sweep.storage` share the work. Writes
+persistent storage and the stage ends when it holds `sweep.n_trials` completed
+trials with every strategy at its minimum, or its cap of finished ones
+(budget.py), so an interrupted run resumes where it stopped, and several
+workers pointed at one `sweep.storage` share the work. Writes
 `results/sweep/<name>/trials.csv` and `best.json`.
 """
 
@@ -17,7 +18,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline import data, flops, strategies, studies, training
+from pipeline import budget, data, flops, pruning, strategies, studies, training
 from pipeline.config import Params, PrunerParams, SearchParams, backbone_stage_args
 from pipeline.context import MB, MODELS_DIR, RunContext, effective_search, load_context
 from pipeline.errors import ThawError, run_main
@@ -75,12 +76,18 @@ def run_trial(trial, ctx: RunContext) -> float:
     trial.set_user_attr("phases", len(plan.phases))
     trial.set_user_attr("plan", plan.description)
     per_epoch: list[float] = []
+    if len(plan.phases) == 1:
+        trial.set_user_attr(pruning.LAST_PHASE_FROM, 0)
 
     def on_epoch(epoch: int, accuracy: float) -> bool:
         per_epoch.append(accuracy)
         trial.set_user_attr("val_accuracy_per_epoch", per_epoch)
         trial.report(max(per_epoch), epoch)
         return trial.should_prune()
+
+    def on_phase_end(index: int, _step) -> None:
+        if index + 2 == len(plan.phases):  # the last phase starts now: the pruner may judge it
+            trial.set_user_attr(pruning.LAST_PHASE_FROM, len(per_epoch))
 
     try:
         head = ctx.pool.head(config.head_units, config.dropout, ctx.seed + trial.number)
@@ -94,6 +101,7 @@ def run_trial(trial, ctx: RunContext) -> float:
             batch_size=ctx.search.batch_size,
             seed=ctx.seed + trial.number,
             on_epoch=on_epoch,
+            on_phase_end=on_phase_end,
             cache=ctx.cache,
             pool=ctx.pool,
             patience=ctx.search.patience,
@@ -128,12 +136,12 @@ def run_trial(trial, ctx: RunContext) -> float:
 class Progress:
     """Optuna callback: one line per finished trial with the best so far."""
 
-    def __init__(self, backbone: str, n_trials: int, max_failures: int):
-        self.backbone, self.n_trials, self.max_failures = backbone, n_trials, max_failures
+    def __init__(self, backbone: str, quota: budget.Budget, max_failures: int):
+        self.backbone, self.quota, self.max_failures = backbone, quota, max_failures
         self.consecutive_failures = 0
 
     def __call__(self, study, trial) -> None:
-        done = studies.count_finished(study)
+        done = self.quota.describe(study.get_trials(deepcopy=False))
         state = trial.state.name
         if state == "FAIL":
             self.consecutive_failures += 1
@@ -156,8 +164,7 @@ class Progress:
         best = _best_trial(study)
         best_text = f"best {best.value:.3f} (trial {best.number})" if best else "no best yet"
         print(
-            f"[sweep {self.backbone} {done}/{self.n_trials}] trial {trial.number} {state}: "
-            f"{detail} || {best_text}",
+            f"[sweep {self.backbone} {done}] trial {trial.number} {state}: {detail} || {best_text}",
             file=sys.stderr,
             flush=True,
         )
@@ -175,18 +182,23 @@ def _best_trial(study):
     return max(complete, key=lambda t: t.value) if complete else None
 
 
-def make_pruner(spec: PrunerParams, epochs: int):
-    """Optuna's pruner from params: median (default), hyperband, or none."""
+def make_pruner(spec: PrunerParams, epochs: int, min_per_strategy: int = 0):
+    """The pruner from params, fair to phased strategies (pruning.py): median within a
+    strategy (default), hyperband after the last phase's warm-up, or none.
+
+    The median rule waits for a strategy's `min_per_strategy` completed trials too: the
+    stratified start-up trials then run in full, so coverage costs no pruned trials.
+    """
     import optuna
 
     if spec.kind == "median":
-        return optuna.pruners.MedianPruner(
-            n_startup_trials=spec.startup_trials, n_warmup_steps=spec.warmup_epochs
-        )
+        startup = max(spec.startup_trials, min_per_strategy)
+        return pruning.StrategyMedianPruner(startup, spec.warmup_epochs)
     if spec.kind == "hyperband":
-        return optuna.pruners.HyperbandPruner(
+        inner = optuna.pruners.HyperbandPruner(
             min_resource=max(1, spec.warmup_epochs), max_resource=epochs
         )
+        return pruning.PhaseGate(inner, spec.warmup_epochs)
     return optuna.pruners.NopPruner()
 
 
@@ -206,7 +218,9 @@ def open_study(name: str, params: Params, meta: dict):
         storage=studies.open_storage(url),
         direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=params.seed),
-        pruner=make_pruner(params.sweep.pruner, params.search.epochs),
+        pruner=make_pruner(
+            params.sweep.pruner, params.search.epochs, params.sweep.min_trials_per_strategy
+        ),
         load_if_exists=True,
     )
     studies.write_pointer(name, study_name, url)
@@ -220,15 +234,18 @@ def sweep(name: str, params: Params, manifest: dict):
     ctx = load_context(name, params, manifest)
     meta = ctx.meta
     study = open_study(name, params, meta)
-    n_trials = params.sweep.n_trials
-    progress = Progress(name, n_trials, params.sweep.max_failures)
+    quota = budget.Budget.of(params)
+    progress = Progress(name, quota, params.sweep.max_failures)
     already = studies.count_finished(study)
     if already:
         print(
             f"[sweep {name}] resuming study {study.study_name}: {already} finished trials kept",
             file=sys.stderr,
         )
-    while studies.count_finished(study) < n_trials:
+    while not quota.done(trials := study.get_trials(deepcopy=False)):
+        strategy = quota.next_strategy(trials)
+        if strategy is not None and not any(t.state.name == "WAITING" for t in trials):
+            study.enqueue_trial({"strategy": strategy})  # stratified start-up (budget.py)
         study.optimize(
             lambda trial: run_trial(trial, ctx),
             n_trials=1,

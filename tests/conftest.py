@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Small enough that pretraining and a trial take a second or two on 2 CPU cores.
 TINY_PARAMS = {
     "seed": 0,
+    "deterministic": True,
     "data": {"dataset": "digits", "image_size": 16, "train_per_class": 5, "val_per_class": 10},
     "pretrain": {"epochs": 4, "batch_size": 64, "learning_rate": 0.01},
     "backbones": {"small_cnn": {"weights": "source", "width": 4}},

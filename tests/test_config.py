@@ -140,3 +140,15 @@ def test_negative_cache_budget_and_patience():
         parse_params(params_with(**{"sweep.cache.memory_mb": -1, "search.patience": -2}))
     assert "sweep.cache.memory_mb = -1" in str(error.value)
     assert "search.patience = -2" in str(error.value)
+
+
+def test_a_budget_too_small_for_every_strategys_minimum():
+    message = error_for(**{"sweep.n_trials": 10, "sweep.min_trials_per_strategy": 4,
+                           "search.strategies": ["head_only", "lp_ft", "gradual"]})  # fmt: skip
+    assert "sweep.n_trials = 10" in message and "4) x 3 strategies = 12" in message
+
+
+def test_a_cap_below_the_completed_trials_wanted():
+    message = error_for(**{"sweep.n_trials": 10, "sweep.max_trials": 5})
+    assert "sweep.max_trials = 5" in message and "at least n_trials (10)" in message
+    assert parse_params(params_with(**{"sweep.n_trials": 10})).sweep.trial_cap == 30

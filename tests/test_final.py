@@ -226,3 +226,20 @@ def test_a_frozen_probe_sees_the_pretrained_features_after_a_fine_tuning_run(wor
     prefix = keras.Model(pristine.input, pristine.layers[cut - 1].output)
     expected = prefix(ctx.splits["train"][0], training=False).numpy()
     np.testing.assert_allclose(np.asarray(ctx.cache.activations(cut, "train")), expected, atol=1e-5)
+
+
+def test_each_strategys_best_is_retrained_beside_the_top_k():
+    trials = pd.DataFrame(
+        {
+            "trial": [0, 1, 2, 3, 4, 5],
+            "state": ["COMPLETE"] * 5 + ["PRUNED"],
+            "strategy": ["lp_ft", "lp_ft", "head_only", "lp_ft", "gradual", "surgical"],
+            "val_accuracy": [0.9, 0.8, 0.5, 0.85, 0.4, 0.99],
+            "trainable_params": [10, 10, 1, 10, 5, 3],
+        }
+    )
+    chosen = final.chosen_trials(trials, k=2).set_index("trial")
+    assert list(chosen.index) == [0, 3, 2, 4]  # top 2 by val, then head_only's and gradual's best
+    assert chosen["rank"].tolist() == [1, 2, 4, 5]
+    assert chosen.top_k.tolist() == [True, True, False, False]
+    assert chosen.strategy_best.tolist() == [True, False, True, True]  # a pruned trial never

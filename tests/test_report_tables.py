@@ -8,19 +8,25 @@ import pytest
 from pipeline import report_tables
 
 
-def run(backbone, kind, rank, accuracies, params, seconds, trial=None):
+def run(backbone, kind, rank, accuracies, params, seconds, trial=None, strategy="freeze_depth",
+        top_k=True, strategy_best=True, val=0.5):  # fmt: skip
+    transfer = kind == "transfer"
     return [
         {
             "backbone": backbone,
             "kind": kind,
             "rank": rank,
             "trial": trial,
+            "strategy": strategy if transfer else None,
+            "frozen_fraction": 0.25 if transfer else None,
+            "top_k": top_k if transfer else None,
+            "strategy_best": strategy_best if transfer else None,
             "seed": seed,
             "plan": f"{kind} {rank}",
             "head_units": 0,
             "learning_rate": 1e-3,
             "epochs": 5,
-            "val_accuracy": 0.5,
+            "val_accuracy": val,
             "test_accuracy": accuracy,
             "trainable_params": params,
             "total_params": 1000,
@@ -72,8 +78,11 @@ def test_fronts_against_parameters_and_time(runs):
 def test_metrics_name_each_backbone_and_baseline(runs):
     metrics = report_tables.metrics(report_tables.headline(runs))
     assert set(metrics) == {"a", "a_scratch", "linear_pixels"}
-    assert metrics["a"]["test_accuracy_mean"] == pytest.approx(0.9)
+    assert metrics["a"]["test_accuracy"] == pytest.approx(0.9)
     assert metrics["a"]["trainable_params"] == 100
+    assert metrics["a"]["strategy"] == "freeze_depth" and metrics["a"]["frozen_share"] == 0.25
+    assert set(metrics["a_scratch"]) == {"test_accuracy", "test_accuracy_sd"}  # small
+    assert sum(len(v) for v in metrics.values()) == 6 + 2 + 2
 
 
 def test_device_time_is_called_gpu_time_only_on_a_gpu():
@@ -138,3 +147,64 @@ def test_a_baseline_tuned_to_the_end_of_its_rate_grid_is_flagged(runs):
     note = edge_note(table, [1e-4, 1e-3])
     assert "a scratch baseline (1.0e-03, the highest)" in note
     assert "pixels linear on pixels" in note and "#1" not in note  # transfer was searched
+
+
+def test_seeds_that_disagree_flag_the_configuration_unstable():
+    runs = pd.DataFrame(
+        run("a", "transfer", 1, [0.371, 0.907, 0.795], 100, 1.0, trial=4)
+        + run("a", "transfer", 2, [0.90, 0.92, 0.95], 100, 1.0, trial=5)
+    )
+    table = report_tables.headline(runs).set_index("trial")
+    assert table.unstable[4] and not table.unstable[5]  # spans 0.54 and 0.05 (limit 0.10)
+
+
+def strategies_runs(second_mean_gap: float) -> pd.DataFrame:
+    """Three strategies' best configurations on backbone a; lp_ft's is not in the top k."""
+    return pd.DataFrame(
+        run("a", "transfer", 1, [0.90, 0.91, 0.92], 100, 1.0, trial=4, val=0.8)
+        + run("a", "transfer", 2, [0.90 - second_mean_gap + d for d in (-0.01, 0, 0.01)], 50,
+              1.0, trial=6, strategy="head_only", val=0.7)
+        + run("a", "transfer", 5, [0.5, 0.5, 0.5], 50, 1.0, trial=9, strategy="lp_ft",
+              top_k=False, val=0.6)
+        + run("a", "transfer", 3, [0.99, 0.99, 0.99], 50, 1.0, trial=7, strategy_best=False,
+              val=0.75)
+        + run("b", "transfer", 1, [0.95, 0.95, 0.96], 10, 1.0, trial=1, val=0.8)
+    )  # fmt: skip
+
+
+def test_the_winning_strategy_on_test_against_the_runner_up():
+    winners = report_tables.strategy_winners(report_tables.headline(strategies_runs(0.2)))
+    a = winners.set_index("backbone").loc["a"]
+    # trial 7 scores highest but is not a strategy's best: strategies compare by their best
+    assert a.winner == "freeze_depth" and a.runner_up == "head_only"
+    assert a.gap == pytest.approx(0.21) and a.p < 0.05 and a.verdict == "wins"
+    close = report_tables.strategy_winners(report_tables.headline(strategies_runs(0.005)))
+    assert close.set_index("backbone").loc["a", "verdict"] == "within noise"
+    assert winners.set_index("backbone").loc["b", "verdict"] == "only strategy"
+
+
+def test_the_recommendation_is_chosen_on_validation_not_test():
+    table = report_tables.headline(strategies_runs(0.2))
+    pick = report_tables.recommendation(table)
+    # a and b both selected at val 0.8: b has fewer trainable parameters (its test is higher
+    # too, but that is not why); trial 7's 0.99 on test is never the pick
+    assert (pick.backbone, pick.trial) == ("b", 1)
+    label = table.set_index("trial").configuration[9]
+    assert label == "#5 (trial 9), best lp_ft"
+
+
+def test_the_strategy_summary_counts_trials_and_flags_too_few():
+    trials = pd.DataFrame(
+        [{"backbone": "a", "trial": i, "strategy": "freeze_depth", "state": "COMPLETE",
+          "val_accuracy": v, "plan": "p"} for i, v in enumerate([0.5, 0.6, 0.7, 0.8, 0.9])]
+        + [{"backbone": "a", "trial": 9, "strategy": "lp_ft", "state": "PRUNED",
+            "val_accuracy": 0.3, "plan": "q"}]
+    )  # fmt: skip
+    table = report_tables.headline(strategies_runs(0.2))
+    summary = report_tables.strategy_summary(trials, table, ["freeze_depth", "lp_ft", "gradual"])
+    rows = summary.set_index("strategy")
+    assert list(rows.index) == ["freeze_depth", "lp_ft", "gradual"]  # every strategy, even unrun
+    assert rows.completed.tolist() == [5, 0, 0] and rows.pruned.tolist() == [0, 1, 0]
+    assert rows.best_val["freeze_depth"] == 0.9 and rows.median_val["freeze_depth"] == 0.7
+    assert rows.too_few.tolist() == [False, True, True]  # FEW_TO_COMPARE = 5
+    assert rows.test_mean["freeze_depth"] == pytest.approx(0.91)

@@ -29,6 +29,7 @@ CASES = {
     "gradual": {"unfreeze_every": 1},
     "lp_ft": {"freeze_depth": 1, "ft_lr_fraction": 0.5},
     "bn_bias_only": {},
+    "surgical": {"surgical_start": 1, "surgical_width": 1},
 }
 
 
@@ -176,6 +177,39 @@ def test_changing_trainable_without_recompiling_is_refused():
     x, y = tiny_data()
     with pytest.raises(RuntimeError, match="call compile again"):
         training.fit(step, (x, y), (x, y), epochs=1, batch_size=8, seed=0)
+
+
+def test_surgical_trains_one_window_of_segments_and_nothing_around_it():
+    backbone = make_backbone()
+    info = strategies.backbone_info(backbone, SEARCH)
+    segments = info.segments()
+    assert segments[0][0] == 0 and segments[-1][1] == len(backbone.layers)
+    assert all(a[1] == b[0] for a, b in zip(segments, segments[1:]))  # they tile the backbone
+    plan = plan_for("surgical", backbone)
+    (phase,) = plan.phases
+    first, last = segments[1]
+    assert phase.trainable_layers == info.layers[first:last]
+    assert 0 < plan.frozen_fraction < 1 and "segments 2-2 of" in plan.description
+    run_checked(plan, backbone)  # below and above the window bit-identical, the window trained
+
+
+def test_surgical_window_is_clipped_at_the_top_and_uses_the_cache_below_it():
+    from pipeline.activations import ActivationCache
+
+    backbone = make_backbone()
+    info = strategies.backbone_info(backbone, SEARCH)
+    n = len(info.segments())
+    fixed = {"strategy": "surgical", "discriminative": False,
+             "surgical_start": n - 1, "surgical_width": n}  # fmt: skip
+    plan = strategies.suggest_plan(optuna.trial.FixedTrial(fixed), SEARCH, info, 0.01)
+    top = info.segments()[-1]
+    assert plan.phases[0].trainable_layers == info.layers[top[0] :]
+    x, _ = tiny_data()
+    cache = ActivationCache(
+        backbone, "digest", {"train": x}, [d.n_frozen_layers for d in info.depths],
+        memory_bytes=1 << 30, disk_bytes=0, folder=None,
+    )  # fmt: skip
+    assert cache.cut_for(set(plan.phases[0].trainable_layers)) == top[0]
 
 
 def test_unknown_layer_name_suggests_close_matches():

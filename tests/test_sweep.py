@@ -99,12 +99,22 @@ def test_status_reports_progress_and_best(workspace, capsys):
     run()
     assert cli.main(["status"]) == 0
     out = capsys.readouterr().out
-    assert "small_cnn: 2/2 finished (2 complete)" in out and "best val accuracy" in out
+    assert "small_cnn: 2/2 completed trials (2 complete; at most 6 finished)" in out
+    assert "best val accuracy" in out
 
 
 @pytest.mark.parametrize(
     "strategy",
-    ["head_only", "freeze_depth", "last_n_layers", "by_name", "gradual", "lp_ft", "bn_bias_only"],
+    [
+        "head_only",
+        "freeze_depth",
+        "last_n_layers",
+        "by_name",
+        "gradual",
+        "lp_ft",
+        "bn_bias_only",
+        "surgical",
+    ],
 )
 def test_every_strategy_runs_from_params(workspace, strategy):
     raw = json.loads(json.dumps(TINY_PARAMS))
@@ -136,6 +146,21 @@ class PruneFromSecondEpoch:
         return trial.last_step is not None and trial.last_step >= 1
 
 
+def test_every_strategy_gets_its_completed_trials_and_pruned_ones_come_on_top(workspace):
+    raw = json.loads(json.dumps(TINY_PARAMS))
+    raw["search"].update(strategies=["head_only", "lp_ft", "surgical"], epochs=2)
+    raw["sweep"].update(n_trials=6, min_trials_per_strategy=2)
+    raw["sweep"]["pruner"] = {"kind": "median", "warmup_epochs": 0, "startup_trials": 1}
+    run(parse_params(raw))
+    table = pd.read_csv("results/sweep/small_cnn/trials.csv")
+    # the stratified start-up runs in full: the pruner waits for each strategy's minimum
+    assert (table.state == "COMPLETE").all() and len(table) == 6
+    assert table.strategy.value_counts().to_dict() == {"head_only": 2, "lp_ft": 2, "surgical": 2}
+    assert table.strategy.iloc[:3].tolist() == ["head_only", "lp_ft", "surgical"]  # stratified
+    lp_ft = table[table.strategy == "lp_ft"]
+    assert (lp_ft.last_phase_from == 1).all()  # the pruner judges its fine-tuning phase only
+
+
 def test_pruned_trials_are_recorded_with_the_epoch_they_reached(workspace, monkeypatch):
     import optuna
 
@@ -144,7 +169,10 @@ def test_pruned_trials_are_recorded_with_the_epoch_they_reached(workspace, monke
         "make_pruner",
         lambda *_: type("P", (PruneFromSecondEpoch, optuna.pruners.BasePruner), {})(),
     )
-    params = with_trials(3, epochs=5, strategies=["freeze_depth"])
+    raw = json.loads(json.dumps(TINY_PARAMS))
+    raw["sweep"].update(n_trials=3, max_trials=3)  # every trial pruned: the cap ends the sweep
+    raw["search"].update(epochs=5, strategies=["freeze_depth"])
+    params = parse_params(raw)
     study, _ = sweep.sweep("small_cnn", params, data.read_manifest(MANIFEST))
     table = studies.trials_table(study, "small_cnn")
     assert list(table.state) == ["PRUNED"] * 3  # pruned trials count as finished
@@ -155,12 +183,17 @@ def test_pruned_trials_are_recorded_with_the_epoch_they_reached(workspace, monke
 
 @pytest.mark.parametrize(
     ("kind", "expected"),
-    [("median", "MedianPruner"), ("hyperband", "HyperbandPruner"), ("none", "NopPruner")],
+    [("median", "StrategyMedianPruner"), ("hyperband", "PhaseGate"), ("none", "NopPruner")],
 )
 def test_the_pruner_comes_from_params(kind, expected):
     from pipeline.config import PrunerParams
 
-    assert type(sweep.make_pruner(PrunerParams(kind=kind), 10)).__name__ == expected
+    pruner = sweep.make_pruner(PrunerParams(kind=kind, startup_trials=3), 10, 8)
+    assert type(pruner).__name__ == expected
+    if kind == "median":
+        assert pruner.startup_trials == 8  # a strategy's minimum runs in full first
+    if kind == "hyperband":
+        assert type(pruner.inner).__name__ == "HyperbandPruner"
 
 
 def test_a_sweep_trains_on_cached_activations(workspace):

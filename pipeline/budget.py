@@ -1,0 +1,68 @@
+"""What a sweep's budget counts, and which strategy the next trial must try.
+
+`sweep.n_trials` counts **completed** trials: asking for more trials gives more
+evidence, however many the pruner stops. Pruned trials come on top, up to
+`sweep.max_trials` finished (completed + pruned) in all, so a search whose every
+trial is pruned still ends. Until every strategy of `search.strategies` has
+`sweep.min_trials_per_strategy` completed trials, the next trial is assigned to
+the strategy furthest behind (stratified start-up); after that the sampler
+chooses freely.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from pipeline.config import Params
+
+COMPLETE, PRUNED = "COMPLETE", "PRUNED"
+
+
+@dataclass(frozen=True)
+class Budget:
+    completed: int  # completed trials wanted
+    per_strategy: int  # completed trials each strategy needs at least
+    cap: int  # finished trials (completed + pruned) at most
+    strategies: tuple[str, ...]
+
+    @classmethod
+    def of(cls, params: Params) -> Budget:
+        sweep = params.sweep
+        return cls(
+            sweep.n_trials,
+            sweep.min_trials_per_strategy,
+            sweep.trial_cap,
+            tuple(params.search.strategies),
+        )
+
+    def counts(self, trials) -> tuple[Counter, Counter, int]:
+        """Completed trials per strategy, trials tried per strategy, finished in all."""
+        complete, tried, finished = Counter(), Counter(), 0
+        for t in trials:
+            strategy = t.params.get("strategy")
+            tried[strategy] += 1
+            complete[strategy] += t.state.name == COMPLETE
+            finished += t.state.name in (COMPLETE, PRUNED)
+        return complete, tried, finished
+
+    def done(self, trials) -> bool:
+        complete, _, finished = self.counts(trials)
+        covered = all(complete[s] >= self.per_strategy for s in self.strategies)
+        return finished >= self.cap or (sum(complete.values()) >= self.completed and covered)
+
+    def next_strategy(self, trials) -> str | None:
+        """The strategy short of its minimum with the fewest completed, then tried; or None."""
+        complete, tried, _ = self.counts(trials)
+        short = [s for s in self.strategies if complete[s] < self.per_strategy]
+        if not short:
+            return None
+        return min(short, key=lambda s: (complete[s], tried[s], self.strategies.index(s)))
+
+    def describe(self, trials) -> str:
+        complete, _, finished = self.counts(trials)
+        pruned = finished - sum(complete.values())
+        return (
+            f"{sum(complete.values())}/{self.completed} complete, {pruned} pruned "
+            f"(cap {self.cap} finished)"
+        )
