@@ -39,21 +39,54 @@ def sh(args: list[str], cwd: Path, stdout_only: bool = False) -> str:
     return proc.stdout if stdout_only else proc.stdout + proc.stderr
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("project")
+def make_project(folder: Path) -> Path:
+    """A fresh copy of the pipeline with tiny params, reproduced from nothing."""
     shutil.copytree(
         ROOT / "pipeline", folder / "pipeline", ignore=shutil.ignore_patterns("__pycache__")
     )
     shutil.copy(ROOT / "dvc.yaml", folder)
     params = json.loads(json.dumps(TINY_PARAMS))
     params["backbones"]["small_cnn_wide"] = {"arch": "small_cnn", "weights": "source", "width": 6}
+    params["search"]["strategies"] = ["head_only", "freeze_depth"]
+    params["sweep"].update(n_trials=2, min_trials_per_strategy=1)
     params["report"].update(top_k=1, seeds=2)
     write_params(folder, params)
     sh(["git", "init", "-q"], folder)
     sh(["dvc", "init", "-q"], folder)
     sh(["dvc", "repro"], folder)
     return folder
+
+
+@pytest.fixture(scope="module")
+def first_results(tmp_path_factory) -> Path:
+    """What the first run wrote, kept apart: later tests change the project."""
+    return tmp_path_factory.mktemp("first_results")
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, first_results) -> Path:
+    folder = make_project(tmp_path_factory.mktemp("project"))
+    for name in ("trials.csv", "headline.csv", "depth_curve.csv", "metrics.json"):
+        shutil.copy(folder / "reports" / name, first_results / name)
+    return folder
+
+
+TIMINGS = ["device_seconds", "device"]  # the only columns allowed to differ between runs
+
+
+def test_same_seed_same_answer_in_a_second_fresh_copy(project, first_results, tmp_path):
+    again = make_project(tmp_path / "again")
+    for name in ("trials.csv", "headline.csv", "depth_curve.csv"):
+        first = pd.read_csv(first_results / name)
+        second = pd.read_csv(again / "reports" / name)
+        drop = [c for c in first.columns if c in TIMINGS]
+        pd.testing.assert_frame_equal(first.drop(columns=drop), second.drop(columns=drop))
+    first = json.loads((first_results / "metrics.json").read_text())
+    second = json.loads((again / "reports" / "metrics.json").read_text())
+    for metrics in (first, second):
+        for entry in metrics.values():
+            entry.pop("device_seconds", None)
+    assert first == second
 
 
 def test_repro_writes_the_report(project):
@@ -67,9 +100,12 @@ def test_repro_writes_the_report(project):
     assert set(metrics) == backbones | {f"{b}_scratch" for b in backbones} | {"linear_pixels"}
     assert 0 <= metrics["small_cnn"]["test_accuracy"] <= 1
     headline = pd.read_csv(reports / "headline.csv")
-    assert len(headline) == 2 * 2 + 1 and (headline.seeds == 2).all()
+    assert len(headline) == 2 * 3 + 1 and (headline.seeds == 2).all()  # top 1, 2 strategies
     assert headline.front_params_overall.any() and headline.front_time_overall.any()
     report = (reports / "report.md").read_text()
+    opening = "# Thaw report\n\n## Recommendation\n\n- **Use** `small_cnn"  # either backbone
+    assert report.startswith(opening)
+    assert "**Which strategy wins on test**" in report and "## Strategies" in report
     for section in ("Headline: test accuracy", "Freeze depth", "Which search parameters",
                     "Provenance", "CPU seconds", "tensorflow "):  # fmt: skip
         assert section in report, section
@@ -85,7 +121,8 @@ def test_second_repro_is_up_to_date(project):
 
 def test_dvc_metrics_and_plots_work(project):
     shown = sh(["dvc", "metrics", "show"], project)
-    assert "test_accuracy" in shown and "freeze_depth" in shown  # the strategy, a string
+    assert "test_accuracy" in shown and "frozen_share" in shown
+    assert "head_only" in shown or "freeze_depth" in shown  # the selected strategy, a string
     sh(["dvc", "plots", "show", "-o", "plots_out"], project)
     assert (project / "plots_out" / "index.html").is_file()
 
