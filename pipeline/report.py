@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 from pathlib import Path
 
 import pandas as pd
@@ -144,7 +145,7 @@ validation accuracy ({pick.val_accuracy:.3f}), the best of every backbone's pick
 - **Did transfer pay here?** {paid or "no baseline to compare with"}.
 - **Which strategy wins on test**, each strategy's best configuration (chosen on validation) \
 retrained over the same seeds:
-{winners_markdown(winners)}"""
+{textwrap.indent(winners_markdown(winners), "  ")}"""
 
 
 def _fmt_table(frame: pd.DataFrame) -> str:
@@ -351,7 +352,9 @@ def provenance(
   {manifest["target_classes"]}. Split sizes: {split_text}.
 - **Backbones** and where their weights came from:
 {sources}
-- **Device**: {devices}.
+- **Device**: {devices}. **Repeatability**: seed {params.seed}; TensorFlow op
+  determinism {"on: the same params give the same numbers" if params.deterministic else
+  "off (`deterministic: false`): runs may differ in the last digits and in what follows"}.
 - **Search trials** per backbone (completed and pruned count as finished toward
   `sweep.n_trials`; pruned: stopped early by the pruner; failed: see `fail_reason` in
   `reports/trials.csv`):

@@ -243,3 +243,24 @@ def test_each_strategys_best_is_retrained_beside_the_top_k():
     assert chosen["rank"].tolist() == [1, 2, 4, 5]
     assert chosen.top_k.tolist() == [True, True, False, False]
     assert chosen.strategy_best.tolist() == [True, False, True, True]  # a pruned trial never
+
+
+def test_traced_precise_batchnorm_matches_the_eager_recalibration():
+    import keras
+
+    from pipeline import backbones
+    from pipeline.backbone import batchnorm_layers, recalibrate_batchnorm
+    from pipeline.config import BackboneParams
+
+    images = np.random.default_rng(0).normal(size=(300, 16, 16, 3)).astype(np.float32)
+    eager = backbones.build("small_cnn", 16, None, BackboneParams(width=4))
+    traced = keras.models.clone_model(eager)
+    traced.set_weights(eager.get_weights())
+    recalibrate_batchnorm(eager, images)  # two chunks: momentum 0, then 1/2
+    calibrate = baselines.precise_batchnorm(traced, (16, 16, 3))
+    calibrate(images)
+    calibrate(images)  # the traced passes, reused
+    for a, b in zip(batchnorm_layers(eager), batchnorm_layers(traced)):
+        np.testing.assert_allclose(a.moving_mean.numpy(), b.moving_mean.numpy(), rtol=1e-5)
+        np.testing.assert_allclose(a.moving_variance.numpy(), b.moving_variance.numpy(), rtol=1e-5)
+        assert a.momentum == b.momentum  # restored
