@@ -200,6 +200,7 @@ def save_backbone(backbone, meta: dict, out: Path) -> None:
 
 def main() -> None:
     name, params = backbone_stage_args(__doc__)
+    devices.tune_threads()
     devices.make_reproducible(params.seed, params.deterministic)
     manifest = data.read_manifest(MANIFEST)
     backbone, meta = make_backbone(

@@ -69,6 +69,7 @@ def load_context(
     import keras
     import tensorflow as tf
 
+    devices.tune_threads()
     devices.tune_graph_optimizer()
     devices.make_reproducible(params.seed, params.deterministic)
     backbone = keras.models.load_model(folder / "backbone.keras", compile=False)

@@ -25,6 +25,7 @@ OUT = Path("results/baseline/linear_pixels.csv")
 
 
 def run(params: Params, manifest: dict) -> pd.DataFrame:
+    devices.tune_threads()
     devices.tune_graph_optimizer()
     devices.make_reproducible(params.seed, params.deterministic)
     splits = {

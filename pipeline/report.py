@@ -353,8 +353,11 @@ def provenance(
 - **Backbones** and where their weights came from:
 {sources}
 - **Device**: {devices}. **Repeatability**: seed {params.seed}; TensorFlow op
-  determinism {"on: the same params give the same numbers" if params.deterministic else
-  "off (`deterministic: false`): runs may differ in the last digits and in what follows"}.
+  determinism {
+        "on: the same params give the same numbers"
+        if params.deterministic
+        else "off (`deterministic: false`): runs may differ in the last digits and in what follows"
+    }.
 - **Search trials** per backbone (completed and pruned count as finished toward
   `sweep.n_trials`; pruned: stopped early by the pruner; failed: see `fail_reason` in
   `reports/trials.csv`):

@@ -136,6 +136,19 @@ def test_editing_the_report_section_reruns_only_the_report(project):
     assert "Running stage 'final" not in out
 
 
+def test_each_stage_reruns_only_for_the_keys_it_reads(project):
+    params = (project / "params.yaml").read_text()
+    edited = params.replace("- freeze_depth\n", "- freeze_depth\n  - lp_ft\n", 1)
+    assert edited != params
+    (project / "params.yaml").write_text(edited)
+    try:
+        status = sh(["dvc", "status"], project, stdout_only=True)
+    finally:
+        (project / "params.yaml").write_text(params)
+    assert "sweep@small_cnn" in status and "report" in status
+    assert "linear_baseline" not in status and "backbone@" not in status and "prepare" not in status
+
+
 def test_an_experiment_with_another_seed_shows_both_test_accuracies(project):
     sh(["git", "add", "-A"], project)
     sh(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "base"], project)
