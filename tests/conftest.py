@@ -23,6 +23,7 @@ TINY_PARAMS = {
         "learning_rate": {"low": 0.001, "high": 0.01},
         "epochs": 1,
         "batch_size": 16,
+        "patience": 0,  # linear_baseline declares it in dvc.yaml, so DVC needs it in the file
     },
     "sweep": {"n_trials": 2},
     "report": {"top_n": 5},
