@@ -159,6 +159,11 @@ def test_an_experiment_with_another_seed_shows_both_test_accuracies(project):
     assert column in shown.columns, list(shown.columns)
     assert shown[column].notna().sum() >= 2  # the workspace/baseline and the seed=7 experiment
     assert 7 in set(shown["seed"].dropna().astype(int))
+    readme = (ROOT / "README.md").read_text()
+    command = next(line for line in readme.splitlines() if line.startswith("dvc exp show --md"))
+    table = sh(["bash", "-c", command], project, stdout_only=True)  # the README's own command
+    assert "small_cnn.strategy" in table and "small_cnn.test_accuracy" in table
+    assert max(len(line) for line in table.splitlines()) < 600  # readable, not 3,500 wide
 
 
 def test_thaw_status(project):
