@@ -45,11 +45,6 @@ def ranked_trials(trials: pd.DataFrame) -> pd.DataFrame:
     return ranked.assign(rank=range(1, len(ranked) + 1))
 
 
-def top_trials(trials: pd.DataFrame, k: int) -> pd.DataFrame:
-    """The k completed trials with the best validation accuracy (fewer parameters first on ties)."""
-    return ranked_trials(trials).head(k)
-
-
 def chosen_trials(trials: pd.DataFrame, k: int) -> pd.DataFrame:
     """What the stage retrains: the top k, and each strategy's best (both chosen on validation).
 
