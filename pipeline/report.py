@@ -39,7 +39,7 @@ FIGURES = {
 
 
 def _fmt_int(value) -> str:
-    return f"{int(value):,}"
+    return "?" if pd.isna(value) else f"{int(value):,}"
 
 
 def _front_mark(row, short: str) -> str:
@@ -106,6 +106,24 @@ def strategy_table(summary: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def pruning_text(kind: str, trials: pd.DataFrame) -> str:
+    """What the pruner did, for the pruner that ran."""
+    pruned = int((trials.state == "PRUNED").sum())
+    if kind == "none":
+        return "No pruner ran (`sweep.pruner.kind: none`)."
+    rule = (
+        "compares a trial only with completed trials of its own strategy, and a phased "
+        "strategy (`gradual`, `lp_ft`) only once its last phase has run "
+        "`sweep.pruner.warmup_epochs` epochs"
+        if kind == "median"
+        else "(hyperband) shares Optuna's brackets across strategies; it judges a phased "
+        "strategy only once its last phase has run `sweep.pruner.warmup_epochs` epochs"
+    )
+    done = f"it pruned {pruned} trial(s)" if pruned else "it pruned none"
+    done += " (the stratified start-up, each strategy's first trials, always runs in full)."
+    return f"The pruner {rule}; {done}"
+
+
 def winners_markdown(winners: pd.DataFrame) -> str:
     lines = []
     for w in winners.itertuples():
@@ -134,10 +152,10 @@ def recommendation_markdown(table: pd.DataFrame, winners: pd.DataFrame, unit: st
         else ""
     )
     return f"""- **Use** `{pick.backbone}` with **{pick.strategy}**: {pick.plan}; head \
-{int(pick.head_units)} hidden units, learning rate {pick.learning_rate:.1e}. Chosen by \
+{_fmt_int(pick.head_units)} hidden units, learning rate {pick.learning_rate:.1e}. Chosen by \
 validation accuracy ({pick.val_accuracy:.3f}), the best of every backbone's pick.
 - **How much is frozen**: {pick.frozen_fraction:.0%} of the backbone's parameters; \
-{int(pick.trainable_params):,} of {int(pick.total_params):,} parameters train.
+{_fmt_int(pick.trainable_params)} of {_fmt_int(pick.total_params)} parameters train.
 - **Test accuracy**: {pick.test_accuracy_mean:.3f} ± {pick.test_accuracy_sd:.3f} over \
 {int(pick.seeds)} seeds, retrained on train+val.{stability}
 - **Cost**: {pick.device_seconds:.1f} {unit} per training run, \
@@ -168,7 +186,6 @@ def verdict_markdown(table: pd.DataFrame) -> str:
     for backbone, group in gaps.groupby("backbone", sort=False):
         ranked = table[(table.backbone == backbone) & (table.kind == report_tables.TRANSFER)]
         row = ranked[ranked["rank"] == 1].iloc[0]
-        ranked = ranked[ranked.top_k]
         against = "; ".join(
             f"vs {g.against} {g.gap:+.3f} ± {g.se:.3f} (p = {g.p:.2g}): **{g.verdict}**"
             for g in group.itertuples()
@@ -294,10 +311,11 @@ def data_gap_note(table: pd.DataFrame, counts: dict) -> str:
     ]
     lines = [
         f"\n- {r.backbone or 'pixels'} {r.configuration}: {r.val_accuracy:.3f} on validation "
-        f"but {r.test_accuracy_mean:.3f} on test. Its validation score is a model trained on "
-        f"train only ({n_train} images), which scored {r.test_accuracy_train_only:.3f} on "
-        f"test too; retrained on train+val ({n_trainval} images) it scores "
-        f"{r.test_accuracy_mean:.3f}. The gap is the extra data, not a leak."
+        f"but {r.test_accuracy_mean:.3f} on test. Its validation score comes from a run "
+        f"trained on train only ({n_train} images); that run scored "
+        f"{r.test_accuracy_train_only:.3f} on test at its last epoch. Retrained on "
+        f"train+val ({n_trainval} images) it scores {r.test_accuracy_mean:.3f}: the gap "
+        "follows the extra data, not a leak."
         for r in rows.itertuples()
     ]
     return "".join(lines)
@@ -358,9 +376,9 @@ def provenance(
         if params.deterministic
         else "off (`deterministic: false`): runs may differ in the last digits and in what follows"
     }.
-- **Search trials** per backbone (completed and pruned count as finished toward
-  `sweep.n_trials`; pruned: stopped early by the pruner; failed: see `fail_reason` in
-  `reports/trials.csv`):
+- **Search trials** per backbone (completed ones count toward `sweep.n_trials`,
+  completed and pruned toward the cap `sweep.max_trials`; pruned: stopped early by the
+  pruner; failed: see `fail_reason` in `reports/trials.csv`):
 
 {_fmt_table(states.reset_index())}
 
@@ -501,9 +519,7 @@ Every strategy of the search on every backbone: its trials (completed count towa
 `sweep.n_trials`; each strategy got at least `sweep.min_trials_per_strategy`
 completed, unless the cap of `sweep.max_trials` finished trials came first), the best
 and median validation accuracy of its completed trials, and its best trial retrained
-over {seeds} seeds and tested. The pruner compared each trial only with completed
-trials of its own strategy, and a phased strategy (`gradual`, `lp_ft`) only once its
-last phase had run `sweep.pruner.warmup_epochs` epochs. With fewer than
+over {seeds} seeds and tested. {pruning_text(params.sweep.pruner.kind, trials)} With fewer than
 {report_tables.FEW_TO_COMPARE} completed trials a strategy's best and median say little:
 *too few to compare*.
 
@@ -512,7 +528,8 @@ last phase had run `sweep.pruner.warmup_epochs` epochs. With fewer than
 **Winning strategy on test**, per backbone (Welch's t-test over seeds against the
 runner-up; "within noise" when p ≥ {report_tables.ALPHA:g}). Each strategy's
 configuration was chosen on validation; comparing their test scores is a description
-of this test set, not a second selection.
+of this test set, not a second selection, and the winner is the highest of several, so
+even a "wins" is optimistic by that choice.
 
 {winners_markdown(winners)}
 

@@ -108,12 +108,17 @@ Suggest = Callable[..., StrategyPlan]
 
 
 def _discriminative(trial, search, info: BackboneInfo, trainable: tuple[str, ...]):
-    """ULMFiT's discriminative rates: divide by `decay` per segment going down."""
+    """ULMFiT's discriminative rates: divide by `decay` per segment going down.
+
+    Counted from the top trainable segment, which keeps the full rate: a surgical
+    window low in the network is not slowed by the frozen segments above it.
+    """
     if not trainable or not trial.suggest_categorical("discriminative", search.discriminative):
         return ()
     r = search.discriminative_decay
     decay = trial.suggest_float("lr_decay", r.low, r.high)
-    return tuple((n, decay ** -info.segment_from_top(n)) for n in trainable)
+    top = min(info.segment_from_top(n) for n in trainable)
+    return tuple((n, decay ** -(info.segment_from_top(n) - top)) for n in trainable)
 
 
 def _single_phase(

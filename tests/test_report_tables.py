@@ -196,9 +196,10 @@ def test_the_recommendation_is_chosen_on_validation_not_test():
 def test_the_strategy_summary_counts_trials_and_flags_too_few():
     trials = pd.DataFrame(
         [{"backbone": "a", "trial": i, "strategy": "freeze_depth", "state": "COMPLETE",
-          "val_accuracy": v, "plan": "p"} for i, v in enumerate([0.5, 0.6, 0.7, 0.8, 0.9])]
+          "val_accuracy": v, "plan": "p", "trainable_params": 10}
+         for i, v in enumerate([0.5, 0.6, 0.7, 0.8, 0.9])]
         + [{"backbone": "a", "trial": 9, "strategy": "lp_ft", "state": "PRUNED",
-            "val_accuracy": 0.3, "plan": "q"}]
+            "val_accuracy": 0.3, "plan": "q", "trainable_params": 10}]
     )  # fmt: skip
     table = report_tables.headline(strategies_runs(0.2))
     summary = report_tables.strategy_summary(trials, table, ["freeze_depth", "lp_ft", "gradual"])
@@ -208,3 +209,7 @@ def test_the_strategy_summary_counts_trials_and_flags_too_few():
     assert rows.best_val["freeze_depth"] == 0.9 and rows.median_val["freeze_depth"] == 0.7
     assert rows.too_few.tolist() == [False, True, True]  # FEW_TO_COMPARE = 5
     assert rows.test_mean["freeze_depth"] == pytest.approx(0.91)
+    tied = pd.concat([trials, trials.iloc[[4]].assign(trial=7)])  # 4 and 7 both at 0.9
+    tied = tied.assign(trainable_params=[50, 50, 50, 50, 60, 10, 40])
+    summary = report_tables.strategy_summary(tied, table, ["freeze_depth"])
+    assert summary.best_trial.iloc[0] == 7  # a tie on val goes to fewer parameters, as in final

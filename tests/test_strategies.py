@@ -193,6 +193,18 @@ def test_surgical_trains_one_window_of_segments_and_nothing_around_it():
     run_checked(plan, backbone)  # below and above the window bit-identical, the window trained
 
 
+def test_a_low_surgical_window_keeps_the_full_rate_at_its_top():
+    """Discriminative rates count segments down from the window's top, not the backbone's."""
+    backbone = make_backbone()
+    info = strategies.backbone_info(backbone, SEARCH)
+    fixed = {"strategy": "surgical", "discriminative": True, "lr_decay": 2.0,
+             "surgical_start": 0, "surgical_width": 2}  # fmt: skip
+    plan = strategies.suggest_plan(optuna.trial.FixedTrial(fixed), SEARCH, info, 0.01)
+    scales = dict(plan.phases[0].lr_scales)
+    assert max(scales.values()) == 1.0 and min(scales.values()) == 0.5  # two segments
+    assert info.segment_from_top(plan.phases[0].trainable_layers[-1]) > 0  # frozen ones above
+
+
 def test_surgical_window_is_clipped_at_the_top_and_uses_the_cache_below_it():
     from pipeline.activations import ActivationCache
 
