@@ -90,41 +90,13 @@ def scratch(
     return Baseline(SCRATCH, step, reinit, costs, precise_batchnorm(network, dims))
 
 
-CHUNK = 256  # images per training-mode pass when recomputing BatchNorm statistics
-
-
 def precise_batchnorm(network, input_dims: tuple[int, ...]) -> Callable[[object], None]:
-    """`calibrate(images)`: every BN layer's moving statistics set to the population
-    statistics of `images`, as backbone.recalibrate_batchnorm does, with each pass traced.
+    """`calibrate(images)`: backbone.recalibrate_batchnorm with its passes traced once and
+    kept, since the scratch baseline calibrates before every validation epoch."""
+    from pipeline.backbone import recalibrate_batchnorm
 
-    The scratch baseline calibrates before every validation epoch; eagerly, that cost
-    MobileNetV2 0.27 s a call. The k-th chunk's pass runs with momentum k/(k+1), baked in
-    when it is traced, so one traced pass per chunk index serves every later call.
-    """
-    import tensorflow as tf
-
-    from pipeline.backbone import batchnorm_layers
-
-    layers = batchnorm_layers(network)
     passes: dict[int, object] = {}
-    spec = [tf.TensorSpec((None, *input_dims), tf.float32)]
-
-    def calibrate(images) -> None:
-        saved = [layer.momentum for layer in layers]
-        try:
-            for k, start in enumerate(range(0, len(images), CHUNK)):
-                if k not in passes:
-                    for layer in layers:
-                        layer.momentum = k / (k + 1)
-                    passes[k] = tf.function(
-                        lambda x: network(x, training=True), input_signature=spec
-                    ).get_concrete_function()  # traced now, with this momentum
-                passes[k](tf.convert_to_tensor(images[start : start + CHUNK], tf.float32))
-        finally:
-            for layer, momentum in zip(layers, saved):
-                layer.momentum = momentum
-
-    return calibrate
+    return lambda images: recalibrate_batchnorm(network, images, passes=passes)
 
 
 def linear_pixels(input_dims: tuple[int, ...], num_classes: int) -> Baseline:

@@ -22,8 +22,6 @@ from pipeline.pool import Pool
 MODELS_DIR = Path("models")
 CACHE_DIR = Path("results/cache")
 MB = 1 << 20
-TRAINVAL = data.TRAINVAL
-load_splits = data.load_target_splits
 
 
 @dataclass(frozen=True)
@@ -69,15 +67,13 @@ def load_context(
     import keras
     import tensorflow as tf
 
-    devices.tune_threads()
-    devices.tune_graph_optimizer()
-    devices.make_reproducible(params.seed, params.deterministic)
+    devices.configure(params.seed, params.deterministic)
     backbone = keras.models.load_model(folder / "backbone.keras", compile=False)
     search = effective_search(params, name)
     info = strategies.backbone_info(backbone, search)
     arrays = {
         split: (backbones.preprocess(meta["preprocess"], s.images), s.labels)
-        for split, s in load_splits(manifest, split_names).items()
+        for split, s in data.load_target_splits(manifest, split_names).items()
     }
     cache = activations.ActivationCache(
         backbone,

@@ -34,6 +34,13 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def configure(seed: int, deterministic: bool) -> None:
+    """Every stage that trains, before TensorFlow's first op: threads, graph optimiser, seeds."""
+    tune_threads()
+    tune_graph_optimizer()
+    make_reproducible(seed, deterministic)
+
+
 def make_reproducible(seed: int, deterministic: bool) -> None:
     """Seed Python, NumPy and TensorFlow; with `deterministic`, deterministic kernels too.
 

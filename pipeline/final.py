@@ -25,7 +25,8 @@ import pandas as pd
 
 from pipeline import baselines, data, depth_curve, flops, provenance, training
 from pipeline.config import Params, backbone_stage_args
-from pipeline.context import TRAINVAL, RunContext, load_context
+from pipeline.context import RunContext, load_context
+from pipeline.data import TRAINVAL
 from pipeline.errors import ThawError, run_main
 from pipeline.prepare import MANIFEST
 from pipeline.strategies import StrategyPlan
@@ -36,12 +37,19 @@ TRANSFER = "transfer"  # a run kind next to baselines.SCRATCH and LINEAR_PIXELS
 SPLITS = ("train", "val", TRAINVAL, "test")
 
 
+def by_rank(trials: pd.DataFrame) -> pd.DataFrame:
+    """Best validation accuracy first; on a tie fewer trainable parameters, then the earlier."""
+    return trials.sort_values(
+        ["val_accuracy", "trainable_params", "trial"], ascending=[False, True, True]
+    )
+
+
 def ranked_trials(trials: pd.DataFrame) -> pd.DataFrame:
     """Completed trials by validation accuracy (fewer parameters first on ties), `rank` 1..n."""
     done = trials[trials.state == "COMPLETE"]
     if done.empty:
         raise ThawError("no completed trial to retrain; see fail_reason in the sweep's trials.csv")
-    ranked = done.sort_values(["val_accuracy", "trainable_params", "trial"], ascending=[0, 1, 1])
+    ranked = by_rank(done)
     return ranked.assign(rank=range(1, len(ranked) + 1))
 
 

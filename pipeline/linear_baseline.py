@@ -25,9 +25,7 @@ OUT = Path("results/baseline/linear_pixels.csv")
 
 
 def run(params: Params, manifest: dict) -> pd.DataFrame:
-    devices.tune_threads()
-    devices.tune_graph_optimizer()
-    devices.make_reproducible(params.seed, params.deterministic)
+    devices.configure(params.seed, params.deterministic)
     splits = {
         name: ((s.images / np.float32(255.0)).astype(np.float32), s.labels)
         for name, s in load_target_splits(manifest, ("train", "val", TRAINVAL, "test")).items()
