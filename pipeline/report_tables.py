@@ -17,7 +17,7 @@ import pandas as pd
 
 from pipeline.baselines import LINEAR_PIXELS, SCRATCH
 from pipeline.errors import ThawError
-from pipeline.final import TRANSFER
+from pipeline.final import TRANSFER, by_rank
 from pipeline.pareto import pareto_front
 
 COSTS = {"params": "trainable_params", "time": "device_seconds"}
@@ -83,7 +83,7 @@ def headline(runs: pd.DataFrame) -> pd.DataFrame:
     defaults = {"strategy": "", "frozen_fraction": math.nan, "top_k": True,
                 "strategy_best": False, "test_accuracy_train_only": math.nan}  # fmt: skip
     for column, default in defaults.items():
-        if column not in runs:  # baselines' rows have none of these
+        if column not in runs:  # no transfer run at all (every final stage failed)
             runs[column] = default
     keys = ["backbone", "kind", "rank"]
     table = (
@@ -249,9 +249,7 @@ def strategy_summary(
         own = trials[trials.backbone == backbone]
         for strategy in strategies:
             mine = own[own.strategy == strategy]
-            done = mine[mine.state == "COMPLETE"].sort_values(
-                ["val_accuracy", "trainable_params", "trial"], ascending=[False, True, True]
-            )  # the final stage's order (final.ranked_trials), so ties name the retrained one
+            done = by_rank(mine[mine.state == "COMPLETE"])  # ties name the retrained trial
             best = done.iloc[0] if len(done) else None
             key = (backbone, strategy)
             test = tested.loc[key] if key in tested.index else None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -57,6 +58,7 @@ class BackboneInfo:
     def suffix(self, n_frozen: int) -> tuple[str, ...]:
         return self.layers[n_frozen:]
 
+    @functools.cached_property
     def segments(self) -> list[tuple[int, int]]:
         """[start, end) layer ranges between consecutive candidate cuts, bottom first."""
         n = len(self.layers)
@@ -260,7 +262,7 @@ def surgical(trial, search, info: BackboneInfo, lr: float) -> StrategyPlan:
     searched. The prefix below the window is served by the activation cache; the
     frozen layers above it still run, in inference mode, passing gradients down.
     """
-    segments = info.segments()
+    segments = info.segments
     start = trial.suggest_int("surgical_start", 0, len(segments) - 1)
     width = trial.suggest_int("surgical_width", 1, len(segments))
     end = min(start + width, len(segments))  # fixed ranges for the sampler; clipped here

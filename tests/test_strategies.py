@@ -182,7 +182,7 @@ def test_changing_trainable_without_recompiling_is_refused():
 def test_surgical_trains_one_window_of_segments_and_nothing_around_it():
     backbone = make_backbone()
     info = strategies.backbone_info(backbone, SEARCH)
-    segments = info.segments()
+    segments = info.segments
     assert segments[0][0] == 0 and segments[-1][1] == len(backbone.layers)
     assert all(a[1] == b[0] for a, b in zip(segments, segments[1:]))  # they tile the backbone
     plan = plan_for("surgical", backbone)
@@ -210,11 +210,11 @@ def test_surgical_window_is_clipped_at_the_top_and_uses_the_cache_below_it():
 
     backbone = make_backbone()
     info = strategies.backbone_info(backbone, SEARCH)
-    n = len(info.segments())
+    n = len(info.segments)
     fixed = {"strategy": "surgical", "discriminative": False,
              "surgical_start": n - 1, "surgical_width": n}  # fmt: skip
     plan = strategies.suggest_plan(optuna.trial.FixedTrial(fixed), SEARCH, info, 0.01)
-    top = info.segments()[-1]
+    top = info.segments[-1]
     assert plan.phases[0].trainable_layers == info.layers[top[0] :]
     x, _ = tiny_data()
     cache = ActivationCache(
