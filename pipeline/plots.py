@@ -10,7 +10,11 @@ import pandas as pd
 from pipeline.report_tables import TRANSFER
 
 MARKERS = {TRANSFER: "o", "scratch": "X", "linear_pixels": "s"}
-KIND_NAMES = {TRANSFER: "transferred (top-k)", "scratch": "from scratch", "linear_pixels": "linear"}
+KIND_NAMES = {
+    TRANSFER: "transferred (top-k, each strategy's best)",
+    "scratch": "from scratch",
+    "linear_pixels": "linear",
+}
 
 
 def _pyplot():
