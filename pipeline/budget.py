@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from pipeline.config import Params
 
-COMPLETE, PRUNED = "COMPLETE", "PRUNED"
+COMPLETE, PRUNED, RUNNING, WAITING = "COMPLETE", "PRUNED", "RUNNING", "WAITING"
 
 
 @dataclass(frozen=True)
@@ -36,24 +36,31 @@ class Budget:
             tuple(params.search.strategies),
         )
 
-    def counts(self, trials) -> tuple[Counter, Counter, int]:
-        """Completed trials per strategy, trials tried per strategy, finished in all."""
+    def counts(self, trials, pending: bool = False) -> tuple[Counter, Counter, int]:
+        """Completed trials per strategy, trials tried per strategy, finished in all.
+
+        `pending`: count running and queued trials as if they had completed, which is
+        what a worker deciding whether to start one more needs (budget overshoot).
+        """
         complete, tried, finished = Counter(), Counter(), 0
+        counted = (COMPLETE, RUNNING, WAITING) if pending else (COMPLETE,)
         for t in trials:
-            strategy = t.params.get("strategy")
+            strategy = t.params.get("strategy") or t.system_attrs.get("fixed_params", {}).get(
+                "strategy"
+            )
             tried[strategy] += 1
-            complete[strategy] += t.state.name == COMPLETE
-            finished += t.state.name in (COMPLETE, PRUNED)
+            complete[strategy] += t.state.name in counted
+            finished += t.state.name in (PRUNED, *counted)
         return complete, tried, finished
 
-    def done(self, trials) -> bool:
-        complete, _, finished = self.counts(trials)
+    def done(self, trials, pending: bool = False) -> bool:
+        complete, _, finished = self.counts(trials, pending)
         covered = all(complete[s] >= self.per_strategy for s in self.strategies)
         return finished >= self.cap or (sum(complete.values()) >= self.completed and covered)
 
-    def next_strategy(self, trials) -> str | None:
+    def next_strategy(self, trials, pending: bool = False) -> str | None:
         """The strategy short of its minimum with the fewest completed, then tried; or None."""
-        complete, tried, _ = self.counts(trials)
+        complete, tried, _ = self.counts(trials, pending)
         short = [s for s in self.strategies if complete[s] < self.per_strategy]
         if not short:
             return None

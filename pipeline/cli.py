@@ -1,8 +1,10 @@
 """`thaw`: the command line around the DVC pipeline.
 
-    thaw check     validate params.yaml and say what the pipeline will run
-    thaw status    each backbone's study: trials finished, best so far
-    thaw run       the same as `dvc repro`
+    thaw check                       validate params.yaml and say what the pipeline will run
+    thaw status                      each backbone's study: trials, workers, best so far
+    thaw run                         the same as `dvc repro`
+    thaw worker <backbone>           join the backbone's study and run trials until its budget
+    thaw studies copy <backbone> --to URL   move a study (every trial) to another storage
 
 Run it from the project root (where params.yaml and dvc.yaml are).
 """
@@ -13,85 +15,163 @@ import argparse
 import subprocess
 import sys
 
-from pipeline.config import Params, load_params
+from pipeline.config import Params, ParamsError, load_params
 from pipeline.errors import ThawError
 
 
-def check(params: Params) -> int:
+def check(params: Params, _args) -> int:
+    from pipeline import storage
+
     names = ", ".join(params.backbones)
+    where = storage.mask(storage.env_url() or params.sweep.storage)
     print(
         f"params.yaml is valid: dataset {params.data.dataset} at {params.data.image_size} px; "
         f"backbones {names}; {params.sweep.n_trials} completed trials each, at least "
-        f"{params.sweep.min_trials_per_strategy} per strategy."
+        f"{params.sweep.min_trials_per_strategy} per strategy; studies in {where} with "
+        f"{params.sweep.workers} local worker(s)."
     )
     return 0
 
 
-def status(params: Params) -> int:
-    """Progress of each backbone's study, read from its storage."""
+def _open_study(params: Params, name: str):
+    """The backbone's study named by its pointer, read only; None with a line saying why."""
     import optuna
 
-    from pipeline import studies
+    from pipeline import storage, studies
+
+    pointer = studies.read_pointer(name)
+    if pointer is None:
+        print(f"{name}: not started (run `dvc repro` or `dvc repro sweep@{name}`)")
+        return None
+    url = storage.url_for(params.sweep.storage, name)
+    try:
+        return optuna.load_study(
+            study_name=pointer["study_name"],
+            storage=storage.open_storage(url, create=False, outage_limit=10),
+        )
+    except KeyError:
+        print(f"{name}: study {pointer['study_name']} not found in {storage.mask(url)}")
+        return None
+
+
+def status(params: Params, _args) -> int:
+    """Progress of each backbone's study, read from its storage: any worker's trials."""
+    import optuna
+
+    from pipeline import budget, workers
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    quota = budget.Budget.of(params)
     for name in params.backbones:
-        pointer = studies.read_pointer(name)
-        if pointer is None:
-            print(f"{name}: not started (run `dvc repro` or `dvc repro sweep@{name}`)")
+        study = _open_study(params, name)
+        if study is None:
             continue
-        url = studies.storage_url(params.sweep.storage, name)
-        try:
-            study = optuna.load_study(study_name=pointer["study_name"], storage=url)
-        except KeyError:
-            print(f"{name}: study {pointer['study_name']} not found in {pointer['storage']}")
-            continue
-        states: dict[str, int] = {}
-        for trial in study.get_trials(deepcopy=False):
-            states[trial.state.name] = states.get(trial.state.name, 0) + 1
-        state_text = ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items()))
-        complete = states.get("COMPLETE", 0)
-        line = (
-            f"{name}: {complete}/{params.sweep.n_trials} completed trials "
-            f"({state_text or 'no trials'}; at most {params.sweep.trial_cap} finished)"
-        )
-        complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+        trials = study.get_trials(deepcopy=False)
+        line = f"{name} ({study.study_name}): {workers.summary(trials, quota)}"
+        complete = [t for t in trials if t.state.name == "COMPLETE"]
         if complete:
             best = max(complete, key=lambda t: t.value)
             line += (
-                f"; best val accuracy {best.value:.3f} (trial {best.number}: "
-                f"{best.user_attrs.get('plan')}, head {best.params.get('head_units')}, "
-                f"lr {best.params.get('learning_rate', 0):.1e}, "
-                f"{best.user_attrs.get('trainable_params', 0):,} trainable parameters)"
+                f"; best trial {best.number}: {best.user_attrs.get('plan')}, head "
+                f"{best.params.get('head_units')}, lr {best.params.get('learning_rate', 0):.1e}, "
+                f"{best.user_attrs.get('trainable_params', 0):,} trainable parameters"
             )
         print(line)
     return 0
 
 
-def run(_: Params) -> int:
+def run(_: Params, _args) -> int:
     return subprocess.call(["dvc", "repro"])
 
 
-COMMANDS = {"check": check, "status": status, "run": run}
+def worker(params: Params, args) -> int:
+    from pipeline import sweep
+
+    if args.backbone not in params.backbones:
+        raise ParamsError(
+            f"backbone {args.backbone!r} is not in params.yaml; known: {sorted(params.backbones)}"
+        )
+    return sweep.work(args.backbone, params, args.worker_id, args.wait)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+def copy_study(params: Params, args) -> int:
+    """Copy a backbone's study, every trial with its state and attributes, to `--to`."""
+    import optuna
+
+    from pipeline import storage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    source = _open_study(params, args.backbone)
+    if source is None:
+        return 1
+    try:
+        target_url = storage.check_url(args.to, password_allowed=False)
+    except ValueError as exc:
+        raise ThawError(f"--to {storage.mask(args.to)!r}: {exc}") from None
+    target = storage.open_storage(storage.url_for(target_url, args.backbone), create=True)
+    if source.study_name in {s.study_name for s in target.get_all_studies()}:
+        raise ThawError(
+            f"{storage.mask(target_url)} already holds study {source.study_name}; nothing copied"
+        )
+    optuna.copy_study(
+        from_study_name=source.study_name,
+        from_storage=source._storage,
+        to_storage=target,
+        to_study_name=source.study_name,
+    )
+    copied = optuna.load_study(study_name=source.study_name, storage=target)
+    print(
+        f"copied study {source.study_name}: {len(copied.trials)} trials to "
+        f"{storage.mask(target_url)}. Set sweep.storage to that URL in params.yaml (or "
+        f"{storage.ENV_VAR}) and `dvc repro` resumes it there."
+    )
+    return 0
+
+
+COMMANDS = {"check": check, "status": status, "run": run, "worker": worker, "copy": copy_study}
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
         prog="thaw",
         description="Which pretrained backbone, how much of it frozen, with what head and "
         "learning rate: accuracy against trainable parameters and accelerator time.",
         epilog="The pipeline itself runs with `dvc repro`; results land in reports/.",
     )
-    parser.add_argument(
-        "--params", default="params.yaml", help="params file (default: %(default)s)"
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
+    top.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
+    sub = top.add_subparsers(dest="command", required=True)
     sub.add_parser("check", help="validate params.yaml")
-    sub.add_parser("status", help="each study's progress and best trial so far")
+    sub.add_parser("status", help="each study's progress across workers and best trial so far")
     sub.add_parser("run", help="run the pipeline (dvc repro)")
-    args = parser.parse_args(argv)
+    w = sub.add_parser("worker", help="run a backbone's trials beside `dvc repro`, any machine")
+    w.add_argument("backbone", help="a key of `backbones` in params.yaml")
+    w.add_argument(
+        "--worker-id",
+        type=int,
+        default=None,
+        help="seeds this worker's sampler (e.g. $SLURM_ARRAY_TASK_ID); default: host and pid",
+    )
+    w.add_argument(
+        "--wait",
+        type=float,
+        default=3600,
+        help="seconds to wait for the coordinator to create the study (default: %(default)s)",
+    )
+    s = sub.add_parser("studies", help="manage studies").add_subparsers(
+        dest="action", required=True
+    )
+    c = s.add_parser("copy", help="copy a backbone's study to another storage (e.g. PostgreSQL)")
+    c.add_argument("backbone")
+    c.add_argument("--to", required=True, help="target URL, without a password (README)")
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    command = args.action if args.command == "studies" else args.command
     try:
         params = load_params(args.params)
-        return COMMANDS[args.command](params)
+        return COMMANDS[command](params, args)
     except ThawError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -227,6 +227,9 @@ class SweepParams(Strict):
     min_trials_per_strategy: int = Field(1, ge=0)  # completed trials every strategy gets
     max_trials: int | None = Field(None, ge=1)  # cap on finished trials; None: 3 x n_trials
     storage: str = "default"  # default: a SQLite file per backbone under results/optuna/
+    workers: int = Field(1, ge=1)  # worker processes on this machine, the stage included
+    heartbeat_seconds: int = Field(30, ge=1)  # a running trial's worker beats this often
+    lost_after_seconds: int = Field(120, ge=2)  # no beat for this long: the worker is lost
     max_failures: int = Field(5, ge=1)
     pruner: PrunerParams = PrunerParams()
     cache: CacheParams = CacheParams()
@@ -243,17 +246,25 @@ class SweepParams(Strict):
                 self.max_trials,
                 f"the cap on finished trials must be at least n_trials ({self.n_trials})",
             )
+        if self.lost_after_seconds <= self.heartbeat_seconds:
+            raise ParamsProblem(
+                ("sweep", "lost_after_seconds"),
+                self.lost_after_seconds,
+                f"must exceed heartbeat_seconds ({self.heartbeat_seconds}), or a live worker "
+                "between two beats would count as lost",
+            )
         return self
 
     @field_validator("storage")
     @classmethod
     def _storage(cls, url: str) -> str:
-        if url == "default" or "://" in url:
-            return url
-        raise ValueError(
-            f"storage {url!r} is not a database URL; accepted: 'default' or an SQLAlchemy "
-            "URL such as 'sqlite:///results/optuna.db' or 'postgresql://user@host/db'"
-        )
+        from pipeline import storage
+
+        try:
+            storage.check_url(url)  # the scheme, the driver, and no password
+        except ValueError as exc:  # the value is echoed masked: it may hold a password
+            raise ParamsProblem(("sweep", "storage"), storage.mask(url), str(exc)) from None
+        return url
 
 
 class ReportParams(Strict):
@@ -360,7 +371,11 @@ def load_params(path: str | Path = PARAMS_FILE) -> Params:
     if not path.is_file():
         raise ParamsError(f"{path} not found; run from the project root (where dvc.yaml is)")
     with path.open() as f:
-        return parse_params(yaml.safe_load(f))
+        params = parse_params(yaml.safe_load(f))
+    from pipeline import storage
+
+    storage.env_url()  # THAW_STORAGE overrides sweep.storage: checked as early
+    return params
 
 
 def backbone_stage_args(doc: str, argv: list[str] | None = None) -> tuple[str, Params]:

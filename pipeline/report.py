@@ -336,6 +336,22 @@ def weights_origin(meta: dict, source_classes: list) -> str:
     )
 
 
+def _per_worker(trials: pd.DataFrame) -> str:
+    counts = trials.worker.value_counts()
+    if len(counts) <= 3:
+        return ", ".join(f"{w}: {n}" for w, n in counts.items())
+    return f"{counts.min()} to {counts.max()}"
+
+
+def _fail_reasons(trials: pd.DataFrame) -> str:
+    failed = trials[trials.state == "FAIL"]
+    if failed.empty:
+        return ""
+    reasons = failed.fail_reason.fillna("").replace("", "(none recorded)").value_counts()
+    lines = "\n".join(f"  - {n} x {r}" for r, n in reasons.items())
+    return f"\n  Failed trials, by reason:\n{lines}\n"
+
+
 def provenance(
     params: Params, manifest: dict, metas: dict, trials: pd.DataFrame, runs: pd.DataFrame
 ) -> str:
@@ -352,6 +368,8 @@ def provenance(
     states = states[["COMPLETE", "PRUNED", "FAIL"]].rename(
         columns={"COMPLETE": "completed", "PRUNED": "pruned", "FAIL": "failed"}
     )
+    states["workers"] = trials.groupby("backbone").worker.nunique()
+    states["trials per worker"] = trials.groupby("backbone").apply(_per_worker)
     space = yaml.safe_dump(
         params.search.model_dump(mode="json"), sort_keys=False, default_flow_style=None
     ).strip()
@@ -381,7 +399,7 @@ def provenance(
   pruner; failed: see `fail_reason` in `reports/trials.csv`):
 
 {_fmt_table(states.reset_index())}
-
+{_fail_reasons(trials)}
 - **Search space** (`search` in params.yaml):
 
 ```yaml

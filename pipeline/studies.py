@@ -11,70 +11,38 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import warnings
 from pathlib import Path
 
 import pandas as pd
 
+from pipeline import storage
 from pipeline.config import SearchParams
 
-STUDIES_DIR = Path("results/optuna")
+STUDIES_DIR = storage.STUDIES_DIR
 FINISHED = ("COMPLETE", "PRUNED")
 
 
-def study_name(
-    backbone: str, backbone_sha256: str, manifest_sha256: str, search: SearchParams, seed: int
-) -> str:
-    identity = {
+def identity(backbone_sha256: str, manifest_sha256: str, search: SearchParams, seed: int) -> dict:
+    """What a trial's result depends on; the study name hashes it, the study keeps it."""
+    return {
         "backbone_sha256": backbone_sha256,
         "manifest_sha256": manifest_sha256,
         "search": search.model_dump(mode="json"),
         "seed": seed,
     }
-    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+def study_name(backbone: str, inputs: dict) -> str:
+    digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
     return f"{backbone}-{digest[:12]}"
 
 
-def storage_url(storage: str, backbone: str) -> str:
-    """'default' is one SQLite file per backbone, so DVC stages never share an output."""
-    if storage == "default":
-        path = STUDIES_DIR / backbone / "study.db"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return f"sqlite:///{path}"
-    return storage
-
-
-def open_storage(url: str):
-    """RDB storage with heartbeats: a dead worker's trial is marked failed and retried once."""
-    import optuna
-    from optuna.storages import RetryHeartbeatStaleTrialCallback
-
-    from pipeline.errors import ThawError
-
-    with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna, stable since 2.8
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        try:
-            return optuna.storages.RDBStorage(
-                url,
-                heartbeat_interval=30,
-                grace_period=120,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
-            )
-        except Exception as exc:
-            raise ThawError(
-                f"sweep.storage = {_mask(url)!r} could not be opened ({type(exc).__name__}: "
-                f"{exc}). Use 'default' (a SQLite file under results/optuna/) or a reachable "
-                "SQLAlchemy URL."
-            ) from exc
-
-
-def _mask(url: str) -> str:
-    """The URL without its password, fit to print or write to a file."""
-    if "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    credentials, host = rest.rsplit("@", 1)
-    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
+def code_digest(folder: Path = Path(__file__).parent) -> str:
+    """The pipeline package's source, hashed: workers must run the coordinator's code."""
+    digest = hashlib.sha256()
+    for path in sorted(folder.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def write_pointer(backbone: str, name: str, url: str) -> None:
@@ -82,7 +50,7 @@ def write_pointer(backbone: str, name: str, url: str) -> None:
     folder = STUDIES_DIR / backbone
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "study.json").write_text(
-        json.dumps({"study_name": name, "storage": _mask(url)}) + "\n"
+        json.dumps({"study_name": name, "storage": storage.mask(url)}) + "\n"
     )
 
 
@@ -100,7 +68,7 @@ RECORDED_ATTRS = [
     "strategy", "plan", "frozen_fraction", "fine_tunes", "phases", "trainable_params",
     "max_trainable_params", "frozen_params", "total_params", "device_kind", "device",
     "device_seconds", "train_flops", "stopped", "pruned_at_epoch", "cached_phases",
-    "last_phase_from",
+    "last_phase_from", "worker", "retry_of",
 ]  # fmt: skip
 TRIAL_COLUMNS = [
     "backbone", "trial", "state", "freeze_depth", "head_units", "learning_rate",
@@ -128,7 +96,7 @@ def trials_table(study, backbone: str) -> pd.DataFrame:
                 "val_accuracy_per_epoch": ";".join(f"{a:.4f}" for a in per_epoch),
                 "epochs_run": len(per_epoch),
                 "params": json.dumps(t.params, sort_keys=True),
-                "fail_reason": attrs.get("fail_reason", t.system_attrs.get("fail_reason", "")),
+                "fail_reason": attrs.get("fail_reason", "") if t.state.name == "FAIL" else "",
                 **{k: attrs.get(k) for k in RECORDED_ATTRS},
                 "phase_epochs": json.dumps(attrs.get("phase_epochs", [])),
             }

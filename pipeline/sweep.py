@@ -3,22 +3,25 @@
     python -m pipeline.sweep <name>
 
 Reads `seed`, `search` and `sweep` from params.yaml, the backbone from
-`models/<name>/` and the target splits from the manifest. The study lives in
-persistent storage and the stage ends when it holds `sweep.n_trials` completed
-trials with every strategy at its minimum, or its cap of finished ones
-(budget.py), so an interrupted run resumes where it stopped, and several
-workers pointed at one `sweep.storage` share the work. Writes
-`results/sweep/<name>/trials.csv` and `best.json`.
+`models/<name>/` and the target splits from the manifest. The stage is the
+study's coordinator: it creates the study once in `sweep.storage` (or
+`THAW_STORAGE`), starts `sweep.workers - 1` local workers, runs trials itself,
+and waits until the study holds `sweep.n_trials` completed trials with every
+strategy at its minimum, or its cap of finished ones (budget.py), counting the
+trials of `thaw worker` processes on other machines too. An interrupted run
+resumes where it stopped. Writes `results/sweep/<name>/trials.csv` and `best.json`.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline import budget, data, flops, pruning, strategies, studies, training
+from pipeline import budget, data, flops, pruning, storage, strategies, studies, training, workers
 from pipeline.config import Params, PrunerParams, SearchParams, backbone_stage_args
 from pipeline.context import MB, MODELS_DIR, RunContext, effective_search, load_context
 from pipeline.errors import ThawError, run_main
@@ -136,8 +139,9 @@ def run_trial(trial, ctx: RunContext) -> float:
 class Progress:
     """Optuna callback: one line per finished trial with the best so far."""
 
-    def __init__(self, backbone: str, quota: budget.Budget, max_failures: int):
+    def __init__(self, backbone: str, quota: budget.Budget, max_failures: int, who: str = ""):
         self.backbone, self.quota, self.max_failures = backbone, quota, max_failures
+        self.who = who
         self.consecutive_failures = 0
 
     def __call__(self, study, trial) -> None:
@@ -164,7 +168,8 @@ class Progress:
         best = _best_trial(study)
         best_text = f"best {best.value:.3f} (trial {best.number})" if best else "no best yet"
         print(
-            f"[sweep {self.backbone} {done}] trial {trial.number} {state}: {detail} || {best_text}",
+            f"[sweep {self.backbone} {done}] trial {trial.number} {state} on {self.who}: "
+            f"{detail} || {best_text}",
             file=sys.stderr,
             flush=True,
         )
@@ -202,32 +207,118 @@ def make_pruner(spec: PrunerParams, epochs: int, min_per_strategy: int = 0):
     return optuna.pruners.NopPruner()
 
 
-def open_study(name: str, params: Params, meta: dict):
+def study_inputs(name: str, params: Params, meta: dict) -> dict:
+    return studies.identity(
+        meta["sha256"], data.file_digest(MANIFEST), effective_search(params, name), params.seed
+    )
+
+
+def read_meta(name: str) -> dict:
+    path = MODELS_DIR / name / "meta.json"
+    if not path.is_file():
+        raise ThawError(
+            f"{path} not found: this machine lacks the backbone stage's output. Run `dvc pull` "
+            f"(or `dvc repro backbone@{name}`) at the coordinator's commit first."
+        )
+    return json.loads(path.read_text())
+
+
+def open_study(name: str, params: Params, meta: dict, worker_id: int | None = 0):
+    """The coordinator's study: created (with the schema) once; workers only load it."""
     import optuna
 
-    url = studies.storage_url(params.sweep.storage, name)
-    study_name = studies.study_name(
-        name,
-        meta["sha256"],
-        data.file_digest(MANIFEST),
-        effective_search(params, name),
-        params.seed,
-    )
+    url = storage.url_for(params.sweep.storage, name)
+    inputs = study_inputs(name, params, meta)
     study = optuna.create_study(
-        study_name=study_name,
-        storage=studies.open_storage(url),
+        study_name=studies.study_name(name, inputs),
+        storage=_storage(url, params, create=True),
         direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=params.seed),
-        pruner=make_pruner(
-            params.sweep.pruner, params.search.epochs, params.sweep.min_trials_per_strategy
-        ),
+        sampler=workers.make_sampler(params.seed),
+        pruner=_pruner(params),
         load_if_exists=True,
     )
-    studies.write_pointer(name, study_name, url)
+    study.set_user_attr("inputs", inputs)
+    study.set_user_attr("code", studies.code_digest())
+    studies.write_pointer(name, study.study_name, url)
     return study
 
 
+def _storage(url: str, params: Params, create: bool):
+    return storage.open_storage(
+        url,
+        create=create,
+        heartbeat=params.sweep.heartbeat_seconds,
+        grace=params.sweep.lost_after_seconds,
+    )
+
+
+def _pruner(params: Params):
+    return make_pruner(
+        params.sweep.pruner, params.search.epochs, params.sweep.min_trials_per_strategy
+    )
+
+
+def local_worker_env(index: int, gpus: list[str]) -> dict[str, str]:
+    """Worker `index`'s environment: one accelerator each, round robin over `gpus`
+    (CUDA_VISIBLE_DEVICES's entries, or the GPUs TensorFlow sees)."""
+    env = dict(os.environ)
+    if gpus:
+        env["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
+    return env
+
+
+def _visible_gpus() -> list[str]:
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [g for g in listed.split(",") if g.strip()]
+    import tensorflow as tf
+
+    return [str(i) for i in range(len(tf.config.list_physical_devices("GPU")))]
+
+
+class LocalWorkers:
+    """The N - 1 `thaw worker` processes the stage starts beside itself."""
+
+    def __init__(self, name: str, count: int):
+        gpus = _visible_gpus() if count else []
+        self.procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "pipeline.cli", "worker", name, "--worker-id", str(i)],
+                env=local_worker_env(i, gpus),
+            )
+            for i in range(1, count + 1)
+        ]
+        self.reported: set[int] = set()
+
+    def signal(self, signum: int) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signum)
+
+    def watch(self) -> None:
+        for i, proc in enumerate(self.procs, start=1):
+            code = proc.poll()
+            if code not in (None, 0) and i not in self.reported:
+                self.reported.add(i)
+                print(
+                    f"[sweep] local worker {i} exited with status {code}; the others go on",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+    def finish(self, timeout: float = 60.0) -> None:
+        for proc in self.procs:
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.terminate()
+                proc.wait()
+        self.watch()
+
+
 def sweep(name: str, params: Params, manifest: dict):
+    """The coordinator: create the study, start local workers, run trials as worker 0,
+    and return once the study holds its budget with nothing running or queued."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -235,23 +326,38 @@ def sweep(name: str, params: Params, manifest: dict):
     meta = ctx.meta
     study = open_study(name, params, meta)
     quota = budget.Budget.of(params)
-    progress = Progress(name, quota, params.sweep.max_failures)
     already = studies.count_finished(study)
     if already:
         print(
             f"[sweep {name}] resuming study {study.study_name}: {already} finished trials kept",
             file=sys.stderr,
         )
-    while not quota.done(trials := study.get_trials(deepcopy=False)):
-        strategy = quota.next_strategy(trials)
-        if strategy is not None and not any(t.state.name == "WAITING" for t in trials):
-            study.enqueue_trial({"strategy": strategy})  # stratified start-up (budget.py)
-        study.optimize(
+    local = LocalWorkers(name, params.sweep.workers - 1)
+    who = workers.label()
+    stop = workers.StopSignal(who, forward=local.signal).install()
+    try:
+        workers.run(
+            study,
             lambda trial: run_trial(trial, ctx),
-            n_trials=1,
-            catch=(Exception,),
-            callbacks=[progress],
+            quota,
+            who=who,
+            stop=stop,
+            grace=params.sweep.lost_after_seconds,
+            callbacks=[Progress(name, quota, params.sweep.max_failures, who)],
+            wait_for_running=True,
+            watch=local.watch,
         )
+    finally:
+        local.finish()
+    if stop.requested is not None:
+        raise ThawError(
+            f"sweep {name} stopped by a signal: {studies.count_finished(study)} finished "
+            "trials kept; run `dvc repro` again to resume"
+        )
+    print(
+        f"[sweep {name}] done: {workers.summary(study.get_trials(deepcopy=False), quota)}",
+        file=sys.stderr,
+    )
     stats = ctx.cache.stats
     print(
         f"[sweep {name}] activation cache: {stats.computed} cuts computed in "
@@ -261,6 +367,62 @@ def sweep(name: str, params: Params, manifest: dict):
         file=sys.stderr,
     )
     return study, meta
+
+
+def work(name: str, params: Params, worker_id: int | None, wait: float) -> int:
+    """`thaw worker <name>`: join the backbone's study and run trials until its budget."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    who = workers.label()
+    meta = read_meta(name)
+    inputs = study_inputs(name, params, meta)
+    url = storage.url_for(params.sweep.storage, name)
+    stop = workers.StopSignal(who).install()
+    seed = workers.sampler_seed(params.seed, worker_id, who)
+    study = workers.join(
+        lambda: _storage(url, params, create=False),
+        studies.study_name(name, inputs),
+        name,
+        inputs,
+        studies.code_digest(),
+        sampler=workers.make_sampler(seed),
+        pruner=_pruner(params),
+        who=who,
+        wait=wait,
+        stop=stop,
+    )
+    if study is None:
+        return 128 + (stop.requested or 0)
+    print(
+        f"[worker {who}] joined study {study.study_name} in {storage.mask(url)} "
+        f"(sampler seed {seed})",
+        file=sys.stderr,
+        flush=True,
+    )
+    ctx = load_context(name, params, data.read_manifest(MANIFEST))
+    quota = budget.Budget.of(params)
+    ran = workers.run(
+        study,
+        lambda trial: run_trial(trial, ctx),
+        quota,
+        who=who,
+        stop=stop,
+        grace=params.sweep.lost_after_seconds,
+        callbacks=[Progress(name, quota, params.sweep.max_failures, who)],
+    )
+    if stop.requested is not None:
+        print(
+            f"[worker {who}] stopped after {ran} trial(s); the study keeps every finished one",
+            file=sys.stderr,
+        )
+        return 128 + stop.requested
+    print(
+        f"[worker {who}] budget met after {ran} trial(s) of mine: "
+        f"{workers.summary(study.get_trials(deepcopy=False), quota)}",
+        file=sys.stderr,
+    )
+    return 0
 
 
 def write_results(name: str, study, meta: dict, out: Path) -> dict:

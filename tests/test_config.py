@@ -100,6 +100,45 @@ def test_bad_storage_url():
     assert "sweep.storage" in message and "sqlite:///" in message
 
 
+def test_an_unsupported_database_is_named_with_what_is_accepted():
+    message = error_for(**{"sweep.storage": "mysql://thaw@db/thaw"})
+    assert "sweep.storage" in message and "'mysql'" in message and "postgresql" in message
+
+
+@pytest.mark.parametrize(
+    "url", ["postgresql://thaw:hunter2@db/thaw", "postgresql://thaw@db/thaw?password=hunter2"]
+)
+def test_a_password_in_params_is_rejected_and_never_echoed(url):
+    message = error_for(**{"sweep.storage": url})
+    assert "hunter2" not in message
+    for where in ("PGPASSWORD", "~/.pgpass", "PGSERVICE", "THAW_STORAGE"):
+        assert where in message
+
+
+def test_plain_postgresql_means_psycopg_3():
+    from pipeline import storage
+
+    assert storage.check_url("postgresql://thaw@db:5432/thaw") == (
+        "postgresql+psycopg://thaw@db:5432/thaw"
+    )
+    assert storage.mask("postgresql+psycopg://thaw:pw@db/thaw") == (
+        "postgresql+psycopg://thaw:***@db/thaw"
+    )
+
+
+def test_thaw_storage_is_checked_with_params(tmp_path, monkeypatch):
+    from pipeline.config import ParamsError, load_params
+    from tests.conftest import TINY_PARAMS, write_params
+
+    write_params(tmp_path, TINY_PARAMS)
+    monkeypatch.setenv("THAW_STORAGE", "oracle://thaw:pw@db/thaw")
+    with pytest.raises(ParamsError) as caught:
+        load_params(tmp_path / "params.yaml")
+    assert "THAW_STORAGE" in str(caught.value) and "pw@" not in str(caught.value)
+    monkeypatch.setenv("THAW_STORAGE", "postgresql://thaw:pw@db/thaw")  # allowed there
+    load_params(tmp_path / "params.yaml")
+
+
 def test_missing_section():
     raw = params_with()
     del raw["report"]

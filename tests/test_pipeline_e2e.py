@@ -71,8 +71,9 @@ def project(tmp_path_factory, first_results) -> Path:
     return folder
 
 
-# the only columns allowed to differ between runs: timings, and the fronts drawn on them
-TIMINGS = ["device_seconds", "device", "front_time_overall", "front_time_backbone"]
+# the only columns allowed to differ between runs: timings, the fronts drawn on them, and
+# which process ran a trial (host:pid)
+TIMINGS = ["device_seconds", "device", "front_time_overall", "front_time_backbone", "worker"]
 
 
 def test_same_seed_same_answer_in_a_second_fresh_copy(project, first_results, tmp_path):
@@ -168,4 +169,5 @@ def test_an_experiment_with_another_seed_shows_both_test_accuracies(project):
 
 def test_thaw_status(project):
     out = sh([str(Path(sys.executable).parent / "thaw"), "status"], project)
-    assert "small_cnn: 2/2 completed" in out and "small_cnn_wide: 2/2 completed" in out
+    for name in ("small_cnn", "small_cnn_wide"):
+        assert f"{name} ({name}-" in out and "2/2 complete, 0 pruned" in out

@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from pipeline import data, studies, sweep, training
+from pipeline import data, studies, sweep, training, workers
 from pipeline.config import load_params, parse_params
 from pipeline.prepare import MANIFEST
 from tests.conftest import TINY_PARAMS
@@ -99,8 +99,9 @@ def test_status_reports_progress_and_best(workspace, capsys):
     run()
     assert cli.main(["status"]) == 0
     out = capsys.readouterr().out
-    assert "small_cnn: 2/2 completed trials (2 complete; at most 6 finished)" in out
-    assert "best val accuracy" in out
+    assert "2/2 complete, 0 pruned (cap 6 finished); 0 failed; 0 running" in out
+    assert f"finished per worker: {workers.label()} 2" in out  # the sweep ran in this process
+    assert "best val" in out and "trainable parameters" in out
 
 
 @pytest.mark.parametrize(

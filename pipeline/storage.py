@@ -1,0 +1,448 @@
+"""Where studies live: storage URLs, their secrets, and a connection that survives a restart.
+
+One machine: a SQLite file per backbone (`sweep.storage: default`). Many machines:
+PostgreSQL through psycopg 3, the storage Optuna documents for distributed runs,
+with heartbeats so a dead worker's trial is failed and retried.
+
+- A URL in params.yaml carries no password: it would land in dvc.lock and in git.
+  The password goes to libpq (`PGPASSWORD`, `~/.pgpass`, `PGSERVICE`) or the whole
+  URL to `THAW_STORAGE`, which overrides `sweep.storage`. Every URL printed or
+  written goes through `mask()`.
+- No connection is held across a trial (NullPool: one short connection per call,
+  at most two per worker with the heartbeat thread), and each is pinged first.
+- A call that cannot reach the database is retried with back-off for up to
+  `OUTAGE_LIMIT` seconds (a server restart), then fails with the masked URL.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import threading
+import time
+import warnings
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from pipeline.errors import ThawError
+
+ENV_VAR = "THAW_STORAGE"
+DEFAULT = "default"
+STUDIES_DIR = Path("results/optuna")
+DRIVERS = {  # accepted URL schemes -> the SQLAlchemy driver they mean
+    "sqlite": "sqlite",
+    "postgresql": "postgresql+psycopg",
+    "postgresql+psycopg": "postgresql+psycopg",
+}
+PASSWORD_HELP = (
+    "a password does not belong in params.yaml (it would be written to dvc.lock and git): "
+    "give it to libpq instead (PGPASSWORD, ~/.pgpass or PGSERVICE), or put the whole URL in "
+    f"the environment variable {ENV_VAR}, which overrides sweep.storage"
+)
+OUTAGE_LIMIT = 60.0  # seconds a worker waits for the database to come back
+LOST = "worker lost (no heartbeat)"
+STOPPED = "stopped"
+
+
+class StorageUnreachable(ThawError):
+    """The database stayed unreachable past OUTAGE_LIMIT."""
+
+
+class NoSchemaYet(ThawError):
+    """The database has no Optuna tables: the coordinator has not created a study yet."""
+
+
+def no_schema(exc: BaseException | None) -> bool:
+    """True when `exc` (or its cause) says Optuna's tables do not exist."""
+    from sqlalchemy import exc as sa_exc
+
+    while exc is not None:
+        if isinstance(exc, NoSchemaYet | sa_exc.ProgrammingError) or "no such table" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def check_url(url: str, *, password_allowed: bool = False) -> str:
+    """`url` normalised to its driver, or ValueError saying what is accepted."""
+    if url == DEFAULT:
+        return url
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ValueError(
+            f"{mask(url)!r} is not a database URL; accepted: 'default' (SQLite under "
+            "results/optuna/), 'sqlite:///path.db' or 'postgresql://user@host:5432/db'"
+        ) from None
+    driver = DRIVERS.get(parsed.drivername)
+    if driver is None:
+        raise ValueError(
+            f"unsupported database {parsed.drivername!r} in {mask(url)!r}; accepted: "
+            "'sqlite' (one machine) or 'postgresql' / 'postgresql+psycopg' (psycopg 3, "
+            "installed with Thaw; plain 'postgresql' means this driver)"
+        )
+    has_password = bool(parsed.password) or "password" in parsed.query
+    if has_password and not password_allowed:
+        raise ValueError(PASSWORD_HELP)
+    return parsed.set(drivername=driver).render_as_string(hide_password=False)
+
+
+def mask(url: str) -> str:
+    """The URL fit to print or write to a file: no password, in the netloc or the query."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        parsed = make_url(url)
+    except Exception:  # not a URL: nothing to hide, but never echo something odd in full
+        return url if "@" not in url else "<unparsable storage URL>"
+    if "password" in parsed.query:
+        parsed = parsed.update_query_dict({"password": "***"})
+    return parsed.render_as_string(hide_password=True)
+
+
+def env_url() -> str | None:
+    """`THAW_STORAGE`, checked (a password is allowed there), or None when unset."""
+    value = os.environ.get(ENV_VAR, "").strip()
+    if not value:
+        return None
+    try:
+        return check_url(value, password_allowed=True)
+    except ValueError as exc:
+        from pipeline.config import ParamsError
+
+        raise ParamsError(f"environment variable {ENV_VAR} = {mask(value)!r}: {exc}") from None
+
+
+def url_for(storage: str, backbone: str) -> str:
+    """The URL a backbone's study lives at: `THAW_STORAGE`, else `sweep.storage`.
+
+    'default' is one SQLite file per backbone, so DVC stages never share an output.
+    """
+    storage = env_url() or check_url(storage)
+    if storage == DEFAULT:
+        path = STUDIES_DIR / backbone / "study.db"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{path}"
+    return storage
+
+
+# --- a storage that rides out a restart -------------------------------------------------
+
+
+def _is_disconnect(exc: BaseException) -> bool:
+    """True when `exc` (or what caused it) says the database could not be reached."""
+    from sqlalchemy import exc as sa_exc
+
+    seen = 0
+    while exc is not None and seen < 8:
+        if "no such table" in str(exc):  # SQLite's word for a missing schema: not an outage
+            return False
+        if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)):
+            return True
+        if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
+
+
+class _Outage:
+    """Shared by a storage's threads: when the database was first missed, and messages."""
+
+    def __init__(self, url: str, limit: float):
+        self.url, self.limit = mask(url), limit
+        self.since: float | None = None
+        self.lock = threading.Lock()
+
+    def failed(self, exc: BaseException) -> float:
+        """Record a failed call; the seconds since the outage began."""
+        with self.lock:
+            if self.since is None:
+                self.since = time.monotonic()
+                print(
+                    f"[storage] {self.url} unreachable ({type(exc).__name__}); retrying for up "
+                    f"to {self.limit:.0f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            return time.monotonic() - self.since
+
+    def recovered(self) -> None:
+        with self.lock:
+            if self.since is not None:
+                print(
+                    f"[storage] {self.url} reachable again after "
+                    f"{time.monotonic() - self.since:.1f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            self.since = None
+
+
+_depth = threading.local()
+
+
+def _resilient(method):
+    """Retry `method` with back-off while the database is unreachable, up to the limit."""
+
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        import optuna
+
+        if getattr(_depth, "n", 0):  # an inner call: the outermost one retries
+            return method(self, *args, **kwargs)
+        _depth.n = 1
+        try:
+            attempt = 0
+            while True:
+                try:
+                    result = method(self, *args, **kwargs)
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    # the attempt the connection dropped on had committed after all
+                    if attempt and method.__name__ == "set_trial_state_values":
+                        return True
+                    raise
+                except Exception as exc:
+                    if not _is_disconnect(exc):
+                        raise
+                    down = self._outage.failed(exc)
+                    if down >= self._outage.limit:
+                        raise StorageUnreachable(
+                            f"the study storage {self._outage.url} has been unreachable for "
+                            f"{down:.0f} s ({_first_line(_root(exc))}); every finished trial "
+                            "is kept there: start this again when the database is back and it "
+                            "resumes"
+                        ) from exc
+                    attempt += 1
+                    time.sleep(min(0.25 * 2**attempt, 8.0, self._outage.limit - down + 0.1))
+                    continue
+                if attempt:
+                    self._outage.recovered()
+                return result
+        finally:
+            _depth.n = 0
+
+    return call
+
+
+_PLUMBING = {  # RDBStorage methods that never touch the database, or set it up
+    "__init__", "__getstate__", "__setstate__", "remove_session", "get_heartbeat_interval",
+    "get_heartbeat_stale_trial_callback", "_fill_storage_url_template",
+    "_set_default_engine_kwargs_for_mysql", "_get_stale_trial_ids",
+}  # fmt: skip
+
+
+def _storage_class():
+    """RDBStorage whose database calls retry through an outage (built on first use:
+    importing Optuna is slow, and `thaw check` does not need it)."""
+    from optuna.storages import RDBStorage
+
+    class ResilientStorage(RDBStorage):
+        _outage: _Outage
+
+        def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+            # Optuna's own fail_stale_trials (run before each trial) finds nothing: Thaw
+            # fails lost trials itself (reap_lost), recording why, and retries them once.
+            return []
+
+        def lost_trial_ids(self, study_id: int, grace: float) -> list[int]:
+            """Running trials whose last heartbeat (or, with none yet, start) is older than
+            `grace`, in one query: every worker runs this before each trial."""
+            import sqlalchemy
+            from optuna.storages._rdb import models
+            from optuna.storages._rdb.storage import _create_scoped_session
+            from optuna.trial import TrialState
+
+            trial, beat = models.TrialModel, models.TrialHeartbeatModel
+            with _create_scoped_session(self.scoped_session) as session:
+                now = session.execute(sqlalchemy.func.now()).scalar().replace(tzinfo=None)
+                rows = (
+                    session.query(trial.trial_id, trial._datetime_start_utc, beat.heartbeat)
+                    .outerjoin(beat, beat.trial_id == trial.trial_id)
+                    .filter(trial.study_id == study_id, trial.state == TrialState.RUNNING)
+                    .all()
+                )
+            # A beat is on the database's clock; a start (naive UTC) on the worker's.
+            limit = timedelta(seconds=grace)
+            local_now = datetime.now(timezone.utc).replace(tzinfo=None)
+            return [
+                i
+                for i, start, last in rows
+                if (last is not None and now - last > limit)
+                or (last is None and start is not None and local_now - start > limit)
+            ]
+
+    for name, member in vars(RDBStorage).items():
+        if callable(member) and name not in _PLUMBING and not name.startswith("__"):
+            setattr(ResilientStorage, name, _resilient(member))
+    ResilientStorage.lost_trial_ids = _resilient(ResilientStorage.lost_trial_ids)
+    return ResilientStorage
+
+
+@functools.cache
+def _resilient_class():
+    return _storage_class()
+
+
+def open_storage(
+    url: str,
+    *,
+    create: bool = True,
+    heartbeat: int = 30,
+    grace: int = 120,
+    outage_limit: float = OUTAGE_LIMIT,
+):
+    """Optuna RDB storage at `url`, with heartbeats.
+
+    `create`: make the schema if missing (the coordinator, once). Workers pass False
+    and only read, so many starting at once on an empty database never race on it.
+    """
+    import optuna
+
+    cls = _resilient_class()
+    outage = _Outage(url, outage_limit)
+    cls._outage = outage  # the class-level default; each instance gets its own below
+    with warnings.catch_warnings():  # heartbeats are "experimental", stable since Optuna 2.8
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        deadline = time.monotonic() + outage_limit
+        while True:
+            try:
+                storage = cls(
+                    url,
+                    engine_kwargs=_ENGINE_KWARGS,
+                    heartbeat_interval=heartbeat,
+                    grace_period=grace,
+                    skip_table_creation=not create,
+                    skip_compatibility_check=not create,
+                )
+                break
+            except Exception as exc:
+                if not create and no_schema(exc):
+                    raise NoSchemaYet(f"no study storage schema at {mask(url)} yet") from exc
+                if _is_disconnect(exc):
+                    down = outage.failed(exc)
+                    if time.monotonic() < deadline:
+                        time.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
+                        continue
+                    raise StorageUnreachable(
+                        f"the study storage {mask(url)} has been unreachable for {down:.0f} s "
+                        f"({_first_line(_root(exc))}); start this again when the database is up"
+                    ) from exc
+                if create and _is_schema_race(exc) and time.monotonic() < deadline:
+                    time.sleep(0.5)  # another process made the schema meanwhile: use it
+                    continue
+                raise ThawError(
+                    f"study storage {mask(url)!r} could not be opened ({type(exc).__name__}: "
+                    f"{_first_line(exc)}). Use 'default' (SQLite under results/optuna/) or a "
+                    "reachable PostgreSQL URL (README: Scaling out)."
+                ) from exc
+    storage._outage = outage
+    outage.recovered()
+    _close_when_idle(storage.engine)
+    return storage
+
+
+# Two connections at most (the worker and its heartbeat thread), each pinged before use,
+# so one the server or a firewall dropped is replaced instead of failing a call.
+_ENGINE_KWARGS = {"pool_size": 2, "max_overflow": 0, "pool_pre_ping": True, "pool_timeout": 120}
+IDLE_SECONDS = 2.0
+
+
+def _close_when_idle(engine, idle: float = IDLE_SECONDS) -> None:
+    """Close the pool's connections once no call has used them for `idle` seconds.
+
+    A trial's bursts of calls (ask and suggestions, an epoch's report, tell) share a
+    connection, but none stays open across the minutes of training in between: the
+    equivalent of NullPool for a long trial, without a new connection per call (about
+    20 per trial, 1.7 ms each on a local socket, more across a network).
+    """
+    from sqlalchemy import event
+
+    last_used = [time.monotonic()]
+    event.listen(engine, "checkin", lambda *_: last_used.__setitem__(0, time.monotonic()))
+
+    def closer() -> None:
+        while True:
+            time.sleep(idle / 2)
+            pool = engine.pool
+            if pool.checkedin() and not pool.checkedout():
+                if time.monotonic() - last_used[0] > idle:
+                    engine.dispose()
+
+    threading.Thread(target=closer, name="thaw-idle-connections", daemon=True).start()
+
+
+def _is_schema_race(exc: BaseException) -> bool:
+    from sqlalchemy import exc as sa_exc
+
+    return isinstance(exc, (sa_exc.IntegrityError, sa_exc.ProgrammingError))
+
+
+def _root(exc: BaseException) -> BaseException:
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return exc
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+# --- lost trials ------------------------------------------------------------------------
+
+
+def reap_lost(study, grace: float) -> list[int]:
+    """Fail every running trial whose worker stopped beating, with its reason, and
+    queue one retry with the same parameters. Returns the failed trials' numbers.
+
+    Run by every worker before it asks for a trial and by the coordinator while it
+    waits, so no trial stays RUNNING after its worker died, whether or not another
+    trial starts. Two reapers racing on one trial: the state change succeeds once.
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    storage = study._storage
+    backend = getattr(storage, "_backend", storage)
+    if not hasattr(backend, "lost_trial_ids"):
+        return []
+    failed = []
+    for trial_id in backend.lost_trial_ids(study._study_id, grace):
+        try:
+            storage.set_trial_user_attr(trial_id, "fail_reason", LOST)
+            if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                failed.append(trial_id)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # another worker failed it, or its own worker finished it just now
+    numbers = []
+    for trial_id in failed:
+        trial = storage.get_trial(trial_id)
+        numbers.append(trial.number)
+        retry(study, trial)
+    return numbers
+
+
+def retry(study, trial) -> None:
+    """Queue `trial`'s parameters once more, unless it is itself a retry.
+
+    The system attributes follow Optuna's RetryHeartbeatStaleTrialCallback, so its
+    `retried_trial_number` reads them; the lost run's user attributes stay behind.
+    """
+    import optuna
+
+    history = list(trial.system_attrs.get("retry_history", []))
+    if history:  # already a retry: once is enough
+        return
+    study.add_trial(
+        optuna.create_trial(
+            state=optuna.trial.TrialState.WAITING,
+            params=trial.params,
+            distributions=trial.distributions,
+            user_attrs={"retry_of": trial.number},
+            system_attrs={"failed_trial": trial.number, "retry_history": [trial.number]},
+        )
+    )

@@ -1,0 +1,99 @@
+"""The worker loop without training: budget counting, signals, seeds, lost trials (SQLite)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import optuna
+import pytest
+
+from pipeline import storage, sweep, workers
+from pipeline.budget import Budget
+
+
+@pytest.fixture
+def study(tmp_path):
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    store = storage.open_storage(f"sqlite:///{tmp_path}/s.db", heartbeat=1, grace=2)
+    return optuna.create_study(study_name="s", storage=store, direction="maximize")
+
+
+def quick(trial) -> float:
+    return trial.suggest_float("x", 0, 1)
+
+
+def test_a_worker_stops_at_the_budget_and_labels_its_trials(study):
+    stop = workers.StopSignal("me")
+    ran = workers.run(study, quick, Budget(5, 0, 5, ("a",)), who="me", stop=stop, grace=2)
+    assert ran == 5 and len(study.trials) == 5
+    assert {t.user_attrs["worker"] for t in study.trials} == {"me"}
+
+
+def test_running_and_queued_trials_count_against_the_budget(study):
+    quota = Budget(3, 0, 10, ("a",))
+    for _ in range(2):
+        study.ask()  # running elsewhere
+    study.enqueue_trial({"x": 0.5})
+    trials = study.get_trials(deepcopy=False)
+    assert not quota.done(trials) and quota.done(trials, pending=True)
+
+
+def test_first_signal_finishes_the_trial_second_abandons_it(study):
+    stop = workers.StopSignal("me").install()
+    try:
+
+        def signalled_once(trial):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.1)
+            return quick(trial)
+
+        workers.run(study, signalled_once, Budget(5, 0, 5, ("a",)), who="me", stop=stop, grace=2)
+        assert [t.state.name for t in study.trials] == ["COMPLETE"]  # finished, then stopped
+
+        stop = workers.StopSignal("me").install()
+
+        def signalled_twice(trial):
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.1)
+            return quick(trial)
+
+        workers.run(study, signalled_twice, Budget(5, 0, 5, ("a",)), who="me", stop=stop, grace=2)
+        last = study.trials[-1]
+        assert last.state.name == "FAIL" and last.user_attrs["fail_reason"] == storage.STOPPED
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def test_a_lost_trial_fails_with_its_reason_and_is_retried_once(study):
+    lost = study.ask()
+    lost.suggest_float("x", 0, 1)
+    study._storage.record_heartbeat(lost._trial_id)  # then its worker dies: no more beats
+    time.sleep(3)
+    assert storage.reap_lost(study, grace=2) == [lost.number]
+    assert storage.reap_lost(study, grace=2) == []  # once
+    trials = study.get_trials(deepcopy=False)
+    assert trials[0].state.name == "FAIL" and trials[0].user_attrs["fail_reason"] == storage.LOST
+    assert trials[1].state.name == "WAITING" and trials[1].params == trials[0].params
+    assert optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(trials[1]) == 0
+
+
+def test_each_worker_samples_from_its_own_seed():
+    seeds = {workers.sampler_seed(0, i, "host:1") for i in range(1, 65)}
+    assert len(seeds) == 64 and workers.sampler_seed(0, 0, "x") == 0
+    assert workers.sampler_seed(0, None, "a:1") != workers.sampler_seed(0, None, "a:2")
+
+
+def test_local_workers_get_one_accelerator_each():
+    gpus = ["2", "3", "5"]
+    assert [sweep.local_worker_env(i, gpus)["CUDA_VISIBLE_DEVICES"] for i in (1, 2, 3)] == [
+        "3",
+        "5",
+        "2",
+    ]
+    assert "CUDA_VISIBLE_DEVICES" not in sweep.local_worker_env(1, []) or os.environ.get(
+        "CUDA_VISIBLE_DEVICES"
+    )
