@@ -38,8 +38,14 @@ def _open_study(params: Params, name: str):
     import optuna
 
     from pipeline import storage, studies
+    from pipeline.sweep import MODELS_DIR
 
     pointer = studies.read_pointer(name)
+    if pointer is None and (MODELS_DIR / name / "meta.json").is_file():  # a worker's machine
+        from pipeline import sweep
+
+        meta = sweep.read_meta(name)
+        pointer = {"study_name": studies.study_name(name, sweep.study_inputs(name, params, meta))}
     if pointer is None:
         print(f"{name}: not started (run `dvc repro` or `dvc repro sweep@{name}`)")
         return None
@@ -49,7 +55,7 @@ def _open_study(params: Params, name: str):
             study_name=pointer["study_name"],
             storage=storage.open_storage(url, create=False, outage_limit=10),
         )
-    except KeyError:
+    except (KeyError, storage.NoSchemaYet):
         print(f"{name}: study {pointer['study_name']} not found in {storage.mask(url)}")
         return None
 
