@@ -19,6 +19,19 @@ from pipeline.config import Params
 COMPLETE, PRUNED, RUNNING, WAITING = "COMPLETE", "PRUNED", "RUNNING", "WAITING"
 
 
+def strategy_of(trial) -> str | None:
+    """The trial's strategy: drawn, or fixed by an enqueue that has not run yet."""
+    return trial.params.get("strategy") or trial.system_attrs.get("fixed_params", {}).get(
+        "strategy"
+    )
+
+
+def best_trial(trials):
+    """The completed trial with the highest value, or None."""
+    complete = [t for t in trials if t.state.name == COMPLETE]
+    return max(complete, key=lambda t: t.value) if complete else None
+
+
 @dataclass(frozen=True)
 class Budget:
     completed: int  # completed trials wanted
@@ -45,9 +58,7 @@ class Budget:
         complete, tried, finished = Counter(), Counter(), 0
         counted = (COMPLETE, RUNNING, WAITING) if pending else (COMPLETE,)
         for t in trials:
-            strategy = t.params.get("strategy") or t.system_attrs.get("fixed_params", {}).get(
-                "strategy"
-            )
+            strategy = strategy_of(t)
             tried[strategy] += 1
             complete[strategy] += t.state.name in counted
             finished += t.state.name in (PRUNED, *counted)

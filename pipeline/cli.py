@@ -74,9 +74,8 @@ def status(params: Params, _args) -> int:
             continue
         trials = study.get_trials(deepcopy=False)
         line = f"{name} ({study.study_name}): {workers.summary(trials, quota)}"
-        complete = [t for t in trials if t.state.name == "COMPLETE"]
-        if complete:
-            best = max(complete, key=lambda t: t.value)
+        best = budget.best_trial(trials)
+        if best is not None:
             line += (
                 f"; best trial {best.number}: {best.user_attrs.get('plan')}, head "
                 f"{best.params.get('head_units')}, lr {best.params.get('learning_rate', 0):.1e}, "

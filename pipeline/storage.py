@@ -236,6 +236,7 @@ _PLUMBING = {  # RDBStorage methods that never touch the database, or set it up
 }  # fmt: skip
 
 
+@functools.cache
 def _storage_class():
     """RDBStorage whose database calls retry through an outage (built on first use:
     importing Optuna is slow, and `thaw check` does not need it)."""
@@ -283,11 +284,6 @@ def _storage_class():
     return ResilientStorage
 
 
-@functools.cache
-def _resilient_class():
-    return _storage_class()
-
-
 def open_storage(
     url: str,
     *,
@@ -303,9 +299,8 @@ def open_storage(
     """
     import optuna
 
-    cls = _resilient_class()
+    cls = _storage_class()
     outage = _Outage(url, outage_limit)
-    cls._outage = outage  # the class-level default; each instance gets its own below
     with warnings.catch_warnings():  # heartbeats are "experimental", stable since Optuna 2.8
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         deadline = time.monotonic() + outage_limit

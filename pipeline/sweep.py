@@ -145,7 +145,8 @@ class Progress:
         self.consecutive_failures = 0
 
     def __call__(self, study, trial) -> None:
-        done = self.quota.describe(study.get_trials(deepcopy=False))
+        trials = study.get_trials(deepcopy=False)
+        done = self.quota.describe(trials)
         state = trial.state.name
         if state == "FAIL":
             self.consecutive_failures += 1
@@ -165,7 +166,7 @@ class Progress:
                 f"{trial.params['head_units']} | lr {trial.params['learning_rate']:.1e} | "
                 f"{trial.user_attrs.get('device_seconds', 0):.1f} s"
             )
-        best = _best_trial(study)
+        best = budget.best_trial(trials)
         best_text = f"best {best.value:.3f} (trial {best.number})" if best else "no best yet"
         print(
             f"[sweep {self.backbone} {done}] trial {trial.number} {state} on {self.who}: "
@@ -180,11 +181,6 @@ class Progress:
                 f"the last one: {detail}. Check the search space and data, then re-run: "
                 "finished trials are kept."
             )
-
-
-def _best_trial(study):
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
-    return max(complete, key=lambda t: t.value) if complete else None
 
 
 def make_pruner(spec: PrunerParams, epochs: int, min_per_strategy: int = 0):
@@ -316,6 +312,21 @@ class LocalWorkers:
         self.watch()
 
 
+def run_trials(study, ctx: RunContext, name: str, params: Params, who: str, stop, **loop) -> int:
+    """This process's share of the study's trials: the worker loop around run_trial."""
+    quota = budget.Budget.of(params)
+    return workers.run(
+        study,
+        lambda trial: run_trial(trial, ctx),
+        quota,
+        who=who,
+        stop=stop,
+        grace=params.sweep.lost_after_seconds,
+        callbacks=[Progress(name, quota, params.sweep.max_failures, who)],
+        **loop,
+    )
+
+
 def sweep(name: str, params: Params, manifest: dict):
     """The coordinator: create the study, start local workers, run trials as worker 0,
     and return once the study holds its budget with nothing running or queued."""
@@ -336,17 +347,7 @@ def sweep(name: str, params: Params, manifest: dict):
     who = workers.label()
     stop = workers.StopSignal(who, forward=local.signal).install()
     try:
-        workers.run(
-            study,
-            lambda trial: run_trial(trial, ctx),
-            quota,
-            who=who,
-            stop=stop,
-            grace=params.sweep.lost_after_seconds,
-            callbacks=[Progress(name, quota, params.sweep.max_failures, who)],
-            wait_for_running=True,
-            watch=local.watch,
-        )
+        run_trials(study, ctx, name, params, who, stop, wait_for_running=True, watch=local.watch)
     finally:
         local.finish()
     if stop.requested is not None:
@@ -401,16 +402,7 @@ def work(name: str, params: Params, worker_id: int | None, wait: float) -> int:
         flush=True,
     )
     ctx = load_context(name, params, data.read_manifest(MANIFEST))
-    quota = budget.Budget.of(params)
-    ran = workers.run(
-        study,
-        lambda trial: run_trial(trial, ctx),
-        quota,
-        who=who,
-        stop=stop,
-        grace=params.sweep.lost_after_seconds,
-        callbacks=[Progress(name, quota, params.sweep.max_failures, who)],
-    )
+    ran = run_trials(study, ctx, name, params, who, stop)
     if stop.requested is not None:
         print(
             f"[worker {who}] stopped after {ran} trial(s); the study keeps every finished one",
@@ -419,7 +411,7 @@ def work(name: str, params: Params, worker_id: int | None, wait: float) -> int:
         return 128 + stop.requested
     print(
         f"[worker {who}] budget met after {ran} trial(s) of mine: "
-        f"{workers.summary(study.get_trials(deepcopy=False), quota)}",
+        f"{workers.summary(study.get_trials(deepcopy=False), budget.Budget.of(params))}",
         file=sys.stderr,
     )
     return 0
@@ -429,7 +421,7 @@ def write_results(name: str, study, meta: dict, out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     table = studies.trials_table(study, name)
     table.to_csv(out / "trials.csv", index=False)
-    best = _best_trial(study)
+    best = budget.best_trial(study.get_trials(deepcopy=False))
     if best is None:
         raise ThawError(f"sweep {name}: no trial completed; see fail_reason in trials.csv")
     row = table[table.trial == best.number].iloc[0]

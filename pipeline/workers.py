@@ -24,11 +24,11 @@ from collections import Counter
 from collections.abc import Callable
 
 from pipeline import storage
-from pipeline.budget import Budget
+from pipeline.budget import Budget, best_trial, strategy_of
 from pipeline.errors import ThawError
+from pipeline.studies import FINISHED
 
 WORKER_ATTR = "worker"
-FINISHED = ("COMPLETE", "PRUNED")
 
 
 def label() -> str:
@@ -89,12 +89,6 @@ class StopSignal:
         self._event.wait(seconds)
 
 
-def _strategy(trial) -> str | None:
-    return trial.params.get("strategy") or trial.system_attrs.get("fixed_params", {}).get(
-        "strategy"
-    )
-
-
 def summary(trials, quota: Budget) -> str:
     """Finished, running and waiting trials, trials per worker, and the best so far."""
     states = Counter(t.state.name for t in trials)
@@ -102,8 +96,7 @@ def summary(trials, quota: Budget) -> str:
         t.user_attrs.get(WORKER_ATTR, "?") for t in trials if t.state.name in FINISHED
     )
     busy = {t.user_attrs.get(WORKER_ATTR) for t in trials if t.state.name == "RUNNING"}
-    complete = [t for t in trials if t.state.name == "COMPLETE"]
-    best = max(complete, key=lambda t: t.value) if complete else None
+    best = best_trial(trials)
     parts = [
         quota.describe(trials),
         f"{states['FAIL']} failed",
@@ -115,7 +108,7 @@ def summary(trials, quota: Budget) -> str:
     parts.append(f"finished per worker: {workers or 'none yet'}")
     if best is not None:
         parts.append(
-            f"best val {best.value:.3f} (trial {best.number}, {_strategy(best)}, "
+            f"best val {best.value:.3f} (trial {best.number}, {strategy_of(best)}, "
             f"by {best.user_attrs.get(WORKER_ATTR, '?')})"
         )
     return "; ".join(parts)
