@@ -8,8 +8,9 @@ with heartbeats so a dead worker's trial is failed and retried.
   The password goes to libpq (`PGPASSWORD`, `~/.pgpass`, `PGSERVICE`) or the whole
   URL to `THAW_STORAGE`, which overrides `sweep.storage`. Every URL printed or
   written goes through `mask()`.
-- No connection is held across a trial (NullPool: one short connection per call,
-  at most two per worker with the heartbeat thread), and each is pinged first.
+- No connection is held across a trial (closed after 2 s unused: the equivalent of
+  NullPool, at most two per worker with the heartbeat thread), and one that sat
+  unused is pinged before it is used again.
 - A call that cannot reach the database is retried with back-off for up to
   `OUTAGE_LIMIT` seconds (a server restart), then fails with the masked URL.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import os
+import socket
 import sys
 import threading
 import time
@@ -242,7 +244,12 @@ def _storage_class():
     importing Optuna is slow, and `thaw check` does not need it)."""
     from optuna.storages import RDBStorage
 
-    class ResilientStorage(RDBStorage):
+    from pipeline.pg_fast import OneRoundTrip
+
+    class Fast(OneRoundTrip, RDBStorage):
+        pass
+
+    class ResilientStorage(Fast):
         _outage: _Outage
 
         def _get_stale_trial_ids(self, study_id: int) -> list[int]:
@@ -278,10 +285,60 @@ def _storage_class():
             ]
 
     for name, member in vars(RDBStorage).items():
-        if callable(member) and name not in _PLUMBING and not name.startswith("__"):
-            setattr(ResilientStorage, name, _resilient(member))
+        static = isinstance(member, (staticmethod, classmethod))
+        if callable(member) and not static and name not in _PLUMBING and not name.startswith("__"):
+            setattr(ResilientStorage, name, _resilient(getattr(Fast, name)))
     ResilientStorage.lost_trial_ids = _resilient(ResilientStorage.lost_trial_ids)
     return ResilientStorage
+
+
+SNAPSHOT_SECONDS = 1.0  # how stale a view of other workers' running trials may be
+
+
+@functools.cache
+def _store_class():
+    """Optuna's trial cache with one change: running trials are re-read at most every
+    SNAPSHOT_SECONDS, and at once after this process finishes a trial.
+
+    Optuna's cache keeps finished trials (they never change) but re-reads every
+    running trial on each read, and TPE's constant liar reads once per suggested
+    parameter: with W workers, five loads of W trials for every trial asked. The
+    suggestions of one trial now share one view; a second-old view of other workers'
+    trials changes nothing the liar or the budget decide (it is the same as asking a
+    second earlier).
+    """
+    from optuna.storages._cached_storage import _CachedStorage
+
+    class StudyStore(_CachedStorage):
+        def __init__(self, backend, fresh: float = SNAPSHOT_SECONDS):
+            super().__init__(backend)
+            self._fresh = fresh
+            self._read_at: dict[int, float] = {}
+
+        def __getattr__(self, name: str):  # engine, lost_trial_ids, ...: the backend's
+            try:
+                backend = self.__dict__["_backend"]
+            except KeyError:
+                raise AttributeError(name) from None
+            return getattr(backend, name)
+
+        def expire(self) -> None:
+            self._read_at.clear()
+
+        def _read_trials_from_remote_storage(self, study_id: int) -> None:
+            now = time.monotonic()
+            if now - self._read_at.get(study_id, -self._fresh) < self._fresh:
+                return
+            super()._read_trials_from_remote_storage(study_id)
+            self._read_at[study_id] = now
+
+        def set_trial_state_values(self, trial_id, state, values=None) -> bool:
+            changed = super().set_trial_state_values(trial_id, state, values)
+            if state.is_finished():
+                self.expire()  # this worker's next decision sees its own trial finished
+            return changed
+
+    return StudyStore
 
 
 def open_storage(
@@ -308,7 +365,7 @@ def open_storage(
             try:
                 storage = cls(
                     url,
-                    engine_kwargs=_ENGINE_KWARGS,
+                    engine_kwargs=_engine_kwargs(url),
                     heartbeat_interval=heartbeat,
                     grace_period=grace,
                     skip_table_creation=not create,
@@ -337,14 +394,52 @@ def open_storage(
                 ) from exc
     storage._outage = outage
     outage.recovered()
+    _ping_when_idle(storage.engine)
     _close_when_idle(storage.engine)
-    return storage
+    return _store_class()(storage)
 
 
-# Two connections at most (the worker and its heartbeat thread), each pinged before use,
-# so one the server or a firewall dropped is replaced instead of failing a call.
-_ENGINE_KWARGS = {"pool_size": 2, "max_overflow": 0, "pool_pre_ping": True, "pool_timeout": 120}
+# Two connections at most (the worker and its heartbeat thread); see _ping_when_idle.
+_ENGINE_KWARGS = {"pool_size": 2, "max_overflow": 0, "pool_timeout": 120}
 IDLE_SECONDS = 2.0
+
+
+def _engine_kwargs(url: str) -> dict:
+    """The pool, and on PostgreSQL each connection named after its process: in
+    pg_stat_activity, `application_name` says which worker (host:pid) holds it."""
+    if not url.startswith("postgresql"):
+        return dict(_ENGINE_KWARGS)
+    name = f"thaw {socket.gethostname()}:{os.getpid()}"[:63]  # PostgreSQL's limit
+    return {**_ENGINE_KWARGS, "connect_args": {"application_name": name}}
+
+
+PING_AFTER = 0.5  # seconds unused after which a connection is pinged before its next use
+
+
+def _ping_when_idle(engine, after: float = PING_AFTER) -> None:
+    """Ping a connection before use when it has sat unused for `after` seconds, so one
+    the server or a firewall dropped is replaced instead of failing a call.
+
+    SQLAlchemy's pool_pre_ping pings before every use: a round trip per storage call,
+    a tenth of a trial's storage time here. A connection that answered a call a moment
+    ago needs none; should it drop all the same, the call is retried (_resilient).
+    """
+    from sqlalchemy import event
+    from sqlalchemy import exc as sa_exc
+
+    def used(_dbapi, record, *_) -> None:
+        record.info["used"] = time.monotonic()
+
+    def checkout(dbapi, record, _proxy) -> None:
+        if time.monotonic() - record.info.get("used", 0.0) > after:
+            try:
+                engine.dialect.do_ping(dbapi)
+            except Exception as exc:  # the pool replaces it and checks out another
+                raise sa_exc.DisconnectionError(str(exc)) from exc
+
+    event.listen(engine, "connect", used)
+    event.listen(engine, "checkin", used)
+    event.listen(engine, "checkout", checkout)
 
 
 def _close_when_idle(engine, idle: float = IDLE_SECONDS) -> None:

@@ -77,3 +77,24 @@ def workspace(prepared_workspace, tmp_path, monkeypatch) -> Path:
     shutil.copytree(prepared_workspace, folder)
     monkeypatch.chdir(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def pg(tmp_path_factory):
+    """A real PostgreSQL server on a Unix socket (tests/postgres.py), one per run."""
+    from tests.postgres import Server
+
+    server = Server(tmp_path_factory.mktemp("pg"))
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def db(pg, request) -> str:
+    """A fresh, empty database for this test; its URL."""
+    import hashlib
+
+    name = request.node.name.lower().replace("[", "_").replace("]", "")[:32]
+    return pg.create_database(
+        f"{name}_{hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:6]}"
+    )

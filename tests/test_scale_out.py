@@ -10,6 +10,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -19,36 +20,22 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
+from sqlalchemy.engine import make_url
 
 from pipeline import storage, studies
 from tests.conftest import TINY_PARAMS, write_params
-from tests.postgres import Server
 
 pytestmark = pytest.mark.slow
 SECRET = "s3cr3t-Pa55"
 
 
-@pytest.fixture(scope="module")
-def pg(tmp_path_factory):
-    server = Server(tmp_path_factory.mktemp("pg"))
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def db(pg, request) -> str:
-    """A fresh, empty database for this test; its URL."""
-    name = request.node.name.lower().replace("[", "_").replace("]", "")[:40]
-    return pg.create_database(name)
-
-
-def project(workspace: Path, url: str, **sweep) -> dict:
+def project(workspace: Path, url: str, epochs: int = 2, **sweep) -> dict:
     params = json.loads(json.dumps(TINY_PARAMS))
     params["sweep"].update(
         {"storage": url, "heartbeat_seconds": 1, "lost_after_seconds": 8,
          "pruner": {"kind": "none"}, "min_trials_per_strategy": 1, **sweep}
     )  # fmt: skip
-    params["search"]["epochs"] = 2
+    params["search"]["epochs"] = epochs
     write_params(workspace, params)
     return params
 
@@ -101,14 +88,18 @@ def states(study) -> dict[str, int]:
 def test_four_workers_share_one_budget(workspace, db, pg, capsys):
     from pipeline import cli
 
-    project(workspace, db, n_trials=24, workers=4)
-    database = db.rsplit("/", 1)[1].split("?")[0]
-    peak: list[int] = []
+    # Tiny trials (0.2 s once the coordinator's cache is warm) while the local workers
+    # still import TensorFlow and trace their first trial on 2 cores: a budget of 40
+    # leaves each of them some. The issue's bounds, [24, 27] for 24, scale to [40, 43].
+    project(workspace, db, n_trials=40, workers=4)
+    database = make_url(db).database
+    peak: dict[str, int] = {}  # most connections seen at once, per Thaw process
     done = threading.Event()
 
     def watch():
         while not done.is_set():
-            peak.append(pg.connections(database))
+            for name, n in pg.connections_per_client(database).items():
+                peak[name] = max(n, peak.get(name, 0))
             done.wait(0.1)
 
     watcher = threading.Thread(target=watch)
@@ -132,7 +123,7 @@ def test_four_workers_share_one_budget(workspace, db, pg, capsys):
     study = load(db, workspace)
     trials = study.get_trials(deepcopy=False)
     finished = [t for t in trials if t.state.name in studies.FINISHED]
-    assert 24 <= len(finished) <= 27, states(study)
+    assert 40 <= len(finished) <= 43, states(study)  # overshoot at most workers - 1
     assert len({t.number for t in trials}) == len(trials)
     assert "RUNNING" not in states(study) and "WAITING" not in states(study)
     by_worker: dict[str, list] = {}
@@ -141,7 +132,10 @@ def test_four_workers_share_one_budget(workspace, db, pg, capsys):
     assert len(by_worker) == 4, sorted(by_worker)
     first_rates = [ts[0].params["learning_rate"] for ts in by_worker.values()]
     assert len(set(first_rates)) == 4, first_rates  # start-up trials differ between workers
-    assert max(peak) <= 2 * 4 + 1, max(peak)  # + the watcher's own connection
+    this = f"thaw {socket.gethostname()}:{os.getpid()}"  # the test's own `thaw status` calls
+    workers_seen = {n: k for n, k in peak.items() if n.startswith("thaw ") and n != this}
+    assert {name.split()[1] for name in workers_seen} >= set(by_worker), peak
+    assert max(workers_seen.values()) <= 2, peak  # each process: its trial and its heartbeat
     table = pd.read_csv(workspace / "results/sweep/small_cnn/trials.csv")
     assert table.worker.nunique() == 4
 

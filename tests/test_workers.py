@@ -97,3 +97,18 @@ def test_local_workers_get_one_accelerator_each():
     assert "CUDA_VISIBLE_DEVICES" not in sweep.local_worker_env(1, []) or os.environ.get(
         "CUDA_VISIBLE_DEVICES"
     )
+
+
+def test_other_workers_running_trials_are_seen_within_the_snapshot_window(tmp_path):
+    url = f"sqlite:///{tmp_path}/s.db"
+    mine = optuna.create_study(study_name="s", storage=storage.open_storage(url))
+    other = optuna.load_study(study_name="s", storage=storage.open_storage(url, create=False))
+    assert mine.get_trials() == []
+    started = other.ask()  # another worker starts a trial
+    assert mine.get_trials() == []  # one view per window: the suggestions of a trial share it
+    time.sleep(storage.SNAPSHOT_SECONDS + 0.1)
+    assert [t.state.name for t in mine.get_trials()] == ["RUNNING"]
+    other.tell(started, 1.0)
+    own = mine.ask()
+    mine.tell(own, 0.5)  # finishing its own trial renews this worker's view at once
+    assert [t.state.name for t in mine.get_trials()] == ["COMPLETE", "COMPLETE"]
