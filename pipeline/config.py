@@ -230,6 +230,7 @@ class SweepParams(Strict):
     workers: int = Field(1, ge=1)  # worker processes on this machine, the stage included
     heartbeat_seconds: int = Field(30, ge=1)  # a running trial's worker beats this often
     lost_after_seconds: int = Field(120, ge=2)  # no beat for this long: the worker is lost
+    outage_seconds: float = Field(60, gt=0)  # database unreachable this long: workers exit
     max_failures: int = Field(5, ge=1)
     pruner: PrunerParams = PrunerParams()
     cache: CacheParams = CacheParams()

@@ -51,6 +51,18 @@ class StorageUnreachable(ThawError):
     """The database stayed unreachable past OUTAGE_LIMIT."""
 
 
+def unreachable_in(exc: BaseException | None) -> StorageUnreachable | None:
+    """The StorageUnreachable behind `exc`, if any: Optuna may wrap it in its own error
+    (or, past a failed tell, an UnboundLocalError of its own) on the way out."""
+    seen = 0
+    while exc is not None and seen < 16:
+        if isinstance(exc, StorageUnreachable):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
+
+
 class NoSchemaYet(ThawError):
     """The database has no Optuna tables: the coordinator has not created a study yet."""
 
@@ -331,6 +343,12 @@ def _store_class():
                 return
             super()._read_trials_from_remote_storage(study_id)
             self._read_at[study_id] = now
+
+        def record_heartbeat(self, trial_id: int) -> None:
+            try:
+                super().record_heartbeat(trial_id)
+            except StorageUnreachable:
+                pass  # the heartbeat thread's: the trial's own calls report the outage
 
         def set_trial_state_values(self, trial_id, state, values=None) -> bool:
             changed = super().set_trial_state_values(trial_id, state, values)

@@ -245,6 +245,7 @@ def _storage(url: str, params: Params, create: bool):
         create=create,
         heartbeat=params.sweep.heartbeat_seconds,
         grace=params.sweep.lost_after_seconds,
+        outage_limit=params.sweep.outage_seconds,
     )
 
 

@@ -177,6 +177,11 @@ def run(
                     file=sys.stderr,
                     flush=True,
                 )
+            except Exception as exc:  # the database gone past the limit: say that, plainly
+                outage = storage.unreachable_in(exc)
+                if outage is None:
+                    raise
+                raise outage from None
             ran += 1
             continue
         if time.monotonic() - last_note >= report_every:

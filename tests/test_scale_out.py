@@ -201,15 +201,20 @@ def test_eight_workers_started_at_once_on_an_empty_database(workspace, db):
     assert 8 <= states(study).get("COMPLETE", 0) <= 8 + 8
 
 
-def test_a_server_restart_mid_sweep_loses_no_trial(workspace, db, pg):
-    project(workspace, db, n_trials=16, workers=2)
+def coordinator_past(workspace: Path, url: str, complete: int):
+    """A coordinator, once its study holds `complete` completed trials; their values."""
     lead = coordinator(workspace)
     while not (workspace / "results/optuna/small_cnn/study.json").is_file():
         time.sleep(0.5)
-    study = load(db, workspace)
-    while len([t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]) < 4:
+    study = load(url, workspace)
+    while states(study).get("COMPLETE", 0) < complete:
         time.sleep(0.2)
-    before = {t.number: t.value for t in study.get_trials(deepcopy=False) if t.value is not None}
+    return lead, {t.number: t.value for t in study.get_trials() if t.value is not None}
+
+
+def test_a_server_restart_mid_sweep_loses_no_trial(workspace, db, pg):
+    project(workspace, db, n_trials=16, workers=2)
+    lead, before = coordinator_past(workspace, db, complete=4)
     pg.restart(down_seconds=4)
     log = finish(lead)
     assert "unreachable" in log and "reachable again" in log, log[-3000:]
@@ -217,6 +222,22 @@ def test_a_server_restart_mid_sweep_loses_no_trial(workspace, db, pg):
     values = {t.number: t.value for t in after.get_trials(deepcopy=False)}
     assert all(values[n] == v for n, v in before.items())
     assert states(after).get("COMPLETE", 0) >= 16 and "RUNNING" not in states(after)
+
+
+def test_a_database_down_past_the_limit_stops_workers_and_a_rerun_resumes(workspace, db, pg):
+    project(workspace, db, n_trials=12, workers=2, outage_seconds=3)
+    lead, before = coordinator_past(workspace, db, complete=3)
+    pg.stop()
+    out, _ = lead.communicate(timeout=300)
+    pg.start()
+    assert lead.returncode != 0, out[-3000:]
+    assert "has been unreachable for" in out and storage.mask(db) in out, out[-3000:]
+    assert "Traceback" not in out, out[-3000:]
+    finish(coordinator(workspace))  # resumes: the trials cut off are lost, failed, retried
+    after = load(db, workspace)
+    values = {t.number: t.value for t in after.get_trials(deepcopy=False)}
+    assert all(values[n] == v for n, v in before.items())
+    assert states(after).get("COMPLETE", 0) >= 12 and "RUNNING" not in states(after)
 
 
 def test_a_url_with_a_password_never_reaches_a_file_or_the_log(workspace, db):
