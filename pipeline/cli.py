@@ -90,8 +90,9 @@ def run(_: Params, _args) -> int:
 
 
 def worker(params: Params, args) -> int:
-    from pipeline import sweep
+    from pipeline import quiet_tf, sweep
 
+    quiet_tf.load()
     if args.backbone not in params.backbones:
         raise ParamsError(
             f"backbone {args.backbone!r} is not in params.yaml; known: {sorted(params.backbones)}"

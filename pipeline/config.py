@@ -367,12 +367,31 @@ def parse_params(raw: Any) -> Params:
         raise ParamsError("Invalid params.yaml:\n  " + "\n  ".join(lines)) from None
 
 
+def _read_yaml(path: Path) -> Any:
+    """The file's YAML, or a ParamsError with its line, column and what the parser wanted."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        found = (exc.problem or "not valid YAML").strip()
+        context = ""
+        if exc.context:
+            start = exc.context_mark
+            at = f" started at line {start.line + 1}, column {start.column + 1}" if start else ""
+            context = f" ({exc.context.strip()}{at})"
+        line = mark.buffer.splitlines()[mark.line] if mark and mark.buffer else ""
+        pointer = f"\n    {line}\n    {' ' * mark.column}^" if line else ""
+        raise ParamsError(f"{where}: YAML syntax error: {found}{context}{pointer}") from None
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+
+
 def load_params(path: str | Path = PARAMS_FILE) -> Params:
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path} not found; run from the project root (where dvc.yaml is)")
-    with path.open() as f:
-        params = parse_params(yaml.safe_load(f))
+    params = parse_params(_read_yaml(path))
     from pipeline import storage
 
     storage.env_url()  # THAW_STORAGE overrides sweep.storage: checked as early

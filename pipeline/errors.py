@@ -10,9 +10,16 @@ class ThawError(RuntimeError):
     """Bad input or an environment problem, phrased for the user."""
 
 
-def run_main(main: Callable[[], None]) -> None:
-    """Run a stage's main(); a ThawError exits with status 2 and its message only."""
+def run_main(main: Callable[[], None], tensorflow: bool = True) -> None:
+    """Run a stage's main(); a ThawError exits with status 2 and its message only.
+
+    `tensorflow`: the stage uses it, so import it first without its start-up noise.
+    """
     try:
+        if tensorflow:
+            from pipeline import quiet_tf
+
+            quiet_tf.load()
         main()
     except ThawError as exc:
         print(f"\nerror: {exc}", file=sys.stderr)

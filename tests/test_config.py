@@ -191,3 +191,15 @@ def test_a_cap_below_the_completed_trials_wanted():
     message = error_for(**{"sweep.n_trials": 10, "sweep.max_trials": 5})
     assert "sweep.max_trials = 5" in message and "at least n_trials (10)" in message
     assert parse_params(params_with(**{"sweep.n_trials": 10})).sweep.trial_cap == 30
+
+
+def test_a_yaml_syntax_error_names_the_file_line_and_column(tmp_path, capsys):
+    from pipeline import cli
+
+    path = tmp_path / "params.yaml"
+    path.write_text("seed: [0\nsweep:\n  n_trials: 3\n")
+    assert cli.main(["--params", str(path), "check"]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}:2:6: YAML syntax error: expected ',' or ']'" in err
+    assert "flow sequence started at line 1, column 7" in err
+    assert "Traceback" not in err and len(err.splitlines()) <= 4
