@@ -162,6 +162,27 @@ def load_model_file(path: str, image_size: int):
     return model
 
 
+def _near_chance_advice(weights: str) -> str:
+    """What the user can change for the weights they gave: pretrain.* only trains
+    `source` backbones; ImageNet weights and model files are used as they are."""
+    if weights == "source":
+        return (
+            "Raise pretrain.epochs or pretrain.learning_rate, or check the BatchNorm "
+            "statistics of the weights."
+        )
+    if weights == "imagenet":
+        return (
+            "ImageNet features may not suit these images at this size: raise "
+            "data.image_size, or use weights: source."
+        )
+    return (
+        f"Check that {weights} holds trained weights with their BatchNorm moving "
+        "statistics, and that the backbone's `preprocess` is the scaling it was trained "
+        f"with (accepted: {sorted(backbones.PREPROCESSORS)}; default for a file: unit, "
+        "[0, 1])."
+    )
+
+
 def make_backbone(
     name: str, spec: BackboneParams, manifest: dict, pretrain_params: PretrainParams, seed: int
 ) -> tuple[object, dict]:
@@ -190,8 +211,7 @@ def make_backbone(
     if accuracy < MIN_ACCURACY_OVER_CHANCE * chance:
         raise PretrainingError(
             f"backbone {name!r}: source accuracy {accuracy:.3f} in inference mode is near chance "
-            f"({chance:.2f}); its features would be noise. Raise pretrain.epochs or "
-            "pretrain.learning_rate, or check the BatchNorm statistics of the weights."
+            f"({chance:.2f}); its features would be noise. {_near_chance_advice(spec.weights)}"
         )
     cuts = freezing.cut_points(backbone)
     meta = {

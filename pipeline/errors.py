@@ -24,3 +24,10 @@ def run_main(main: Callable[[], None], tensorflow: bool = True) -> None:
     except ThawError as exc:
         print(f"\nerror: {exc}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # Ctrl-C outside a sweep's trials: no traceback
+        print(
+            "\ninterrupted: finished work is kept (trials in the study, written outputs); "
+            "run `dvc repro` again to resume",
+            file=sys.stderr,
+        )
+        sys.exit(130)

@@ -44,7 +44,8 @@ PASSWORD_HELP = (
 )
 OUTAGE_LIMIT = 60.0  # seconds a worker waits for the database to come back
 LOST = "worker lost (no heartbeat)"
-STOPPED = "stopped"
+STOPPED = "stopped"  # a second SIGTERM abandoned the trial
+INTERRUPTED = "interrupted"  # a second Ctrl-C (SIGINT) did
 
 
 class StorageUnreachable(ThawError):

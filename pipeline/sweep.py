@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -352,9 +353,10 @@ def sweep(name: str, params: Params, manifest: dict):
     finally:
         local.finish()
     if stop.requested is not None:
+        how = "interrupted" if stop.requested == signal.SIGINT else "stopped by a signal"
         raise ThawError(
-            f"sweep {name} stopped by a signal: {studies.count_finished(study)} finished "
-            "trials kept; run `dvc repro` again to resume"
+            f"sweep {name} {how}: {studies.count_finished(study)} finished trials kept; "
+            "run `dvc repro` again to resume"
         )
     print(
         f"[sweep {name}] done: {workers.summary(study.get_trials(deepcopy=False), quota)}",

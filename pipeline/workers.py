@@ -7,8 +7,9 @@ budget, so W workers overshoot it by at most W - 1. Each worker's sampler is see
 from `seed` and its worker id, and TPE's constant liar counts running trials, so
 workers do not all try the same start-up trials.
 
-A first SIGTERM or SIGINT lets the current trial finish; a second abandons it
-(recorded FAIL, reason "stopped"). Schedulers send SIGTERM before they kill.
+A first SIGTERM or SIGINT (Ctrl-C) lets the current trial finish; a second abandons
+it (recorded FAIL, reason "stopped", or "interrupted" for Ctrl-C). Schedulers send
+SIGTERM before they kill.
 """
 
 from __future__ import annotations
@@ -51,7 +52,11 @@ def make_sampler(seed: int):
 
 
 class Stopped(Exception):
-    """A second stop signal, raised inside the trial it abandons."""
+    """A second stop signal, raised inside the trial it abandons; `reason` is recorded."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"{signal.Signals(signum).name} received twice")
+        self.reason = storage.INTERRUPTED if signum == signal.SIGINT else storage.STOPPED
 
 
 class StopSignal:
@@ -72,18 +77,19 @@ class StopSignal:
     def _handle(self, signum, _frame) -> None:
         if self.forward is not None:
             self.forward(signum)
-        name = signal.Signals(signum).name
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
         if self.requested is None:
             self.requested = signum
             self._event.set()
             then = "finishing the running trial first; " if self.in_trial else ""
+            again = "press it" if signum == signal.SIGINT else "send it"
             print(
-                f"[worker {self.who}] {name}: {then}stopping (send it again to abandon the trial)",
+                f"[worker {self.who}] {name}: {then}stopping ({again} again to abandon the trial)",
                 file=sys.stderr,
                 flush=True,
             )
         elif self.in_trial:
-            raise Stopped(f"{name} received twice")
+            raise Stopped(signum)
 
     def sleep(self, seconds: float) -> None:
         self._event.wait(seconds)
@@ -141,8 +147,8 @@ def run(
         stop.in_trial = True
         try:
             return objective(trial)
-        except Stopped:
-            trial.set_user_attr("fail_reason", storage.STOPPED)
+        except Stopped as stopped:
+            trial.set_user_attr("fail_reason", stopped.reason)
             raise
         finally:
             stop.in_trial = False

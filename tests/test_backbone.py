@@ -84,6 +84,21 @@ def test_near_chance_source_accuracy_stops_the_stage(workspace, monkeypatch):
         )
 
 
+def test_a_model_file_near_chance_gets_advice_that_applies_to_it(workspace, monkeypatch):
+    trained = keras.models.load_model("models/small_cnn/backbone.keras")
+    path = workspace / "mine.keras"
+    trained.save(path)
+    monkeypatch.setattr(backbone, "linear_probe_accuracy", lambda *args: 0.2)
+    manifest = data.read_manifest("data/manifest.json")
+    with pytest.raises(backbone.PretrainingError) as caught:
+        backbone.make_backbone(
+            "mine", BackboneParams(weights=str(path)), manifest, PretrainParams(), seed=0
+        )
+    message = str(caught.value)
+    assert "pretrain." not in message  # a file backbone is never pretrained here
+    assert str(path) in message and "preprocess" in message and "'symmetric'" in message
+
+
 @pytest.mark.parametrize("suffix", [".keras", ".h5"])
 def test_a_model_file_is_a_backbone(workspace, suffix):
     trained = keras.models.load_model("models/small_cnn/backbone.keras")

@@ -63,6 +63,18 @@ def test_first_signal_finishes_the_trial_second_abandons_it(study):
         workers.run(study, signalled_twice, Budget(5, 0, 5, ("a",)), who="me", stop=stop, grace=2)
         last = study.trials[-1]
         assert last.state.name == "FAIL" and last.user_attrs["fail_reason"] == storage.STOPPED
+
+        stop = workers.StopSignal("me").install()
+
+        def ctrl_c_twice(trial):
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)
+            return quick(trial)
+
+        workers.run(study, ctrl_c_twice, Budget(9, 0, 9, ("a",)), who="me", stop=stop, grace=2)
+        last = study.trials[-1]
+        assert last.state.name == "FAIL" and last.user_attrs["fail_reason"] == storage.INTERRUPTED
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
