@@ -52,29 +52,22 @@ def test_first_signal_finishes_the_trial_second_abandons_it(study):
         workers.run(study, signalled_once, Budget(5, 0, 5, ("a",)), who="me", stop=stop, grace=2)
         assert [t.state.name for t in study.trials] == ["COMPLETE"]  # finished, then stopped
 
-        stop = workers.StopSignal("me").install()
+        for signum, reason in (
+            (signal.SIGTERM, storage.STOPPED),
+            (signal.SIGINT, storage.INTERRUPTED),
+        ):
+            stop = workers.StopSignal("me").install()
 
-        def signalled_twice(trial):
-            os.kill(os.getpid(), signal.SIGTERM)
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(0.1)
-            return quick(trial)
+            def signalled_twice(trial, signum=signum):
+                os.kill(os.getpid(), signum)
+                os.kill(os.getpid(), signum)
+                time.sleep(0.1)
+                return quick(trial)
 
-        workers.run(study, signalled_twice, Budget(5, 0, 5, ("a",)), who="me", stop=stop, grace=2)
-        last = study.trials[-1]
-        assert last.state.name == "FAIL" and last.user_attrs["fail_reason"] == storage.STOPPED
-
-        stop = workers.StopSignal("me").install()
-
-        def ctrl_c_twice(trial):
-            os.kill(os.getpid(), signal.SIGINT)
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.1)
-            return quick(trial)
-
-        workers.run(study, ctrl_c_twice, Budget(9, 0, 9, ("a",)), who="me", stop=stop, grace=2)
-        last = study.trials[-1]
-        assert last.state.name == "FAIL" and last.user_attrs["fail_reason"] == storage.INTERRUPTED
+            quota = Budget(9, 0, 9, ("a",))
+            workers.run(study, signalled_twice, quota, who="me", stop=stop, grace=2)
+            last = study.trials[-1]
+            assert last.state.name == "FAIL" and last.user_attrs["fail_reason"] == reason
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
