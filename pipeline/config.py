@@ -47,6 +47,18 @@ class LogRange(FloatRange):
         return self
 
 
+def dataset_classes(name: str) -> int | None:
+    """How many classes the dataset has, from its metadata (no download); None if unknown."""
+    if name == "digits":
+        return 10
+    try:
+        import tensorflow_datasets as tfds
+
+        return int(tfds.builder(name).info.features["label"].num_classes)
+    except Exception:  # metadata not available offline, or no `label` feature
+        return None
+
+
 class DataParams(Strict):
     dataset: str = "digits"
     image_size: int = Field(32, ge=8, le=1024)
@@ -77,6 +89,15 @@ class DataParams(Strict):
             labels = getattr(self, key)
             if len(labels) < 2 or len(set(labels)) != len(labels):
                 raise ValueError(f"{key}={labels}: needs at least two distinct class ids")
+        count = dataset_classes(self.dataset)
+        for key in ("source_classes", "target_classes"):
+            absent = [c for c in getattr(self, key) if not 0 <= c < (count or c + 1)]
+            if absent:
+                raise ParamsProblem(
+                    ("data", key),
+                    getattr(self, key),
+                    f"{self.dataset} has classes 0-{count - 1}; {absent} is not one of them",
+                )
         overlap = set(self.source_classes) & set(self.target_classes)
         if overlap:
             raise ValueError(

@@ -203,3 +203,12 @@ def test_a_yaml_syntax_error_names_the_file_line_and_column(tmp_path, capsys):
     assert f"{path}:2:6: YAML syntax error: expected ',' or ']'" in err
     assert "flow sequence started at line 1, column 7" in err
     assert "Traceback" not in err and len(err.splitlines()) <= 4
+
+
+def test_a_class_id_the_dataset_does_not_have_is_caught_before_any_work():
+    raw = copy.deepcopy(TINY_PARAMS)
+    raw["data"]["target_classes"] = [5, 6, 7, 8, 12]
+    with pytest.raises(ParamsError) as caught:
+        parse_params(raw)
+    assert "data.target_classes = [5, 6, 7, 8, 12]" in str(caught.value)
+    assert "digits has classes 0-9; [12] is not one of them" in str(caught.value)
