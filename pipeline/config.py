@@ -320,6 +320,31 @@ class Params(Strict):
             )
         return self
 
+    def _fits_model_file(self, name: str, spec: BackboneParams) -> None:
+        """Image size and by_name patterns against the file's own config."""
+        from pipeline import model_file
+        from pipeline.errors import ThawError
+        from pipeline.strategies import resolve_layer_patterns
+
+        found = model_file.describe(spec.weights)
+        if found is None:
+            return
+        shape, size = found.input_shape, self.data.image_size
+        if shape and len(shape) == 4 and any(d not in (None, size) for d in shape[1:3]):
+            raise ParamsProblem(
+                ("data", "image_size"),
+                size,
+                f"backbone {name!r} ({spec.weights}) takes {shape[1]}x{shape[2]} images; "
+                "set data.image_size to match",
+            )
+        patterns = spec.by_name or self.search.by_name
+        if "by_name" in self.search.strategies and patterns:
+            try:
+                resolve_layer_patterns(found.layers, list(patterns))
+            except ThawError as exc:
+                key = ("backbones", name, "by_name") if spec.by_name else ("search", "by_name")
+                raise ParamsProblem(key, list(patterns), f"{spec.weights}: {exc}") from None
+
     @model_validator(mode="after")
     def _backbones_fit_data(self) -> Params:
         if not self.backbones:
@@ -340,6 +365,8 @@ class Params(Strict):
                     f"unknown architecture; accepted: {sorted(backbones.ARCHITECTURES)} "
                     "(or weights: a .keras/.h5 file)",
                 )
+            if spec.weights not in ("source", "imagenet"):
+                self._fits_model_file(name, spec)
             min_size = backbones.min_image_size(arch) if arch in backbones.ARCHITECTURES else 1
             if self.data.image_size < min_size:
                 raise ParamsProblem(

@@ -212,3 +212,24 @@ def test_a_class_id_the_dataset_does_not_have_is_caught_before_any_work():
         parse_params(raw)
     assert "data.target_classes = [5, 6, 7, 8, 12]" in str(caught.value)
     assert "digits has classes 0-9; [12] is not one of them" in str(caught.value)
+
+
+def test_a_model_file_that_cannot_fit_is_caught_before_any_work(prepared_workspace):
+    from pipeline import model_file
+
+    model = str(prepared_workspace / "models/small_cnn/backbone.keras")
+    size = model_file.describe(model).input_shape[1]
+    raw = copy.deepcopy(TINY_PARAMS)
+    raw["backbones"] = {"mine": {"weights": model}}
+    raw["data"]["image_size"] = size + 4
+    with pytest.raises(ParamsError, match=rf"image_size = {size + 4}: .*takes {size}x{size}"):
+        parse_params(raw)
+    raw["data"]["image_size"] = size
+    raw["search"]["strategies"] = ["freeze_depth", "by_name"]
+    raw["backbones"]["mine"]["by_name"] = ["block1_*", "block9_conv"]
+    with pytest.raises(ParamsError) as caught:
+        parse_params(raw)
+    message = str(caught.value)
+    assert "backbones.mine.by_name" in message and "'block9_conv' matches no layer" in message
+    raw["backbones"]["mine"]["by_name"] = ["block1_*"]
+    assert parse_params(raw).backbones["mine"].by_name == ["block1_*"]  # fits: accepted
