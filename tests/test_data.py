@@ -106,7 +106,14 @@ def test_catalog_dataset_offline_fails_at_once_with_advice(tmp_path, monkeypatch
 
 
 def test_class_ids_out_of_range(tmp_path, monkeypatch):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=r"digits has classes 0-9; \[12\]"):
+        DataParams(source_classes=[0, 1], target_classes=[5, 12])  # caught with the params
+    # prepare checks again, for a TFDS dataset whose metadata was not there offline
     monkeypatch.chdir(tmp_path)
-    params = DataParams(source_classes=[0, 1], target_classes=[5, 12])
+    params = DataParams.model_construct(
+        **{**DataParams().model_dump(), "source_classes": [0, 1], "target_classes": [5, 12]}
+    )
     with pytest.raises(data.DatasetError, match=r"data.target_classes .* ids \[12\]"):
         prepare.prepare(params, seed=0)
