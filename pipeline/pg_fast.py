@@ -41,8 +41,8 @@ def _upsert(table: str, names: tuple[str, ...], keys: tuple[str, ...], update: b
         trial.state.in_([TrialState[s] for s in UNFINISHED]),
     )
     statement = insert(target).from_select(list(names), source)
-    updates = {k: statement.excluded[k] for k in names if k not in keys}
     if update:
+        updates = {k: statement.excluded[k] for k in names if k not in keys}
         statement = statement.on_conflict_do_update(index_elements=list(keys), set_=updates)
     else:
         statement = statement.on_conflict_do_nothing(index_elements=list(keys))
@@ -96,9 +96,17 @@ FROM trials t WHERE {where} ORDER BY t.trial_id
 """
 
 
+@functools.lru_cache(maxsize=256)
+def _distribution(text: str):
+    """A parameter's distribution from its JSON: the same few strings on every trial
+    of a study, parsed once (distributions are never changed in place)."""
+    from optuna.distributions import json_to_distribution
+
+    return json_to_distribution(text)
+
+
 def _frozen(row):
     """The FrozenTrial RDBStorage._build_frozen_trial_from_trial_model makes of `row`."""
-    from optuna.distributions import json_to_distribution
     from optuna.storages._rdb import models
     from optuna.trial import FrozenTrial, TrialState
 
@@ -111,7 +119,7 @@ def _frozen(row):
             objectives[objective] = value_model.stored_repr_to_value(
                 value, value_model.TrialValueType[kind]
             )
-    found = {name: json_to_distribution(d) for name, _, d in params or []}
+    found = {name: _distribution(d) for name, _, d in params or []}
     return FrozenTrial(
         number=number,
         state=TrialState[state],

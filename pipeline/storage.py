@@ -52,16 +52,17 @@ class StorageUnreachable(ThawError):
     """The database stayed unreachable past OUTAGE_LIMIT."""
 
 
+def _chain(exc: BaseException | None, limit: int = 16):
+    """`exc` and what caused it (or was being handled when it was raised), innermost last."""
+    while exc is not None and limit:
+        yield exc
+        exc, limit = exc.__cause__ or exc.__context__, limit - 1
+
+
 def unreachable_in(exc: BaseException | None) -> StorageUnreachable | None:
     """The StorageUnreachable behind `exc`, if any: Optuna may wrap it in its own error
     (or, past a failed tell, an UnboundLocalError of its own) on the way out."""
-    seen = 0
-    while exc is not None and seen < 16:
-        if isinstance(exc, StorageUnreachable):
-            return exc
-        exc = exc.__cause__ or exc.__context__
-        seen += 1
-    return None
+    return next((e for e in _chain(exc) if isinstance(e, StorageUnreachable)), None)
 
 
 class NoSchemaYet(ThawError):
@@ -72,11 +73,10 @@ def no_schema(exc: BaseException | None) -> bool:
     """True when `exc` (or its cause) says Optuna's tables do not exist."""
     from sqlalchemy import exc as sa_exc
 
-    while exc is not None:
-        if isinstance(exc, NoSchemaYet | sa_exc.ProgrammingError) or "no such table" in str(exc):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
+    return any(
+        isinstance(e, NoSchemaYet | sa_exc.ProgrammingError) or "no such table" in str(e)
+        for e in _chain(exc)
+    )
 
 
 def check_url(url: str, *, password_allowed: bool = False) -> str:
@@ -137,12 +137,16 @@ def url_for(storage: str, backbone: str) -> str:
 
     'default' is one SQLite file per backbone, so DVC stages never share an output.
     """
-    storage = env_url() or check_url(storage)
-    if storage == DEFAULT:
+    return location(env_url() or check_url(storage), backbone)
+
+
+def location(url: str, backbone: str) -> str:
+    """A checked URL as the study's: 'default' is the backbone's own SQLite file."""
+    if url == DEFAULT:
         path = STUDIES_DIR / backbone / "study.db"
         path.parent.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{path}"
-    return storage
+    return url
 
 
 # --- a storage that rides out a restart -------------------------------------------------
@@ -152,16 +156,13 @@ def _is_disconnect(exc: BaseException) -> bool:
     """True when `exc` (or what caused it) says the database could not be reached."""
     from sqlalchemy import exc as sa_exc
 
-    seen = 0
-    while exc is not None and seen < 8:
-        if "no such table" in str(exc):  # SQLite's word for a missing schema: not an outage
+    for e in _chain(exc):
+        if "no such table" in str(e):  # SQLite's word for a missing schema: not an outage
             return False
-        if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)):
+        if isinstance(e, (sa_exc.OperationalError, sa_exc.InterfaceError)):
             return True
-        if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        if isinstance(e, sa_exc.DBAPIError) and e.connection_invalidated:
             return True
-        exc = exc.__cause__ or exc.__context__
-        seen += 1
     return False
 
 
@@ -174,7 +175,8 @@ class _Outage:
         self.lock = threading.Lock()
 
     def failed(self, exc: BaseException) -> float:
-        """Record a failed call; the seconds since the outage began."""
+        """Record a failed call; the seconds left to retry. Past the limit, raise
+        StorageUnreachable naming the masked URL."""
         with self.lock:
             if self.since is None:
                 self.since = time.monotonic()
@@ -184,7 +186,14 @@ class _Outage:
                     file=sys.stderr,
                     flush=True,
                 )
-            return time.monotonic() - self.since
+            down = time.monotonic() - self.since
+        if down >= self.limit:
+            raise StorageUnreachable(
+                f"the study storage {self.url} has been unreachable for {down:.0f} s "
+                f"({_first_line(_root(exc))}); every finished trial is kept there: start "
+                "this again when the database is back and it resumes"
+            ) from exc
+        return self.limit - down
 
     def recovered(self) -> None:
         with self.lock:
@@ -224,16 +233,9 @@ def _resilient(method):
                 except Exception as exc:
                     if not _is_disconnect(exc):
                         raise
-                    down = self._outage.failed(exc)
-                    if down >= self._outage.limit:
-                        raise StorageUnreachable(
-                            f"the study storage {self._outage.url} has been unreachable for "
-                            f"{down:.0f} s ({_first_line(_root(exc))}); every finished trial "
-                            "is kept there: start this again when the database is back and it "
-                            "resumes"
-                        ) from exc
+                    left = self._outage.failed(exc)
                     attempt += 1
-                    time.sleep(min(0.25 * 2**attempt, 8.0, self._outage.limit - down + 0.1))
+                    time.sleep(min(0.25 * 2**attempt, 8.0, left + 0.1))
                     continue
                 if attempt:
                     self._outage.recovered()
@@ -259,10 +261,7 @@ def _storage_class():
 
     from pipeline.pg_fast import OneRoundTrip
 
-    class Fast(OneRoundTrip, RDBStorage):
-        pass
-
-    class ResilientStorage(Fast):
+    class ResilientStorage(OneRoundTrip, RDBStorage):
         _outage: _Outage
 
         def _get_stale_trial_ids(self, study_id: int) -> list[int]:
@@ -272,7 +271,7 @@ def _storage_class():
 
         def lost_trial_ids(self, study_id: int, grace: float) -> list[int]:
             """Running trials whose last heartbeat (or, with none yet, start) is older than
-            `grace`, in one query: every worker runs this before each trial."""
+            `grace`, in one query (reap_lost)."""
             import sqlalchemy
             from optuna.storages._rdb import models
             from optuna.storages._rdb.storage import _create_scoped_session
@@ -297,11 +296,12 @@ def _storage_class():
                 or (last is None and start is not None and local_now - start > limit)
             ]
 
-    for name, member in vars(RDBStorage).items():
+    for name, member in [*vars(RDBStorage).items(), ("lost_trial_ids", None)]:
         static = isinstance(member, (staticmethod, classmethod))
-        if callable(member) and not static and name not in _PLUMBING and not name.startswith("__"):
-            setattr(ResilientStorage, name, _resilient(getattr(Fast, name)))
-    ResilientStorage.lost_trial_ids = _resilient(ResilientStorage.lost_trial_ids)
+        if name in _PLUMBING or name.startswith("__") or static:
+            continue
+        if callable(member) or member is None:  # the method as resolved: the fast one first
+            setattr(ResilientStorage, name, _resilient(getattr(ResilientStorage, name)))
     return ResilientStorage
 
 
@@ -379,7 +379,7 @@ def open_storage(
     outage = _Outage(url, outage_limit)
     with warnings.catch_warnings():  # heartbeats are "experimental", stable since Optuna 2.8
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        deadline = time.monotonic() + outage_limit
+        races = 0
         while True:
             try:
                 storage = cls(
@@ -395,15 +395,10 @@ def open_storage(
                 if not create and no_schema(exc):
                     raise NoSchemaYet(f"no study storage schema at {mask(url)} yet") from exc
                 if _is_disconnect(exc):
-                    down = outage.failed(exc)
-                    if time.monotonic() < deadline:
-                        time.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
-                        continue
-                    raise StorageUnreachable(
-                        f"the study storage {mask(url)} has been unreachable for {down:.0f} s "
-                        f"({_first_line(_root(exc))}); start this again when the database is up"
-                    ) from exc
-                if create and _is_schema_race(exc) and time.monotonic() < deadline:
+                    time.sleep(min(2.0, max(0.1, outage.failed(exc))))
+                    continue
+                if create and _is_schema_race(exc) and races < 20:
+                    races += 1
                     time.sleep(0.5)  # another process made the schema meanwhile: use it
                     continue
                 raise ThawError(
@@ -508,19 +503,19 @@ def reap_lost(study, grace: float) -> list[int]:
     """Fail every running trial whose worker stopped beating, with its reason, and
     queue one retry with the same parameters. Returns the failed trials' numbers.
 
-    Run by every worker before it asks for a trial and by the coordinator while it
-    waits, so no trial stays RUNNING after its worker died, whether or not another
+    Run by every worker (every grace/4, between trials) and by the coordinator while
+    it waits, so no trial stays RUNNING after its worker died, whether or not another
     trial starts. Two reapers racing on one trial: the state change succeeds once.
     """
     import optuna
     from optuna.trial import TrialState
 
     storage = study._storage
-    backend = getattr(storage, "_backend", storage)
-    if not hasattr(backend, "lost_trial_ids"):
+    lost_trial_ids = getattr(storage, "lost_trial_ids", None)  # Thaw's storage only
+    if lost_trial_ids is None:
         return []
     failed = []
-    for trial_id in backend.lost_trial_ids(study._study_id, grace):
+    for trial_id in lost_trial_ids(study._study_id, grace):
         try:
             storage.set_trial_user_attr(trial_id, "fail_reason", LOST)
             if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
