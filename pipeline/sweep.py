@@ -283,6 +283,10 @@ class LocalWorkers:
             subprocess.Popen(
                 [sys.executable, "-m", "pipeline.cli", "worker", name, "--worker-id", str(i)],
                 env=local_worker_env(i, gpus),
+                # A terminal's Ctrl-C (or a scheduler's group signal) reaches only the
+                # stage, which forwards it once: a worker seeing it twice would abandon
+                # its trial on the first Ctrl-C.
+                start_new_session=True,
             )
             for i in range(1, count + 1)
         ]
@@ -304,13 +308,13 @@ class LocalWorkers:
                     flush=True,
                 )
 
-    def finish(self, timeout: float = 60.0) -> None:
+    def finish(self, failed: bool) -> None:
+        """Wait for the workers to end. The stage failed: stop them first (one SIGTERM,
+        so each finishes its running trial), or they would sweep on unwatched."""
+        if failed:
+            self.signal(signal.SIGTERM)
         for proc in self.procs:
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.terminate()
-                proc.wait()
+            proc.wait()
         self.watch()
 
 
@@ -348,10 +352,12 @@ def sweep(name: str, params: Params, manifest: dict):
     local = LocalWorkers(name, params.sweep.workers - 1)
     who = workers.label()
     stop = workers.StopSignal(who, forward=local.signal).install()
+    failed = True
     try:
         run_trials(study, ctx, name, params, who, stop, wait_for_running=True, watch=local.watch)
+        failed = False
     finally:
-        local.finish()
+        local.finish(failed)
     if stop.requested is not None:
         how = "interrupted" if stop.requested == signal.SIGINT else "stopped by a signal"
         raise ThawError(
