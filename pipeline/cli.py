@@ -114,7 +114,8 @@ def copy_study(params: Params, args) -> int:
         target_url = storage.check_url(args.to, password_allowed=False)
     except ValueError as exc:
         raise ThawError(f"--to {storage.mask(args.to)!r}: {exc}") from None
-    target = storage.open_storage(storage.url_for(target_url, args.backbone), create=True)
+    # --to as given: THAW_STORAGE names the source here, not the target
+    target = storage.open_storage(storage.location(target_url, args.backbone), create=True)
     if source.study_name in {s.study_name for s in target.get_all_studies()}:
         raise ThawError(
             f"{storage.mask(target_url)} already holds study {source.study_name}; nothing copied"

@@ -59,6 +59,16 @@ def dataset_classes(name: str) -> int | None:
         return None
 
 
+def out_of_range(ids: list[int], count: int | None) -> list[int]:
+    """Class ids a dataset of `count` classes (None: not known yet) does not have."""
+    return [c for c in ids if c < 0 or (count is not None and c >= count)]
+
+
+def range_problem(dataset: str, absent: list[int], count: int | None) -> str:
+    have = f"classes 0-{count - 1}" if count is not None else "class ids from 0"
+    return f"{dataset} has {have}; {absent} is not one of them"
+
+
 class DataParams(Strict):
     dataset: str = "digits"
     image_size: int = Field(32, ge=8, le=1024)
@@ -91,12 +101,10 @@ class DataParams(Strict):
                 raise ValueError(f"{key}={labels}: needs at least two distinct class ids")
         count = dataset_classes(self.dataset)
         for key in ("source_classes", "target_classes"):
-            absent = [c for c in getattr(self, key) if not 0 <= c < (count or c + 1)]
+            absent = out_of_range(getattr(self, key), count)
             if absent:
                 raise ParamsProblem(
-                    ("data", key),
-                    getattr(self, key),
-                    f"{self.dataset} has classes 0-{count - 1}; {absent} is not one of them",
+                    ("data", key), getattr(self, key), range_problem(self.dataset, absent, count)
                 )
         overlap = set(self.source_classes) & set(self.target_classes)
         if overlap:

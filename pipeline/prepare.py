@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline import data
-from pipeline.config import DataParams, load_params
+from pipeline.config import DataParams, load_params, out_of_range, range_problem
 from pipeline.errors import run_main
 
 DATA_DIR = Path("data/tfds")
@@ -22,12 +22,12 @@ def prepare(params: DataParams, seed: int, data_dir: Path = DATA_DIR) -> dict:
     builder = data.prepare_builder(params.dataset, data_dir)
     _, labels = data.load_examples(builder, params.image_size)
     num_classes = builder.info.features["label"].num_classes
-    for key in ("source_classes", "target_classes"):
-        bad = [c for c in getattr(params, key) if not 0 <= c < num_classes]
+    for key in ("source_classes", "target_classes"):  # params.yaml checked them unless
+        bad = out_of_range(getattr(params, key), num_classes)  # the metadata was not there
         if bad:
             raise data.DatasetError(
                 f"data.{key} = {getattr(params, key)}: ids {bad} out of range; "
-                f"{params.dataset} has classes 0..{num_classes - 1}"
+                + range_problem(params.dataset, bad, num_classes)
             )
     splits = data.split_indices(
         labels,

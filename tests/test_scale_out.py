@@ -266,7 +266,7 @@ def test_an_unreachable_database_is_named_masked(tmp_path):
     assert SECRET not in message and "thaw:***@" in message
 
 
-def test_copying_a_sqlite_study_to_postgres_keeps_everything(workspace, db):
+def test_copying_a_sqlite_study_to_postgres_keeps_everything(workspace, db, monkeypatch):
     from pipeline import cli, data, sweep
     from pipeline.config import load_params
     from pipeline.prepare import MANIFEST
@@ -275,6 +275,8 @@ def test_copying_a_sqlite_study_to_postgres_keeps_everything(workspace, db):
     raw["sweep"]["pruner"] = {"kind": "median", "startup_trials": 1, "warmup_epochs": 1}
     write_params(workspace, raw)
     study, _ = sweep.sweep("small_cnn", load_params(), data.read_manifest(MANIFEST))
+    # THAW_STORAGE, the documented way to give a URL, names the source; --to still wins
+    monkeypatch.setenv("THAW_STORAGE", "sqlite:///results/optuna/small_cnn/study.db")
     assert cli.main(["studies", "copy", "small_cnn", "--to", db]) == 0
     copied = optuna.load_study(study_name=study.study_name, storage=db)
 
