@@ -220,7 +220,7 @@ def read_meta(name: str) -> dict:
     return json.loads(path.read_text())
 
 
-def open_study(name: str, params: Params, meta: dict, worker_id: int | None = 0):
+def open_study(name: str, params: Params, meta: dict):
     """The coordinator's study: created (with the schema) once; workers only load it."""
     import optuna
 
