@@ -190,7 +190,7 @@ def make_backbone(
     import keras
 
     image_size = manifest["image_size"]
-    source = data.load_splits(manifest, data.SOURCE_SPLITS)
+    source = data.load_splits(manifest, data.SOURCE_SPLITS) if manifest["source_classes"] else None
     keras.utils.set_random_seed(seed)  # the initial weights too: same seed, same backbone
     arch = spec.arch or name
     if spec.weights in ("source", "imagenet"):
@@ -205,10 +205,12 @@ def make_backbone(
             pretrain(backbone, source, preprocess, pretrain_params, seed),
             "pretrained",
         )
-    else:
+    elif source is not None:
         accuracy, method = linear_probe_accuracy(backbone, source, preprocess), "linear_probe"
-    chance = 1.0 / len(manifest["source_classes"])
-    if accuracy < MIN_ACCURACY_OVER_CHANCE * chance:
+    else:  # no source classes (a folder whose every class is a target): nothing to probe
+        accuracy, method = None, "none"
+    chance = 1.0 / max(len(manifest["source_classes"]), 1)
+    if accuracy is not None and accuracy < MIN_ACCURACY_OVER_CHANCE * chance:
         raise PretrainingError(
             f"backbone {name!r}: source accuracy {accuracy:.3f} in inference mode is near chance "
             f"({chance:.2f}); its features would be noise. {_near_chance_advice(spec.weights)}"
@@ -254,9 +256,14 @@ def main() -> None:
     save_backbone(backbone, meta, MODELS_DIR / name)
     print(
         f"backbone {name}: {meta['arch']}, {meta['total_params']:,} parameters, "
-        f"{len(meta['cut_points'])} cut points, source accuracy {meta['source_accuracy']:.3f} "
-        f"({meta['source_accuracy_method']})"
+        f"{len(meta['cut_points'])} cut points, " + _source_text(meta)
     )
+
+
+def _source_text(meta: dict) -> str:
+    if meta["source_accuracy"] is None:
+        return "no source task to check it on"
+    return f"source accuracy {meta['source_accuracy']:.3f} ({meta['source_accuracy_method']})"
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
     thaw run                         the same as `dvc repro`
     thaw worker <backbone>           join the backbone's study and run trials until its budget
     thaw studies copy <backbone> --to URL   move a study (every trial) to another storage
+    thaw predict <backbone> <image or folder>...   classify images with the exported winner
 
 Run it from the project root (where params.yaml and dvc.yaml are).
 """
@@ -135,7 +136,20 @@ def copy_study(params: Params, args) -> int:
     return 0
 
 
-COMMANDS = {"check": check, "status": status, "run": run, "worker": worker, "copy": copy_study}
+def predict(_: Params, args) -> int:
+    from pipeline import predict as predicting
+
+    return predicting.run(args.backbone, args.paths, top=args.top, as_csv=args.csv)
+
+
+COMMANDS = {
+    "predict": predict,
+    "check": check,
+    "status": status,
+    "run": run,
+    "worker": worker,
+    "copy": copy_study,
+}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -164,6 +178,11 @@ def parser() -> argparse.ArgumentParser:
         default=3600,
         help="seconds to wait for the coordinator to create the study (default: %(default)s)",
     )
+    p = sub.add_parser("predict", help="classify images with models/best/<backbone>/model.keras")
+    p.add_argument("backbone", help="a backbone whose final stage has run")
+    p.add_argument("paths", nargs="+", help="image files or folders (searched recursively)")
+    p.add_argument("--top", type=int, default=3, help="classes shown per image (default 3)")
+    p.add_argument("--csv", action="store_true", help="a CSV table: every class's probability")
     s = sub.add_parser("studies", help="manage studies").add_subparsers(
         dest="action", required=True
     )
@@ -176,8 +195,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     command = args.action if args.command == "studies" else args.command
-    try:
-        params = load_params(args.params)
+    try:  # predict needs only the exported model, not a valid params.yaml
+        params = None if command == "predict" else load_params(args.params)
         return COMMANDS[command](params, args)
     except ThawError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -17,6 +17,7 @@ from pipeline import backbones
 from pipeline.errors import ThawError
 
 PARAMS_FILE = Path("params.yaml")
+RESERVED_NAME = "best"  # models/best/<name>/: the exported winners
 OFFLINE_DATASETS = ("digits",)  # builders of Thaw's own, available without a network
 
 
@@ -47,16 +48,28 @@ class LogRange(FloatRange):
         return self
 
 
-def dataset_classes(name: str) -> int | None:
-    """How many classes the dataset has, from its metadata (no download); None if unknown."""
+def dataset_class_names(name: str, folder: str | None = None) -> list[str] | None:
+    """The dataset's class names in id order, from metadata or folder names (no download,
+    no image read); None if unknown offline. A folder that cannot be used raises
+    folder_dataset.FolderError."""
     if name == "digits":
-        return 10
+        return [str(i) for i in range(10)]
+    if name == "folder":
+        from pipeline import folder_dataset
+
+        return list(folder_dataset.scan(folder).classes)
     try:
         import tensorflow_datasets as tfds
 
-        return int(tfds.builder(name).info.features["label"].num_classes)
+        return list(tfds.builder(name).info.features["label"].names)
     except Exception:  # metadata not available offline, or no `label` feature
         return None
+
+
+def dataset_classes(name: str, folder: str | None = None) -> int | None:
+    """How many classes the dataset has, from its metadata (no download); None if unknown."""
+    names = dataset_class_names(name, folder)
+    return None if names is None else len(names)
 
 
 def out_of_range(ids: list[int], count: int | None) -> list[int]:
@@ -69,37 +82,111 @@ def range_problem(dataset: str, absent: list[int], count: int | None) -> str:
     return f"{dataset} has {have}; {absent} is not one of them"
 
 
+DEFAULT_CLASSES = {"source_classes": [0, 1, 2, 3, 4], "target_classes": [5, 6, 7, 8, 9]}
+
+
+def _class_ids(key: str, given: list, names: list[str] | None) -> list:
+    """Class names (folder names, or the dataset's label names) as ids; ids stay."""
+    out = []
+    for c in given:
+        if isinstance(c, str) and not (names and c in names) and c.lstrip("-").isdigit():
+            c = int(c)
+        if isinstance(c, str):
+            if names is None:
+                raise ParamsProblem(
+                    ("data", key), given, f"class name {c!r} given, but the dataset's class "
+                    "names are not known offline; use ids"
+                )  # fmt: skip
+            if c not in names:
+                raise ParamsProblem(
+                    ("data", key), given, f"no class named {c!r}; the classes are {names}"
+                )
+            c = names.index(c)
+        out.append(c)
+    return out
+
+
 class DataParams(Strict):
     dataset: str = "digits"
+    folder: str = "images"  # dataset: folder reads it; a dependency of `prepare` either way
+    resize: str = "crop"  # to a square before image_size: the centre square, or padded
     image_size: int = Field(32, ge=8, le=1024)
-    source_classes: list[int] = [0, 1, 2, 3, 4]
+    source_classes: list[int] = [0, 1, 2, 3, 4]  # [] = no source task
     target_classes: list[int] = [5, 6, 7, 8, 9]
     train_per_class: int = Field(10, ge=1)
     val_per_class: int = Field(30, ge=1)
     source_val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _names_and_defaults(cls, raw: Any) -> Any:
+        """Class names to ids; a folder's classes default to every class as a target."""
+        if not isinstance(raw, dict):
+            return raw
+        raw = dict(raw)
+        dataset = raw.get("dataset", "digits")
+        folder = raw.get("folder", "images")
+        if dataset == "folder" or any(
+            isinstance(c, str) for k in DEFAULT_CLASSES for c in (raw.get(k) or [])
+        ):
+            from pipeline import folder_dataset
+
+            try:
+                names = dataset_class_names(dataset, folder)
+            except folder_dataset.FolderError as exc:
+                raise ParamsProblem(("data", "folder"), folder, str(exc)) from None
+        else:
+            names = None
+        for key in DEFAULT_CLASSES:
+            if isinstance(raw.get(key), list):
+                raw[key] = _class_ids(key, raw[key], names)
+        if dataset == "folder":
+            source = raw.setdefault("source_classes", [])
+            if raw.get("target_classes") is None:
+                raw["target_classes"] = [i for i in range(len(names)) if i not in source]
+        else:
+            for key, default in DEFAULT_CLASSES.items():
+                if raw.get(key) is None:
+                    raw[key] = default
+        return raw
+
     @field_validator("dataset")
     @classmethod
     def _known_dataset(cls, name: str) -> str:
-        if name in OFFLINE_DATASETS:
+        if name in OFFLINE_DATASETS or name == "folder":
             return name
         import tensorflow_datasets as tfds  # slow import: only for catalog names
 
         base = name.split(":")[0].split("/")[0]
         if base not in tfds.list_builders():
             raise ValueError(
-                f"unknown dataset {name!r}; accepted: 'digits' (offline) or a TFDS catalog "
-                "name such as 'tf_flowers', 'cifar10', 'beans'"
+                f"unknown dataset {name!r}; accepted: 'digits' (offline), 'folder' (your "
+                "images in data.folder) or a TFDS catalog name such as 'tf_flowers', 'cifar10'"
             )
         return name
+
+    @field_validator("resize")
+    @classmethod
+    def _resize(cls, rule: str) -> str:
+        from pipeline.data import RESIZE_RULES
+
+        if rule not in RESIZE_RULES:
+            raise ValueError(f"unknown resize rule {rule!r}; accepted: {list(RESIZE_RULES)}")
+        return rule
+
+    @property
+    def has_source(self) -> bool:
+        return bool(self.source_classes)
 
     @model_validator(mode="after")
     def _classes(self) -> DataParams:
         for key in ("source_classes", "target_classes"):
             labels = getattr(self, key)
+            if key == "source_classes" and not labels:
+                continue  # no source task: backbones bring their own weights
             if len(labels) < 2 or len(set(labels)) != len(labels):
                 raise ValueError(f"{key}={labels}: needs at least two distinct class ids")
-        count = dataset_classes(self.dataset)
+        count = dataset_classes(self.dataset, self.folder)
         for key in ("source_classes", "target_classes"):
             absent = out_of_range(getattr(self, key), count)
             if absent:
@@ -358,6 +445,19 @@ class Params(Strict):
         if not self.backbones:
             raise ValueError("backbones: list at least one backbone")
         for name, spec in self.backbones.items():
+            if name == RESERVED_NAME:
+                raise ParamsProblem(
+                    ("backbones", name), name, f"{RESERVED_NAME!r} is reserved: models/"
+                    f"{RESERVED_NAME}/ holds the exported winners; name the backbone otherwise"
+                )  # fmt: skip
+            if spec.weights == "source" and not self.data.has_source:
+                raise ParamsProblem(
+                    ("backbones", name, "weights"),
+                    spec.weights,
+                    "there is no source task (data.source_classes is empty) to pretrain on: "
+                    "use weights: imagenet, or a .keras/.h5 model file, or give "
+                    "data.source_classes",
+                )
             if "by_name" in self.search.strategies and not (spec.by_name or self.search.by_name):
                 raise ParamsProblem(
                     ("search", "by_name"),
@@ -373,6 +473,11 @@ class Params(Strict):
                     f"unknown architecture; accepted: {sorted(backbones.ARCHITECTURES)} "
                     "(or weights: a .keras/.h5 file)",
                 )
+            if spec.weights == "imagenet" and not backbones.ARCHITECTURES[arch].imagenet:
+                raise ParamsProblem(
+                    ("backbones", name, "weights"), spec.weights, f"{arch} has no published "
+                    "ImageNet weights; use weights: source, or a .keras/.h5 model file"
+                )  # fmt: skip
             if spec.weights not in ("source", "imagenet"):
                 self._fits_model_file(name, spec)
             min_size = backbones.min_image_size(arch) if arch in backbones.ARCHITECTURES else 1

@@ -1,7 +1,8 @@
 """Datasets through TFDS, the split manifest, and loading splits as arrays.
 
-A dataset is either Thaw's offline `digits` builder or any TFDS catalog name.
-Both are built with `download_and_prepare()` into one data_dir. The splits
+A dataset is Thaw's offline `digits` builder, any TFDS catalog name, or a folder
+of the user's images (folder_dataset.py). All are built into one data_dir and
+read back through TFDS. The splits
 Thaw uses (source classes for pretraining; target classes with a few labels
 each, a validation split and a held-out test split) are indices into the
 concatenation of the builder's own splits, written to a JSON manifest.
@@ -36,7 +37,15 @@ class Split:
         return len(self.labels)
 
 
+FOLDER = "folder"  # data.dataset for the user's own images (data.folder)
+RESIZE_RULES = ("crop", "pad")  # data.resize: to a square, before scaling to image_size
+
+
 def tfds_name(dataset: str) -> str:
+    if dataset == FOLDER:
+        from pipeline import folder_dataset
+
+        return folder_dataset.NAME
     if dataset == "digits":
         from pipeline import digits  # registers the builder with TFDS
 
@@ -61,6 +70,10 @@ def prepare_builder(dataset: str, data_dir: str | Path, check_network: bool = Tr
     """Build (or find already built) the dataset under data_dir."""
     import tensorflow_datasets as tfds
 
+    if dataset == FOLDER:  # written by `prepare` (folder_dataset.store), only read here
+        from pipeline import folder_dataset
+
+        return folder_dataset.open_builder(data_dir)
     name = tfds_name(dataset)
     try:
         builder = tfds.builder(name, data_dir=str(data_dir))
@@ -86,12 +99,39 @@ def prepare_builder(dataset: str, data_dir: str | Path, check_network: bool = Tr
     return builder
 
 
-def load_examples(builder, image_size: int) -> tuple[np.ndarray, np.ndarray]:
+def resizer(image_size: int, rule: str = "crop"):
+    """The one resizing rule, here and inside an exported model (export.py): the centre
+    square (`crop`) or the image padded with black to a square (`pad`), then bilinear
+    with antialiasing to image_size x image_size. Keras's own layer, so both agree."""
+    import keras
+
+    if rule not in RESIZE_RULES:
+        raise ValueError(f"unknown resize rule {rule!r}; accepted: {list(RESIZE_RULES)}")
+    return keras.layers.Resizing(
+        image_size,
+        image_size,
+        interpolation="bilinear",
+        crop_to_aspect_ratio=rule == "crop",
+        pad_to_aspect_ratio=rule == "pad",
+        antialias=True,
+        name="resize",
+    )
+
+
+def to_uint8(resized) -> np.ndarray:
+    return np.clip(np.round(np.asarray(resized)), 0, 255).astype(np.uint8)
+
+
+def load_examples(builder, image_size: int, rule: str = "crop") -> tuple[np.ndarray, np.ndarray]:
     """Every example of every split (TFDS's "all", in a fixed order), resized to RGB uint8."""
     import tensorflow as tf
 
-    ds = builder.as_dataset(split="all", as_supervised=True, shuffle_files=False)
-    ds = ds.map(lambda x, y: (_to_rgb(x, image_size), y), num_parallel_calls=tf.data.AUTOTUNE)
+    supervised = bool(builder.info.supervised_keys)  # a folder dataset has image and label
+    ds = builder.as_dataset(split="all", as_supervised=supervised, shuffle_files=False)
+    if not supervised:
+        ds = ds.map(lambda ex: (ex["image"], ex["label"]))
+    resize = resizer(image_size, rule)
+    ds = ds.map(lambda x, y: (_to_rgb(x, resize), y), num_parallel_calls=tf.data.AUTOTUNE)
     batches = list(ds.batch(1024).as_numpy_iterator())
     if not batches:
         raise DatasetError(f"TFDS dataset {builder.name!r} has no examples")
@@ -99,10 +139,10 @@ def load_examples(builder, image_size: int) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(images), np.concatenate(labels).astype(np.int32)
 
 
-def _to_rgb(image, image_size: int):
+def _to_rgb(image, resize):
     import tensorflow as tf
 
-    image = tf.image.resize(image, (image_size, image_size), method="bilinear")
+    image = resize(tf.cast(image, tf.float32))
     if image.shape[-1] == 1:
         image = tf.image.grayscale_to_rgb(image)
     return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
@@ -117,8 +157,14 @@ def split_indices(
     train_per_class: int,
     val_per_class: int,
     source_val_fraction: float,
+    given_test: np.ndarray | None = None,
+    names: list[str] | None = None,
 ) -> dict[str, list[int]]:
-    """Deterministic in the seed: per-class shuffles, then fixed-size slices."""
+    """Deterministic in the seed: per-class shuffles, then fixed-size slices.
+
+    `given_test` (a mask): a target class's test split is exactly those examples, and
+    its train and val come from the others; what they leave over is not used.
+    """
     rng = np.random.default_rng(seed)
     splits: dict[str, list[int]] = {name: [] for name in SOURCE_SPLITS + TARGET_SPLITS}
     available = set(np.unique(labels).tolist())
@@ -132,15 +178,21 @@ def split_indices(
         splits["source_train"] += idx[n_val:].tolist()
     for cls in target_classes:
         idx = rng.permutation(np.flatnonzero(labels == cls))
-        need = train_per_class + val_per_class + 1
+        test = []
+        if given_test is not None:
+            test = [i for i in idx if given_test[i]]
+            idx = np.array([i for i in idx if not given_test[i]], dtype=np.int64)
+        need = train_per_class + val_per_class + (0 if test else 1)
         if len(idx) < need:
+            label = f"{names[cls]!r}" if names else str(cls)
             raise DatasetError(
-                f"target class {cls} has {len(idx)} examples; train_per_class + val_per_class "
-                f"+ at least one test example needs {need}"
+                f"target class {label} has {len(idx)} examples{' outside test/' if test else ''}; "
+                f"train_per_class + val_per_class{'' if test else ' + at least one test example'} "
+                f"needs {need}"
             )
         splits["train"] += idx[:train_per_class].tolist()
         splits["val"] += idx[train_per_class : train_per_class + val_per_class].tolist()
-        splits["test"] += idx[train_per_class + val_per_class :].tolist()
+        splits["test"] += test or idx[train_per_class + val_per_class :].tolist()
     return {name: sorted(ix) for name, ix in splits.items()}
 
 
@@ -153,6 +205,8 @@ def make_manifest(
     source_classes: list[int],
     target_classes: list[int],
     splits: dict[str, list[int]],
+    resize: str = "crop",
+    images: np.ndarray | None = None,
 ) -> dict:
     names = builder.info.features["label"].names
     counts = {
@@ -168,7 +222,9 @@ def make_manifest(
         "tfds_version": str(builder.version),
         "data_dir": str(data_dir),
         "image_size": image_size,
+        "resize": resize,
         "num_examples": int(len(labels)),
+        "data_sha256": None if images is None else content_digest(images, labels),
         "class_names": names,
         "source_classes": source_classes,
         "target_classes": target_classes,
@@ -190,6 +246,13 @@ def read_manifest(path: str | Path) -> dict:
     return json.loads(Path(path).read_text())
 
 
+def content_digest(images: np.ndarray, labels: np.ndarray) -> str:
+    """What the pipeline learns from: every image and label, as read."""
+    h = hashlib.sha256(np.ascontiguousarray(images).tobytes())
+    h.update(np.asarray(labels, np.int64).tobytes())
+    return h.hexdigest()
+
+
 def file_digest(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -201,7 +264,7 @@ def file_digest(path: str | Path) -> str:
 def load_splits(manifest: dict, names: tuple[str, ...]) -> dict[str, Split]:
     """The named splits as arrays, labels renumbered within source or target classes."""
     builder = prepare_builder(manifest["dataset"], manifest["data_dir"])
-    images, labels = load_examples(builder, manifest["image_size"])
+    images, labels = load_examples(builder, manifest["image_size"], manifest.get("resize", "crop"))
     out = {}
     for name in names:
         classes = _classes_of(name, manifest["source_classes"], manifest["target_classes"])

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline import baselines, data, depth_curve, flops, provenance, training
+from pipeline import baselines, data, depth_curve, export, flops, provenance, training
 from pipeline.config import Params, backbone_stage_args
 from pipeline.context import RunContext, load_context
 from pipeline.data import TRAINVAL
@@ -90,8 +90,10 @@ def _phase_epochs(row, plan: StrategyPlan) -> list[int]:
     return [p.epochs for p in plan.phases]  # a study from before phase_epochs was recorded
 
 
-def retrain(ctx: RunContext, row, seed: int) -> dict:
-    """One trial's configuration, retrained on train+val from the pretrained weights."""
+def retrain(ctx: RunContext, row, seed: int, on_trained=None) -> dict:
+    """One trial's configuration, retrained on train+val from the pretrained weights.
+
+    `on_trained(head)` runs while the backbone and `head` hold this run's weights."""
     ctx.restore()
     config = recorded_config(row, ctx)
     epochs = best_epoch(row["val_accuracy_per_epoch"])
@@ -110,6 +112,8 @@ def retrain(ctx: RunContext, row, seed: int) -> dict:
         test=ctx.splits["test"],
         split_names=(TRAINVAL, "val", "test"),
     )
+    if on_trained is not None:
+        on_trained(head)
     costs = ctx.layer_costs + flops.head_costs(ctx.feature_dims, config.head_units, ctx.num_classes)
     phases = [(p.epochs, p.trainable_layers) for p in plan.phases]
     return {
@@ -127,6 +131,7 @@ def retrain(ctx: RunContext, row, seed: int) -> dict:
         "epochs": epochs,
         "val_accuracy": float(row["val_accuracy"]),
         "test_accuracy": result.test_accuracy,
+        "test_balanced_accuracy": result.test_balanced_accuracy,
         "trainable_params": result.trainable_params,
         "total_params": result.total_params,
         "device_seconds": result.device_seconds,
@@ -149,16 +154,69 @@ def run_scratch(ctx: RunContext, best, seeds: list[int], bn_momentum: float) -> 
     return rows
 
 
-def run_final(name: str, params: Params, manifest: dict, out: Path) -> pd.DataFrame:
+class Exporter:
+    """Keeps the selected configuration's first finished run as models/best/<name>/."""
+
+    def __init__(self, ctx: RunContext, manifest: dict, out: Path):
+        self.ctx, self.manifest, self.out = ctx, manifest, out
+        self.test: dict | None = None
+
+    def wanted(self, row) -> bool:
+        return int(row["rank"]) == 1 and self.test is None
+
+    def __call__(self, head) -> None:
+        split = data.load_target_splits(self.manifest, ("test",))["test"]
+        model = export.build(self.ctx.backbone, head, self.ctx.meta, self.manifest)
+        export.save(model, self.out)
+        # measured on the file as saved: what a user who loads it gets
+        saved = keras_load(self.out / "model.keras")
+        self.test = export.evaluate(saved, split.images, split.labels)
+
+    def card(self, runs: pd.DataFrame) -> dict:
+        if self.test is None:
+            raise ThawError(
+                f"no model to export to {self.out}: every run of the selected configuration "
+                "failed (fail_reason in results/final/<name>/runs.csv)"
+            )
+        selected = runs[(runs.kind == TRANSFER) & (runs["rank"] == 1)]
+        first = selected.dropna(subset=["test_accuracy"]).iloc[0]
+        keys = ("trial", "seed", "strategy", "plan", "head_units", "learning_rate", "epochs",
+                "frozen_fraction", "trainable_params", "total_params", "val_accuracy")  # fmt: skip
+        configuration = {k: _plain(first[k]) for k in keys}
+        seeds = {
+            "seeds": int(selected.test_accuracy.count()),
+            "mean": float(selected.test_accuracy.mean()),
+            "sd": float(selected.test_accuracy.std()),
+        }
+        return export.card(
+            self.ctx.meta["name"], configuration, seeds, self.manifest, self.ctx.meta, self.test
+        )
+
+
+def keras_load(path: Path):
+    import keras
+
+    return keras.models.load_model(path)
+
+
+def _plain(value):
+    return value.item() if hasattr(value, "item") else value
+
+
+def run_final(
+    name: str, params: Params, manifest: dict, out: Path, best: Path | None = None
+) -> pd.DataFrame:
     trials = pd.read_csv(RESULTS_DIR / name / "trials.csv")
     top = chosen_trials(trials, params.report.top_k)
     ctx = load_context(name, params, manifest, SPLITS)
     seeds = baselines.retrain_seeds(params.seed, params.report.seeds)
+    exporter = Exporter(ctx, manifest, best or export.BEST_DIR / name)
     rows = []
     for _, row in top.iterrows():
         for seed in seeds:
             try:
-                rows.append(retrain(ctx, row, seed))
+                keep = exporter if exporter.wanted(row) else None
+                rows.append(retrain(ctx, row, seed, keep))
             except Exception as exc:  # recorded, and the other runs go on
                 rows.append(
                     _failed(exc, kind=TRANSFER, rank=row["rank"], trial=row["trial"], seed=seed,
@@ -187,6 +245,7 @@ def run_final(name: str, params: Params, manifest: dict, out: Path) -> pd.DataFr
         "versions": provenance.package_versions(),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    export.write_card(exporter.out, exporter.card(runs))
     return runs
 
 
@@ -211,6 +270,7 @@ def main() -> None:
     name, params = backbone_stage_args(__doc__)
     manifest = data.read_manifest(MANIFEST)
     runs = run_final(name, params, manifest, FINAL_DIR / name)
+    print(f"final {name}: the selected configuration is exported to {export.BEST_DIR / name}/")
     selected = runs[(runs.kind == TRANSFER) & (runs["rank"] == 1)].test_accuracy
     print(
         f"final {name}: selected configuration's test accuracy "

@@ -187,14 +187,30 @@ def _take(images, index: np.ndarray):
     return tf.gather(images, index)
 
 
+def predicted(step: Step, images, n: int) -> np.ndarray:
+    """The predicted class of each of the first n examples, in inference mode."""
+    out = [
+        np.argmax(step.predict_step(images[start : start + EVAL_BATCH]).numpy(), axis=-1)
+        for start in range(0, n, EVAL_BATCH)
+    ]
+    return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+
 def accuracy(step: Step, images, labels: np.ndarray) -> float:
-    correct = 0
-    for start in range(0, len(labels), EVAL_BATCH):
-        predicted = np.argmax(
-            step.predict_step(images[start : start + EVAL_BATCH]).numpy(), axis=-1
-        )
-        correct += int((predicted == labels[start : start + EVAL_BATCH]).sum())
-    return correct / max(len(labels), 1)
+    return float(np.mean(predicted(step, images, len(labels)) == labels)) if len(labels) else 0.0
+
+
+def balanced_accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
+    """The mean over classes of each class's recall: accuracy that an imbalanced test
+    split cannot inflate by favouring its largest class."""
+    classes = np.unique(labels)
+    return float(np.mean([np.mean(predictions[labels == c] == c) for c in classes]))
+
+
+def test_scores(step: Step, images, labels: np.ndarray) -> tuple[float, float]:
+    """Accuracy and balanced accuracy."""
+    found = predicted(step, images, len(labels))
+    return float(np.mean(found == labels)), balanced_accuracy(found, labels)
 
 
 def run_epochs(

@@ -3,12 +3,17 @@
     python -m pipeline.prepare
 
 Reads `seed` and `data` from params.yaml; writes the TFDS data_dir `data/tfds/`
-and `data/manifest.json` (split indices and per-class counts).
+and `data/manifest.json` (split indices, images per class and split, and for an
+image folder the files skipped with their reasons and any duplicate images
+across splits).
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+
+import numpy as np
 
 from pipeline import data
 from pipeline.config import DataParams, load_params, out_of_range, range_problem
@@ -19,8 +24,11 @@ MANIFEST = Path("data/manifest.json")
 
 
 def prepare(params: DataParams, seed: int, data_dir: Path = DATA_DIR) -> dict:
+    layout = folder = None
+    if params.dataset == data.FOLDER:
+        layout, folder = _store_folder(params, data_dir)
     builder = data.prepare_builder(params.dataset, data_dir)
-    _, labels = data.load_examples(builder, params.image_size)
+    images, labels = data.load_examples(builder, params.image_size, params.resize)
     num_classes = builder.info.features["label"].num_classes
     for key in ("source_classes", "target_classes"):  # params.yaml checked them unless
         bad = out_of_range(getattr(params, key), num_classes)  # the metadata was not there
@@ -37,8 +45,10 @@ def prepare(params: DataParams, seed: int, data_dir: Path = DATA_DIR) -> dict:
         train_per_class=params.train_per_class,
         val_per_class=params.val_per_class,
         source_val_fraction=params.source_val_fraction,
+        given_test=None if folder is None else np.asarray(folder.given_test),
+        names=builder.info.features["label"].names,
     )
-    return data.make_manifest(
+    manifest = data.make_manifest(
         params.dataset,
         str(data_dir),
         builder,
@@ -47,15 +57,64 @@ def prepare(params: DataParams, seed: int, data_dir: Path = DATA_DIR) -> dict:
         params.source_classes,
         params.target_classes,
         splits,
+        params.resize,
+        images,
     )
+    if folder is not None:
+        manifest["folder"] = _folder_record(params, layout, folder, splits)
+    return manifest
+
+
+def _store_folder(params: DataParams, data_dir: Path):
+    """Read every file of data.folder (nothing written if a check fails), then store it."""
+    from pipeline import folder_dataset
+
+    layout = folder_dataset.scan(params.folder)
+    resize = data.resizer(params.image_size, params.resize)
+    read = folder_dataset.read_all(layout, lambda px: data.to_uint8(resize(px.astype("float32"))))
+    folder_dataset.report_skipped(read.skipped, layout.root)
+    needs = {c: params.train_per_class + params.val_per_class + 1 for c in params.target_classes}
+    if layout.given_splits:  # the test images are given: train and val come from train/
+        needs = {c: n - 1 for c, n in needs.items()}
+    needs.update({c: 2 for c in params.source_classes})
+    folder_dataset.check_counts(read, layout, needs)
+    folder_dataset.store(read, layout, params.image_size, data_dir)
+    return layout, read
+
+
+def _folder_record(params: DataParams, layout, read, splits: dict[str, list[int]]) -> dict:
+    from pipeline import folder_dataset
+
+    split_of = {i: name for name, ix in splits.items() for i in ix}
+    leaks = folder_dataset.leaks(read.digests, split_of)
+    if leaks:
+        print(
+            f"prepare: warning: {len(leaks)} image(s) appear with the same bytes in more than "
+            "one split (leakage: a test image the model also trained on inflates accuracy); "
+            "data/manifest.json lists them under folder.duplicates_across_splits",
+            file=sys.stderr,
+        )
+    return {
+        "path": str(params.folder),
+        "layout": "train/ and test/" if layout.given_splits else "<class>/<image>",
+        "images": len(read.paths),
+        "skipped": [{"path": s.path, "reason": s.reason} for s in read.skipped],
+        "duplicates_across_splits": leaks,
+        "unused": len(read.paths) - len(split_of),
+    }
 
 
 def main() -> None:
     params = load_params()
     manifest = prepare(params.data, params.seed)
     data.write_manifest(manifest, MANIFEST)
-    sizes = ", ".join(f"{k} {len(v)}" for k, v in manifest["splits"].items())
-    print(f"prepare: {manifest['dataset']} ({manifest['num_examples']} examples) -> {sizes}")
+    sizes = ", ".join(f"{k} {len(v)}" for k, v in manifest["splits"].items() if v)
+    folder = manifest.get("folder")
+    extra = f"; {len(folder['skipped'])} file(s) skipped" if folder else ""
+    print(
+        f"prepare: {manifest['dataset']} ({manifest['num_examples']} examples, "
+        f"{len(manifest['class_names'])} classes) -> {sizes}{extra}"
+    )
 
 
 if __name__ == "__main__":

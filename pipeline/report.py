@@ -54,8 +54,8 @@ def _unstable(row) -> str:
     return f" ⚠ unstable ({row.test_accuracy_min:.2f}–{row.test_accuracy_max:.2f})"
 
 
-def headline_markdown(table: pd.DataFrame, unit: str) -> pd.DataFrame:
-    return pd.DataFrame(
+def headline_markdown(table: pd.DataFrame, unit: str, balanced: bool = False) -> pd.DataFrame:
+    frame = pd.DataFrame(
         {
             "backbone": table.backbone.replace("", "(pixels)"),
             "configuration": table.configuration,
@@ -79,6 +79,14 @@ def headline_markdown(table: pd.DataFrame, unit: str) -> pd.DataFrame:
             "front: time": [_front_mark(r, "time") for _, r in table.iterrows()],
         }
     )
+    if balanced:  # the test split's classes are imbalanced: per-class recall, averaged
+        frame.insert(
+            3,
+            "balanced accuracy",
+            [_mean_sd(m, sd) for m, sd in zip(
+                table.test_balanced_accuracy_mean, table.test_balanced_accuracy_sd)],
+        )  # fmt: skip
+    return frame
 
 
 def _mean_sd(mean: float, sd: float) -> str:
@@ -330,6 +338,8 @@ def weights_origin(meta: dict, source_classes: list) -> str:
         origin, how = "ImageNet weights (keras.applications)", "a linear probe on its features"
     else:
         origin, how = f"weights from the file `{weights}`", "a linear probe on its features"
+    if meta["source_accuracy"] is None:
+        return f"{origin}; no source task to check its features on"
     return (
         f"{origin}; accuracy on the source classes {meta['source_accuracy']:.3f} "
         f"({how}, inference mode)"
@@ -384,8 +394,12 @@ def provenance(
     )
     tfds = f"{manifest['tfds_name']} {manifest['tfds_version']}"
     return f"""- **Dataset**: `{manifest["dataset"]}` via TFDS (`{tfds}`), images at
-  {manifest["image_size"]} px; source classes {manifest["source_classes"]}, target classes
-  {manifest["target_classes"]}. Split sizes: {split_text}.
+  {manifest["image_size"]} px ({manifest.get("resize", "crop")} to a square); source classes
+  {_class_list(manifest, "source_classes")}, target classes
+  {_class_list(manifest, "target_classes")}. Split sizes: {split_text}.
+{folder_text(manifest)}
+{_fmt_table(per_class_table(manifest))}
+
 - **Backbones** and where their weights came from:
 {sources}
 - **Device**: {devices}. **Repeatability**: seed {params.seed}; TensorFlow op
@@ -408,6 +422,44 @@ def provenance(
 
 - **Packages**: {", ".join(f"{k} {v}" for k, v in versions.items())}.
 """
+
+
+def _class_list(manifest: dict, key: str) -> str:
+    names = manifest["class_names"]
+    ids = manifest[key]
+    if not ids:
+        return "none (no source task)"
+    return ", ".join(f"{names[c]}" if names[c] == str(c) else f"{names[c]} ({c})" for c in ids)
+
+
+def per_class_table(manifest: dict) -> pd.DataFrame:
+    """Images per class (rows) and split (columns), for each split that has any."""
+    counts = {split: c for split, c in manifest["counts"].items() if c}
+    classes = list(dict.fromkeys(name for c in counts.values() for name in c))
+    return pd.DataFrame(
+        {"class": classes, **{s: [c.get(n, "") for n in classes] for s, c in counts.items()}}
+    )
+
+
+def folder_text(manifest: dict) -> str:
+    """An image folder's record: what was read, skipped and duplicated across splits."""
+    folder = manifest.get("folder")
+    if not folder:
+        return ""
+    skipped, leaks = folder["skipped"], folder["duplicates_across_splits"]
+    text = (
+        f"- **Image folder** `{folder['path']}` ({folder['layout']}): {folder['images']} "
+        f"images read, **{len(skipped)} file(s) skipped** (listed with their reasons in "
+        "`data/manifest.json` under `folder.skipped`)"
+    )
+    if folder.get("unused"):
+        text += f"; {folder['unused']} image(s) left over by train_per_class, not used"
+    if leaks:
+        text += (
+            f"; ⚠ **{len(leaks)} image(s) with identical bytes in more than one split** "
+            "(leakage: test accuracy may be inflated; `folder.duplicates_across_splits`)"
+        )
+    return text + ". Images per class and split:\n"
 
 
 def markdown(
@@ -497,7 +549,7 @@ trains), so they compare across machines. ★: on the overall Pareto front of
 test accuracy against the column's cost (trainable parameters, or time);
 ☆: on its own backbone's front only.
 
-{_fmt_table(headline_markdown(table, unit))}
+{_fmt_table(headline_markdown(table, unit, report_tables.imbalanced(manifest)))}
 
 ![test accuracy vs trainable parameters]({FIGURES["params"]})
 
@@ -579,7 +631,7 @@ def main() -> None:
     table.to_csv(REPORTS_DIR / "headline.csv", index=False)
     curve.to_csv(REPORTS_DIR / "depth_curve.csv", index=False)
     importances.to_csv(REPORTS_DIR / "importances.csv", index=False)
-    metrics = report_tables.metrics(table)
+    metrics = report_tables.metrics(table, report_tables.imbalanced(manifest))
     (REPORTS_DIR / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     unit = report_tables.device_label(runs.device_kind)
     plots.accuracy_vs_cost(

@@ -81,7 +81,8 @@ def headline(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per configuration: seeds aggregated, Pareto membership marked."""
     runs = runs.assign(rank=runs["rank"].fillna(0).astype(int))
     defaults = {"strategy": "", "frozen_fraction": math.nan, "top_k": True,
-                "strategy_best": False, "test_accuracy_train_only": math.nan}  # fmt: skip
+                "strategy_best": False, "test_accuracy_train_only": math.nan,
+                "test_balanced_accuracy": math.nan}  # fmt: skip
     for column, default in defaults.items():
         if column not in runs:  # no transfer run at all (every final stage failed)
             runs[column] = default
@@ -104,6 +105,8 @@ def headline(runs: pd.DataFrame) -> pd.DataFrame:
             test_accuracy_sd=("test_accuracy", "std"),
             test_accuracy_min=("test_accuracy", "min"),
             test_accuracy_max=("test_accuracy", "max"),
+            test_balanced_accuracy_mean=("test_balanced_accuracy", "mean"),
+            test_balanced_accuracy_sd=("test_balanced_accuracy", "std"),
             seeds=("test_accuracy", "count"),  # failed runs (NaN) do not count
             trainable_params=("trainable_params", "first"),
             total_params=("total_params", "first"),
@@ -272,12 +275,21 @@ def strategy_summary(
     return pd.DataFrame(rows)
 
 
-def metrics(table: pd.DataFrame) -> dict:
+IMBALANCE = 1.5  # largest over smallest class: above this, balanced accuracy is reported too
+
+
+def imbalanced(manifest: dict) -> bool:
+    """Whether the test split's largest class has over IMBALANCE times its smallest's images."""
+    counts = list(manifest["counts"]["test"].values())
+    return bool(counts) and max(counts) > IMBALANCE * max(min(counts), 1)
+
+
+def metrics(table: pd.DataFrame, balanced: bool = False) -> dict:
     """For `dvc metrics show` / `dvc exp show`: few numbers, named for the question.
 
     Per backbone, the configuration selected on validation: its strategy, the share of
     the backbone frozen, test accuracy over seeds, trainable parameters, device time;
-    per baseline, its test accuracy.
+    per baseline, its test accuracy. `balanced`: balanced accuracy beside accuracy.
     """
     out = {}
     for _, row in selected(table).iterrows():
@@ -289,12 +301,16 @@ def metrics(table: pd.DataFrame) -> dict:
             "trainable_params": _rounded(row.trainable_params, 0),
             "device_seconds": _rounded(row.device_seconds, 3),
         }
+        if balanced:
+            out[row.backbone]["balanced_accuracy"] = _rounded(row.test_balanced_accuracy_mean, 4)
     for _, row in table[table.kind != TRANSFER].iterrows():
         key = "_".join(filter(None, [row.backbone, row.kind]))
         out[key] = {
             "test_accuracy": _rounded(row.test_accuracy_mean, 4),
             "test_accuracy_sd": _rounded(row.test_accuracy_sd, 4),
         }
+        if balanced:
+            out[key]["balanced_accuracy"] = _rounded(row.test_balanced_accuracy_mean, 4)
     return dict(sorted(out.items()))
 
 

@@ -37,6 +37,7 @@ class TrainResult:
     cached_phases: int = 0  # phases trained on cached prefix activations
     phase_epochs: list[int] = field(default_factory=list)  # epochs run in each phase
     test_accuracy: float | None = None  # train_plan's `test`, evaluated once at the end
+    test_balanced_accuracy: float | None = None  # the mean of per-class recalls on `test`
 
     @property
     def best_val_accuracy(self) -> float:
@@ -206,7 +207,7 @@ def train_plan(
             on_phase_end(index, step)
         if result.stopped == "pruned":
             break
-    test_accuracy = None if test is None else loop.accuracy(step, plan_test[0], plan_test[1])
+    scores = (None, None) if test is None else loop.test_scores(step, *plan_test)
     total = param_count(model.weights)
     last = results[-1]
     return TrainResult(
@@ -221,5 +222,6 @@ def train_plan(
         stopped=last.stopped,
         cached_phases=sum(r.cached_phases for r in results),
         phase_epochs=[r.phase_epochs[0] for r in results],
-        test_accuracy=test_accuracy,
+        test_accuracy=scores[0],
+        test_balanced_accuracy=scores[1],
     )

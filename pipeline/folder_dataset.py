@@ -1,0 +1,195 @@
+"""A folder of images per class, materialised once as a TFDS dataset.
+
+Two layouts: `<folder>/<class>/<image>` (Thaw makes every split), or
+`<folder>/train/<class>/…` plus `<folder>/test/<class>/…` (the given test split
+is kept; validation comes out of train). Class ids are the folder names in
+sorted order. Every file is read (image_files.read_rgb), resized by the
+`data.resize` rule to `image_size` and stored with
+`tfds.dataset_builders.store_as_tfds_dataset` under the data_dir, so later stages
+read TFDS exactly as they do for a catalog dataset. A file that cannot be used is
+skipped and listed, with its reason; nothing is written until every file is read.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import image_files
+from pipeline.errors import ThawError
+
+NAME = "thaw_folder"
+VERSION = "1.0.0"
+GIVEN = ("train", "test")  # the split layout's two folders
+
+
+class FolderError(ThawError):
+    """The image folder cannot make a dataset: the message names what is wrong."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path
+    classes: tuple[str, ...]  # sorted folder names: class id i is classes[i]
+    given_splits: bool  # train/ and test/ folders, or one folder per class
+    stray: tuple[Path, ...]  # files outside any class folder
+
+    def class_dirs(self) -> list[tuple[str, int, Path]]:
+        """(given split, class id, folder) for every class folder present."""
+        tops = [(s, self.root / s) for s in GIVEN] if self.given_splits else [("", self.root)]
+        return [
+            (split, cid, top / name)
+            for split, top in tops
+            for cid, name in enumerate(self.classes)
+            if (top / name).is_dir()
+        ]
+
+
+def _subdirs(path: Path) -> list[str]:
+    return sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _files(path: Path) -> list[Path]:
+    return sorted(p for p in path.iterdir() if p.is_file())
+
+
+def scan(folder: str | Path) -> Layout:
+    """The folder's layout and classes, from its directory names alone (no image is read)."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise FolderError(f"data.folder {str(folder)!r} is not a directory")
+    top = _subdirs(root)
+    given = {"train", "test"} <= set(top)
+    if given:
+        train, test = _subdirs(root / "train"), _subdirs(root / "test")
+        missing = sorted(set(test) - set(train))
+        if missing:
+            raise FolderError(
+                f"{root}/test has classes {missing} that {root}/train does not; every test "
+                "class needs training images"
+            )
+        classes = train
+        stray = _files(root) + _files(root / "train") + _files(root / "test")
+        stray += [root / d for d in top if d not in GIVEN]
+    else:
+        classes, stray = top, _files(root)
+    if not classes:
+        raise FolderError(
+            f"{root} has no class folders; expected {root}/<class>/<image> or "
+            f"{root}/train/<class>/… with {root}/test/<class>/…"
+        )
+    if len(classes) < 2:
+        raise FolderError(f"{root} has a single class ({classes[0]!r}); a classifier needs two")
+    return Layout(root, tuple(classes), given, tuple(stray))
+
+
+@dataclass
+class Read:
+    images: list[np.ndarray] = field(default_factory=list)  # uint8 (size, size, 3)
+    labels: list[int] = field(default_factory=list)
+    given_test: list[bool] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)  # relative to the folder
+    digests: list[str] = field(default_factory=list)  # sha256 of the file's bytes
+    skipped: list[image_files.Skipped] = field(default_factory=list)
+
+
+def read_all(layout: Layout, resize) -> Read:
+    """Every usable image, resized by `resize` (a callable on one uint8 image)."""
+    out = Read()
+    for path in layout.stray:
+        where = "a folder" if path.is_dir() else "a file"
+        out.skipped.append(
+            image_files.Skipped(_rel(path, layout.root), f"{where} outside any class folder")
+        )
+    for split, cid, folder in layout.class_dirs():
+        for path in image_files.image_files(folder):
+            try:
+                pixels = image_files.read_rgb(path)
+            except image_files.UnreadableImage as exc:
+                out.skipped.append(image_files.Skipped(_rel(path, layout.root), str(exc)))
+                continue
+            out.images.append(resize(pixels))
+            out.labels.append(cid)
+            out.given_test.append(split == "test")
+            out.paths.append(_rel(path, layout.root))
+            out.digests.append(image_files.content_digest(path))
+    return out
+
+
+def _rel(path: Path, root: Path) -> str:
+    return str(path.relative_to(root))
+
+
+def check_counts(read: Read, layout: Layout, needs: dict[int, int]) -> None:
+    """Each class named in `needs` (class id -> least images) has enough usable images."""
+    counts = Counter(read.labels)
+    short = [
+        f"{layout.classes[c]!r} has {counts.get(c, 0)}, needs {n}"
+        for c, n in needs.items()
+        if counts.get(c, 0) < n
+    ]
+    if short:
+        raise FolderError(
+            "too few usable images: " + "; ".join(short) + " (train_per_class + val_per_class "
+            "+ one test image for a target class, two for a source class; skipped files "
+            "do not count)"
+        )
+
+
+def report_skipped(skipped: list[image_files.Skipped], root: Path) -> None:
+    if not skipped:
+        return
+    print(f"prepare: skipped {len(skipped)} file(s) in {root}:", file=sys.stderr)
+    for s in skipped:
+        print(f"  {s.path}: {s.reason}", file=sys.stderr)
+
+
+def leaks(digests: list[str], split_of: dict[int, str]) -> list[dict]:
+    """Identical image bytes that landed in more than one split."""
+    where: dict[str, set[str]] = {}
+    for index, split in split_of.items():
+        where.setdefault(digests[index], set()).add(split)
+    return [{"sha256": d[:16], "splits": sorted(s)} for d, s in sorted(where.items()) if len(s) > 1]
+
+
+def store(read: Read, layout: Layout, image_size: int, data_dir: Path):
+    """Write the images as one TFDS split, in the order read; return the builder."""
+    import tensorflow_datasets as tfds
+
+    target = Path(data_dir) / NAME
+    shutil.rmtree(target, ignore_errors=True)  # a folder prepared before: replaced whole
+    features = tfds.features.FeaturesDict(
+        {
+            "image": tfds.features.Image(shape=(image_size, image_size, 3)),
+            "label": tfds.features.ClassLabel(names=list(layout.classes)),
+            "path": tfds.features.Text(),
+        }
+    )
+    examples = (
+        (i, {"image": image, "label": label, "path": path})
+        for i, (image, label, path) in enumerate(zip(read.images, read.labels, read.paths))
+    )
+    return tfds.dataset_builders.store_as_tfds_dataset(
+        name=NAME,
+        version=VERSION,
+        features=features,
+        split_datasets={"train": examples},
+        data_dir=str(data_dir),
+        description=f"Images from {layout.root}, one folder per class.",
+        disable_shuffling=True,  # the order written is the order read: manifest indices
+    )
+
+
+def open_builder(data_dir: str | Path):
+    """The dataset `store` wrote, read back from its files."""
+    import tensorflow_datasets as tfds
+
+    path = Path(data_dir) / NAME / VERSION
+    if not (path / "dataset_info.json").is_file():
+        raise FolderError(f"no folder dataset under {path}; run `dvc repro prepare`")
+    return tfds.builder_from_directory(str(path))

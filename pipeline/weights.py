@@ -1,0 +1,38 @@
+"""Stage `weights`: fingerprint each backbone's weights file, so DVC sees it replaced.
+
+    python -m pipeline.weights
+
+DVC cannot take `backbones.<name>.weights` as a dependency: for `source` and
+`imagenet` it names no file. This stage runs on every `dvc repro`
+(`always_changed`; hashing takes well under a second) and writes
+`data/weights/<name>.json` with the file's sha256. `backbone@<name>` depends on
+that file, so a model file overwritten in place re-runs that backbone's stages
+and nothing else; an unchanged one re-runs nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pipeline.config import BackboneParams, load_params
+from pipeline.data import file_digest
+from pipeline.errors import run_main
+
+OUT = Path("data/weights")
+
+
+def fingerprint(spec: BackboneParams) -> dict:
+    is_file = spec.weights not in ("source", "imagenet")
+    return {"weights": spec.weights, "sha256": file_digest(spec.weights) if is_file else None}
+
+
+def main() -> None:
+    params = load_params()
+    OUT.mkdir(parents=True, exist_ok=True)
+    for name, spec in params.backbones.items():
+        (OUT / f"{name}.json").write_text(json.dumps(fingerprint(spec), indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    run_main(main, tensorflow=False)
