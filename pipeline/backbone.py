@@ -159,6 +159,12 @@ def load_model_file(path: str, image_size: int):
             f"weights: {path} takes {shape[1]}x{shape[2]} images but "
             f"data.image_size is {image_size}; set data.image_size to match"
         )
+    if shape[1] is None or shape[2] is None:  # any size: fix it, so every layer's shape is known
+        fixed = keras.models.clone_model(
+            model, input_tensors=keras.Input((image_size, image_size, 3), name="image")
+        )
+        fixed.set_weights(model.get_weights())
+        return fixed
     return model
 
 

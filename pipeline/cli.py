@@ -31,6 +31,13 @@ def check(params: Params, _args) -> int:
         f"{params.sweep.min_trials_per_strategy} per strategy; studies in {where} with "
         f"{params.sweep.workers} local worker(s)."
     )
+    if params.data.dataset == "folder":
+        from pipeline.config import dataset_class_names
+
+        names = dataset_class_names("folder", params.data.folder)
+        source = [names[c] for c in params.data.source_classes] or "none (no source task)"
+        target = [names[c] for c in params.data.target_classes]
+        print(f"image folder {params.data.folder}: source classes {source}; target {target}")
     return 0
 
 

@@ -440,6 +440,28 @@ class Params(Strict):
                 key = ("backbones", name, "by_name") if spec.by_name else ("search", "by_name")
                 raise ParamsProblem(key, list(patterns), f"{spec.weights}: {exc}") from None
 
+    def _by_name_fits_architecture(self, name: str, spec: BackboneParams, arch: str) -> None:
+        """by_name patterns against the built architecture's layer names (random weights:
+        nothing is downloaded). Only when by_name is searched: it imports TensorFlow."""
+        from pipeline.errors import ThawError
+        from pipeline.strategies import resolve_layer_patterns
+
+        if arch not in backbones.ARCHITECTURES:
+            return
+        if backbones.min_image_size(arch) > self.data.image_size:
+            return  # reported below, by the image-size check
+        import keras
+
+        model = backbones.build(arch, self.data.image_size, None, spec)
+        layers = tuple(layer.name for layer in model.layers)
+        keras.backend.clear_session()
+        patterns = spec.by_name or self.search.by_name
+        try:
+            resolve_layer_patterns(layers, list(patterns))
+        except ThawError as exc:
+            key = ("backbones", name, "by_name") if spec.by_name else ("search", "by_name")
+            raise ParamsProblem(key, list(patterns), f"{arch}: {exc}") from None
+
     @model_validator(mode="after")
     def _backbones_fit_data(self) -> Params:
         if not self.backbones:
@@ -480,6 +502,8 @@ class Params(Strict):
                 )  # fmt: skip
             if spec.weights not in ("source", "imagenet"):
                 self._fits_model_file(name, spec)
+            elif "by_name" in self.search.strategies:
+                self._by_name_fits_architecture(name, spec, arch)
             min_size = backbones.min_image_size(arch) if arch in backbones.ARCHITECTURES else 1
             if self.data.image_size < min_size:
                 raise ParamsProblem(

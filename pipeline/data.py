@@ -180,7 +180,7 @@ def split_indices(
         idx = rng.permutation(np.flatnonzero(labels == cls))
         test = []
         if given_test is not None:
-            test = [i for i in idx if given_test[i]]
+            test = [int(i) for i in idx if given_test[i]]
             idx = np.array([i for i in idx if not given_test[i]], dtype=np.int64)
         need = train_per_class + val_per_class + (0 if test else 1)
         if len(idx) < need:

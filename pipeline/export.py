@@ -105,8 +105,8 @@ def input_contract(manifest: dict, preprocess: str) -> dict:
             f"backbone's '{preprocess}' pixel scaling"
         ),
         "grayscale_rgba_palette_16bit": (
-            "convert to 8-bit RGB first (`thaw predict` does: grey copied to 3 channels, "
-            "16-bit scaled to 8, transparency over white)"
+            "Convert other modes to 8-bit RGB first (`thaw predict` does: grey copied to 3 "
+            "channels, 16-bit scaled to 8 bits, transparency over white)"
         ),
         "output": "probabilities over `classes`, in that order (softmax, sums to 1)",
     }
@@ -153,7 +153,7 @@ def card_markdown(c: dict) -> str:
         f"- **Classes** (output order): {', '.join(c['classes'])}",
         f"- **Configuration**: strategy `{conf['strategy']}`: {conf['plan']} ({frozen}); head "
         f"{'linear' if not conf['head_units'] else str(conf['head_units']) + ' hidden units'}; "
-        f"learning rate {conf['learning_rate']:.2e}; {conf['epochs']} epochs; search trial "
+        f"learning rate {conf['learning_rate']:.2e}; {conf['epochs']} epoch(s); search trial "
         f"{conf['trial']}, seed {conf['seed']}",
         f"- **Parameters**: {conf['trainable_params']:,} trainable of {conf['total_params']:,}",
         f"- **This model's test accuracy**: {test['accuracy']:.4f} (balanced "
@@ -163,7 +163,7 @@ def card_markdown(c: dict) -> str:
         "(same configuration, other initialisations)",
         f"- **Input**: {c['input']['dtype']} RGB images, any size, batch of equal sizes; "
         f"inside the model: {c['input']['inside_the_model']}. "
-        f"{c['input']['grayscale_rgba_palette_16bit'].capitalize()}.",
+        f"{c['input']['grayscale_rgba_palette_16bit']}.",
         f"- **Output**: {c['input']['output']}",
         f"- **Data**: `{c['data']['dataset']}`, sha256 {str(c['data']['data_sha256'])[:16]}…, "
         f"images per split {c['data']['images_per_split']}",

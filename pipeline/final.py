@@ -182,7 +182,8 @@ class Exporter:
         first = selected.dropna(subset=["test_accuracy"]).iloc[0]
         keys = ("trial", "seed", "strategy", "plan", "head_units", "learning_rate", "epochs",
                 "frozen_fraction", "trainable_params", "total_params", "val_accuracy")  # fmt: skip
-        configuration = {k: _plain(first[k]) for k in keys}
+        integers = {"trial", "seed", "head_units", "epochs", "trainable_params", "total_params"}
+        configuration = {k: int(first[k]) if k in integers else _plain(first[k]) for k in keys}
         seeds = {
             "seeds": int(selected.test_accuracy.count()),
             "mean": float(selected.test_accuracy.mean()),

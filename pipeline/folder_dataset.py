@@ -160,7 +160,10 @@ def leaks(digests: list[str], split_of: dict[int, str]) -> list[dict]:
 def store(read: Read, layout: Layout, image_size: int, data_dir: Path):
     """Write the images as one TFDS split, in the order read; return the builder."""
     import tensorflow_datasets as tfds
+    from absl import logging
 
+    tfds.disable_progress_bar()  # prepare prints its own line
+    logging.set_verbosity(logging.ERROR)  # "Variant folder … has no dataset_info.json": new
     target = Path(data_dir) / NAME
     shutil.rmtree(target, ignore_errors=True)  # a folder prepared before: replaced whole
     features = tfds.features.FeaturesDict(

@@ -14,7 +14,13 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY_PARAMS = {
     "seed": 0,
     "deterministic": True,
-    "data": {"dataset": "digits", "image_size": 16, "train_per_class": 5, "val_per_class": 10},
+    "data": {
+        "dataset": "digits",
+        "folder": "images",
+        "image_size": 16,
+        "train_per_class": 5,
+        "val_per_class": 10,
+    },  # fmt: skip
     "pretrain": {"epochs": 4, "batch_size": 64, "learning_rate": 0.01},
     "backbones": {"small_cnn": {"weights": "source", "width": 4}},
     "search": {

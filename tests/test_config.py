@@ -169,6 +169,13 @@ def test_by_name_strategy_needs_names():
     assert parse_params(raw).backbones["small_cnn"].by_name == ["block1_*"]
 
 
+def test_by_name_patterns_are_checked_against_a_built_in_architecture():
+    message = error_for(
+        **{"search.strategies": ["by_name"], "backbones.small_cnn.by_name": ["block7_*"]}
+    )
+    assert "backbones.small_cnn.by_name" in message and "'block7_*' matches no layer" in message
+
+
 def test_unknown_pruner():
     with pytest.raises(ParamsError, match=r"sweep.pruner.kind = 'asha'.*median.*hyperband"):
         parse_params(params_with(**{"sweep.pruner.kind": "asha"}))

@@ -45,6 +45,7 @@ def make_project(folder: Path) -> Path:
         ROOT / "pipeline", folder / "pipeline", ignore=shutil.ignore_patterns("__pycache__")
     )
     shutil.copy(ROOT / "dvc.yaml", folder)
+    shutil.copytree(ROOT / "images", folder / "images")  # data.folder: a dependency of prepare
     params = json.loads(json.dumps(TINY_PARAMS))
     params["backbones"]["small_cnn_wide"] = {"arch": "small_cnn", "weights": "source", "width": 6}
     params["search"]["strategies"] = ["head_only", "freeze_depth"]
@@ -118,7 +119,10 @@ def test_repro_writes_the_report(project):
 
 
 def test_second_repro_is_up_to_date(project):
-    assert "up to date" in sh(["dvc", "repro"], project)
+    out = sh(["dvc", "repro"], project)
+    ran = [line for line in out.splitlines() if line.startswith("Running stage")]
+    assert ran == ["Running stage 'weights':"], out  # it hashes model files: always runs
+    assert "Stage 'sweep@small_cnn' didn't change, skipping" in out
 
 
 def test_dvc_metrics_and_plots_work(project):
