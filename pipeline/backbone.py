@@ -199,7 +199,7 @@ def make_backbone(
     source = data.load_splits(manifest, data.SOURCE_SPLITS) if manifest["source_classes"] else None
     keras.utils.set_random_seed(seed)  # the initial weights too: same seed, same backbone
     arch = spec.arch or name
-    if spec.weights in ("source", "imagenet"):
+    if spec.model_file is None:
         preprocess = spec.preprocess or backbones.architecture(arch).preprocess
         weights = None if spec.weights == "source" else "imagenet"
         backbone = backbones.build(arch, image_size, weights, spec)

@@ -17,6 +17,7 @@ from pipeline import backbones
 from pipeline.errors import ThawError
 
 PARAMS_FILE = Path("params.yaml")
+BUILT_IN_WEIGHTS = ("source", "imagenet")  # any other `weights` value is a model file
 RESERVED_NAME = "best"  # models/best/<name>/: the exported winners
 OFFLINE_DATASETS = ("digits",)  # builders of Thaw's own, available without a network
 
@@ -217,10 +218,15 @@ class BackboneParams(Strict):
     preprocess: str | None = None  # defaults to the architecture's own
     by_name: list[str] = []  # layers the by_name strategy freezes; replaces search.by_name
 
+    @property
+    def model_file(self) -> str | None:
+        """The .keras/.h5 path in `weights`, or None for source and imagenet."""
+        return None if self.weights in BUILT_IN_WEIGHTS else self.weights
+
     @field_validator("weights")
     @classmethod
     def _weights(cls, value: str) -> str:
-        if value in ("source", "imagenet"):
+        if value in BUILT_IN_WEIGHTS:
             return value
         if Path(value).suffix in (".keras", ".h5"):
             if not Path(value).is_file():
@@ -488,7 +494,7 @@ class Params(Strict):
                     f"{name!r}: set search.by_name or backbones.{name}.by_name",
                 )
             arch = spec.arch or name
-            if spec.weights in ("source", "imagenet") and arch not in backbones.ARCHITECTURES:
+            if spec.model_file is None and arch not in backbones.ARCHITECTURES:
                 raise ParamsProblem(
                     ("backbones", name, "arch"),
                     arch,
@@ -500,7 +506,7 @@ class Params(Strict):
                     ("backbones", name, "weights"), spec.weights, f"{arch} has no published "
                     "ImageNet weights; use weights: source, or a .keras/.h5 model file"
                 )  # fmt: skip
-            if spec.weights not in ("source", "imagenet"):
+            if spec.model_file is not None:
                 self._fits_model_file(name, spec)
             elif "by_name" in self.search.strategies:
                 self._by_name_fits_architecture(name, spec, arch)

@@ -146,12 +146,12 @@ def card(name: str, selected: dict, seeds: dict, manifest: dict, meta: dict, tes
 
 def card_markdown(c: dict) -> str:
     conf, test, seeds = c["configuration"], c["test"], c["test_over_seeds"]
-    frozen = f"{conf['frozen_fraction']:.0%} of the backbone's parameters frozen"
     lines = [
         f"# {c['name']}: the selected configuration, retrained on train + val",
         "",
         f"- **Classes** (output order): {', '.join(c['classes'])}",
-        f"- **Configuration**: strategy `{conf['strategy']}`: {conf['plan']} ({frozen}); head "
+        f"- **Configuration**: strategy `{conf['strategy']}`: {conf['plan']} "
+        f"({conf['frozen_fraction']:.0%} of the backbone's parameters frozen); head "
         f"{'linear' if not conf['head_units'] else str(conf['head_units']) + ' hidden units'}; "
         f"learning rate {conf['learning_rate']:.2e}; {conf['epochs']} epoch(s); search trial "
         f"{conf['trial']}, seed {conf['seed']}",

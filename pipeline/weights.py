@@ -23,8 +23,8 @@ OUT = Path("data/weights")
 
 
 def fingerprint(spec: BackboneParams) -> dict:
-    is_file = spec.weights not in ("source", "imagenet")
-    return {"weights": spec.weights, "sha256": file_digest(spec.weights) if is_file else None}
+    path = spec.model_file
+    return {"weights": spec.weights, "sha256": None if path is None else file_digest(path)}
 
 
 def main() -> None:

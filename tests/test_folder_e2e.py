@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,9 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import ROOT, TINY_PARAMS, write_params
 from tests.image_folders import split_folder
-from tests.test_pipeline_e2e import sh
+from tests.test_pipeline_e2e import copy_project, repro_from_nothing, sh, tiny_sweep_params
 
 pytestmark = pytest.mark.slow
 
@@ -39,26 +37,16 @@ def tiny_model_file(path: Path, seed: int) -> None:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("folder_project")
-    shutil.copytree(
-        ROOT / "pipeline", folder / "pipeline", ignore=shutil.ignore_patterns("__pycache__")
-    )
-    shutil.copy(ROOT / "dvc.yaml", folder)
+    folder = copy_project(tmp_path_factory.mktemp("folder_project"))
     split_folder(folder / "photos", {**SOURCE, **TRAIN}, {**TEST})
     tiny_model_file(folder / "nets" / "filenet.keras", seed=1)
-    params = json.loads(json.dumps(TINY_PARAMS))
+    params = tiny_sweep_params()
     params["data"] = {"dataset": "folder", "folder": "photos", "image_size": 16,
                       "source_classes": ["ant", "bee", "cat"],
                       "target_classes": ["dog", "eel", "fox"],
                       "train_per_class": 4, "val_per_class": 4}  # fmt: skip
     params["backbones"]["filenet"] = {"weights": "nets/filenet.keras"}
-    params["search"]["strategies"] = ["head_only", "freeze_depth"]
-    params["sweep"].update(n_trials=2, min_trials_per_strategy=1)
-    params["report"].update(top_k=1, seeds=2)
-    write_params(folder, params)
-    sh(["git", "init", "-q"], folder)
-    sh(["dvc", "init", "-q"], folder)
-    (folder / "repro.log").write_text(sh(["dvc", "repro"], folder))
+    (folder / "repro.log").write_text(repro_from_nothing(folder, params))
     return folder
 
 

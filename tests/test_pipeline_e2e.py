@@ -39,22 +39,38 @@ def sh(args: list[str], cwd: Path, stdout_only: bool = False) -> str:
     return proc.stdout if stdout_only else proc.stdout + proc.stderr
 
 
-def make_project(folder: Path) -> Path:
-    """A fresh copy of the pipeline with tiny params, reproduced from nothing."""
+def copy_project(folder: Path) -> Path:
+    """The pipeline's code, dvc.yaml and the (empty) default image folder in `folder`."""
     shutil.copytree(
         ROOT / "pipeline", folder / "pipeline", ignore=shutil.ignore_patterns("__pycache__")
     )
     shutil.copy(ROOT / "dvc.yaml", folder)
     shutil.copytree(ROOT / "images", folder / "images")  # data.folder: a dependency of prepare
+    return folder
+
+
+def tiny_sweep_params() -> dict:
+    """TINY_PARAMS with two strategies, two trials, top 1 over two seeds."""
     params = json.loads(json.dumps(TINY_PARAMS))
-    params["backbones"]["small_cnn_wide"] = {"arch": "small_cnn", "weights": "source", "width": 6}
     params["search"]["strategies"] = ["head_only", "freeze_depth"]
     params["sweep"].update(n_trials=2, min_trials_per_strategy=1)
     params["report"].update(top_k=1, seeds=2)
+    return params
+
+
+def repro_from_nothing(folder: Path, params: dict) -> str:
+    """git and dvc init in `folder`, then `dvc repro`; its output."""
     write_params(folder, params)
     sh(["git", "init", "-q"], folder)
     sh(["dvc", "init", "-q"], folder)
-    sh(["dvc", "repro"], folder)
+    return sh(["dvc", "repro"], folder)
+
+
+def make_project(folder: Path) -> Path:
+    """A fresh copy of the pipeline with tiny params, reproduced from nothing."""
+    params = tiny_sweep_params()
+    params["backbones"]["small_cnn_wide"] = {"arch": "small_cnn", "weights": "source", "width": 6}
+    repro_from_nothing(copy_project(folder), params)
     return folder
 
 
