@@ -38,10 +38,11 @@ def study_name(backbone: str, inputs: dict) -> str:
 
 
 def code_digest(folder: Path = Path(__file__).parent) -> str:
-    """The pipeline package's source, hashed: workers must run the coordinator's code."""
+    """The pipeline package's source, sub-packages included, hashed: workers must run the
+    coordinator's code. Paths are relative and POSIX, so a flat package hashes as before."""
     digest = hashlib.sha256()
-    for path in sorted(folder.glob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    for path in sorted(folder.rglob("*.py"), key=lambda p: p.relative_to(folder).as_posix()):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:12]
 
 
