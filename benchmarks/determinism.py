@@ -27,16 +27,19 @@ ROOT = Path(__file__).resolve().parents[1]
 CHILD = """
 import hashlib, json, sys, time
 import optuna
-from pipeline import backbone, data, devices, sweep
+from pipeline.stages import backbone
+from pipeline.data import datasets
+from pipeline.train import devices
+from pipeline.stages import sweep
 from pipeline.config import load_params
-from pipeline.context import load_context
-from pipeline.prepare import MANIFEST
+from pipeline.train.context import load_context
+from pipeline.stages.prepare import MANIFEST
 
 name, trials, deterministic = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
 params = load_params()
 params = params.model_copy(update={"deterministic": deterministic})
 devices.make_reproducible(params.seed, deterministic)
-manifest = data.read_manifest(MANIFEST)
+manifest = datasets.read_manifest(MANIFEST)
 start = time.perf_counter()
 model, _ = backbone.make_backbone(
     name, params.backbones[name], manifest, params.pretrain, params.seed

@@ -66,8 +66,8 @@ def worker(url: str, study_name: str, seed: int, budget: int, secs: float, stagg
     stdin, runs, and prints its timings as one JSON line."""
     import optuna
 
-    from pipeline import budget as budget_mod
-    from pipeline import storage, workers
+    from pipeline.search import budget as budget_mod
+    from pipeline.search import storage, workers
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     who = workers.label()
@@ -107,7 +107,7 @@ def peak_connections(server, database: str, stop: threading.Event, out: list[int
 def measure(server, w: int, per_worker: int, secs: float, together: bool) -> dict:
     import optuna
 
-    from pipeline import storage
+    from pipeline.search import storage
 
     database = f"scale_{w}"
     url = server.create_database(database)

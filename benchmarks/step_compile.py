@@ -22,8 +22,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from pipeline import devices, loop, training  # noqa: E402
-from pipeline.sweep import MODELS_DIR  # noqa: E402
+from pipeline.stages.sweep import MODELS_DIR  # noqa: E402
+from pipeline.train import (
+    devices,  # noqa: E402
+    loop,
+    phases,
+)
 
 STEPS = 80  # 20 epochs x 4 batches of 16: the default trial
 
@@ -33,7 +37,7 @@ def time_step(backbone, grappler: bool, xla: bool) -> tuple[float, float]:
     import tensorflow as tf
 
     tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": not grappler})
-    model = training.build_classifier(backbone, 32, 5, 0.2)
+    model = phases.build_classifier(backbone, 32, 5, 0.2)
     step = loop.Step(model, backbone.input_shape[1:], 1e-3)
     train = tf.function(step._train, input_signature=step.train_step.input_signature,
                         jit_compile=xla)  # fmt: skip

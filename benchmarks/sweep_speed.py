@@ -10,7 +10,7 @@ the same TPE seed, the same number of trials and epochs, on the same split:
   usual: per trial, load the backbone file, build backbone + head, set the
          phase's `trainable` flags, `compile`, `fit` on images; no cache, no
          pruning, no early stopping (the Keras transfer-learning guide's loop);
-  thaw:  `pipeline.sweep`'s objective: backbone loaded once, frozen-prefix
+  thaw:  `pipeline.stages.sweep`'s objective: backbone loaded once, frozen-prefix
          activation cache, lean traced steps, pruning and early stopping as
          configured in params.yaml.
 
@@ -32,9 +32,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from pipeline import data, devices, sweep, training  # noqa: E402
 from pipeline.config import load_params  # noqa: E402
-from pipeline.prepare import MANIFEST  # noqa: E402
+from pipeline.data import datasets  # noqa: E402
+from pipeline.stages import sweep
+from pipeline.stages.prepare import MANIFEST  # noqa: E402
+from pipeline.train import devices, phases
 
 
 def rss_mb() -> float:
@@ -79,7 +81,7 @@ def usual_objective(trial, ctx: sweep.RunContext, backbone_file: Path) -> float:
     model = usual_classifier(backbone, config.head_units, ctx.num_classes, config.dropout)
     accuracies, epoch = [], 0
     for phase in config.plan.phases:
-        training.set_phase(backbone, phase)
+        phases.set_phase(backbone, phase)
         model.compile(keras.optimizers.Adam(phase.learning_rate), "sparse_categorical_crossentropy",
                       metrics=["accuracy"])  # fmt: skip
         history = model.fit(
@@ -221,7 +223,7 @@ def main() -> None:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    manifest = data.read_manifest(MANIFEST)
+    manifest = datasets.read_manifest(MANIFEST)
     (memory if args.memory else speed)(args, params, manifest)
 
 

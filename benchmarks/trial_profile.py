@@ -22,9 +22,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from pipeline import data, sweep  # noqa: E402
 from pipeline.config import load_params  # noqa: E402
-from pipeline.prepare import MANIFEST  # noqa: E402
+from pipeline.data import datasets  # noqa: E402
+from pipeline.stages import sweep
+from pipeline.stages.prepare import MANIFEST  # noqa: E402
 
 # (label, file suffix, function name): cumulative time of these entry points.
 CATEGORIES = [
@@ -53,7 +54,7 @@ def main() -> None:
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     params = load_params()
-    manifest = data.read_manifest(MANIFEST)
+    manifest = datasets.read_manifest(MANIFEST)
     start = time.perf_counter()
     ctx = sweep.load_context(args.backbone, params, manifest)
     loading = time.perf_counter() - start

@@ -21,7 +21,7 @@ from pipeline.errors import ThawError
 
 
 def check(params: Params, _args) -> int:
-    from pipeline import storage
+    from pipeline.search import storage
 
     names = ", ".join(params.backbones)
     where = storage.mask(storage.env_url() or params.sweep.storage)
@@ -45,12 +45,12 @@ def _open_study(params: Params, name: str):
     """The backbone's study named by its pointer, read only; None with a line saying why."""
     import optuna
 
-    from pipeline import storage, studies
-    from pipeline.sweep import MODELS_DIR
+    from pipeline.search import storage, studies
+    from pipeline.stages.sweep import MODELS_DIR
 
     pointer = studies.read_pointer(name)
     if pointer is None and (MODELS_DIR / name / "meta.json").is_file():  # a worker's machine
-        from pipeline import sweep
+        from pipeline.stages import sweep
 
         meta = sweep.read_meta(name)
         pointer = {"study_name": studies.study_name(name, sweep.study_inputs(name, params, meta))}
@@ -72,7 +72,7 @@ def status(params: Params, _args) -> int:
     """Progress of each backbone's study, read from its storage: any worker's trials."""
     import optuna
 
-    from pipeline import budget, workers
+    from pipeline.search import budget, workers
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     quota = budget.Budget.of(params)
@@ -98,7 +98,8 @@ def run(_: Params, _args) -> int:
 
 
 def worker(params: Params, args) -> int:
-    from pipeline import quiet_tf, sweep
+    from pipeline import quiet_tf
+    from pipeline.stages import sweep
 
     quiet_tf.load()
     if args.backbone not in params.backbones:
@@ -112,7 +113,7 @@ def copy_study(params: Params, args) -> int:
     """Copy a backbone's study, every trial with its state and attributes, to `--to`."""
     import optuna
 
-    from pipeline import storage
+    from pipeline.search import storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     source = _open_study(params, args.backbone)
@@ -144,7 +145,7 @@ def copy_study(params: Params, args) -> int:
 
 
 def predict(_: Params, args) -> int:
-    from pipeline import predict as predicting
+    from pipeline.models import predict as predicting
 
     return predicting.run(args.backbone, args.paths, top=args.top, as_csv=args.csv)
 

@@ -13,8 +13,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pipeline import backbones
 from pipeline.errors import ThawError
+from pipeline.models import backbones
 
 PARAMS_FILE = Path("params.yaml")
 BUILT_IN_WEIGHTS = ("source", "imagenet")  # any other `weights` value is a model file
@@ -56,7 +56,7 @@ def dataset_class_names(name: str, folder: str | None = None) -> list[str] | Non
     if name == "digits":
         return [str(i) for i in range(10)]
     if name == "folder":
-        from pipeline import folder_dataset
+        from pipeline.data import folder_dataset
 
         return list(folder_dataset.scan(folder).classes)
     try:
@@ -130,7 +130,7 @@ class DataParams(Strict):
         if dataset == "folder" or any(
             isinstance(c, str) for k in DEFAULT_CLASSES for c in (raw.get(k) or [])
         ):
-            from pipeline import folder_dataset
+            from pipeline.data import folder_dataset
 
             try:
                 names = dataset_class_names(dataset, folder)
@@ -169,7 +169,7 @@ class DataParams(Strict):
     @field_validator("resize")
     @classmethod
     def _resize(cls, rule: str) -> str:
-        from pipeline.data import RESIZE_RULES
+        from pipeline.data.datasets import RESIZE_RULES
 
         if rule not in RESIZE_RULES:
             raise ValueError(f"unknown resize rule {rule!r}; accepted: {list(RESIZE_RULES)}")
@@ -291,7 +291,7 @@ class SearchParams(Strict):
     @field_validator("strategies")
     @classmethod
     def _strategies(cls, names: list[str]) -> list[str]:
-        from pipeline.strategies import STRATEGIES
+        from pipeline.models.strategies import STRATEGIES
 
         unknown = [n for n in names if n not in STRATEGIES]
         if not names or unknown:
@@ -381,7 +381,7 @@ class SweepParams(Strict):
     @field_validator("storage")
     @classmethod
     def _storage(cls, url: str) -> str:
-        from pipeline import storage
+        from pipeline.search import storage
 
         try:
             storage.check_url(url)  # the scheme, the driver, and no password
@@ -423,9 +423,9 @@ class Params(Strict):
 
     def _fits_model_file(self, name: str, spec: BackboneParams) -> None:
         """Image size and by_name patterns against the file's own config."""
-        from pipeline import model_file
         from pipeline.errors import ThawError
-        from pipeline.strategies import resolve_layer_patterns
+        from pipeline.models import model_file
+        from pipeline.models.strategies import resolve_layer_patterns
 
         found = model_file.describe(spec.weights)
         if found is None:
@@ -450,7 +450,7 @@ class Params(Strict):
         """by_name patterns against the built architecture's layer names (random weights:
         nothing is downloaded). Only when by_name is searched: it imports TensorFlow."""
         from pipeline.errors import ThawError
-        from pipeline.strategies import resolve_layer_patterns
+        from pipeline.models.strategies import resolve_layer_patterns
 
         if arch not in backbones.ARCHITECTURES:
             return
@@ -583,7 +583,7 @@ def load_params(path: str | Path = PARAMS_FILE) -> Params:
     if not path.is_file():
         raise ParamsError(f"{path} not found; run from the project root (where dvc.yaml is)")
     params = parse_params(_read_yaml(path))
-    from pipeline import storage
+    from pipeline.search import storage
 
     storage.env_url()  # THAW_STORAGE overrides sweep.storage: checked as early
     return params

@@ -56,8 +56,9 @@ def prepared_workspace(tmp_path_factory) -> Path:
     """A folder with params.yaml, data/ and models/small_cnn/ from the real stages."""
     import os
 
-    from pipeline import backbone, data, prepare
     from pipeline.config import load_params
+    from pipeline.data import datasets
+    from pipeline.stages import backbone, prepare
 
     folder = tmp_path_factory.mktemp("workspace")
     write_params(folder, TINY_PARAMS)
@@ -66,7 +67,7 @@ def prepared_workspace(tmp_path_factory) -> Path:
     try:
         params = load_params()
         manifest = prepare.prepare(params.data, params.seed)
-        data.write_manifest(manifest, prepare.MANIFEST)
+        datasets.write_manifest(manifest, prepare.MANIFEST)
         model, meta = backbone.make_backbone(
             "small_cnn", params.backbones["small_cnn"], manifest, params.pretrain, params.seed
         )

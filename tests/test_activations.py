@@ -6,9 +6,10 @@ import keras
 import numpy as np
 import pytest
 
-from pipeline import activations, backbones, freezing, training
 from pipeline.config import BackboneParams
-from pipeline.strategies import Phase, StrategyPlan
+from pipeline.models import backbones, freezing
+from pipeline.models.strategies import Phase, StrategyPlan
+from pipeline.train import activations, phases
 from tests.test_training import snapshot, tiny_data
 
 
@@ -44,13 +45,13 @@ def test_training_on_cached_activations_equals_training_the_frozen_full_model(
     plan, cut = depth_plan(full_backbone, depth)
     x, y = tiny_data(n=40)
     val = (x[:16], y[:16])
-    full = training.build_classifier(full_backbone, 8, 3, dropout=0.3, seed=5)
-    cached = training.build_classifier(cached_backbone, 8, 3, dropout=0.3, seed=5)
+    full = phases.build_classifier(full_backbone, 8, 3, dropout=0.3, seed=5)
+    cached = phases.build_classifier(cached_backbone, 8, 3, dropout=0.3, seed=5)
     cached.head.set_weights(full.head.get_weights())
     cache = make_cache(cached_backbone, x, val[0], [cut], tmp_path)
     kwargs = {"batch_size": 8, "seed": 3}
-    a = training.train_plan(full, full_backbone, plan, (x, y), val, **kwargs)
-    b = training.train_plan(cached, cached_backbone, plan, (x, y), val, cache=cache, **kwargs)
+    a = phases.train_plan(full, full_backbone, plan, (x, y), val, **kwargs)
+    b = phases.train_plan(cached, cached_backbone, plan, (x, y), val, cache=cache, **kwargs)
     assert (a.cached_phases, b.cached_phases) == (0, 1)  # the cache was really used
     assert cache.stats.computed == 1
     after_full, after_cached = snapshot(full), snapshot(cached)

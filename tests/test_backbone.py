@@ -8,9 +8,11 @@ import keras
 import numpy as np
 import pytest
 
-from pipeline import backbone, backbones, data, freezing
 from pipeline.config import BackboneParams, PretrainParams
+from pipeline.data import datasets
 from pipeline.errors import ThawError
+from pipeline.models import backbones, freezing
+from pipeline.stages import backbone
 
 # (architecture, feature channels at 32 px), as keras.applications' own tests walk a table.
 MODEL_LIST = [
@@ -69,7 +71,7 @@ def test_pretrained_backbone_is_accurate_in_inference_mode(prepared_workspace):
     meta = json.loads((prepared_workspace / "models/small_cnn/meta.json").read_text())
     assert meta["source_accuracy_method"] == "pretrained"
     assert meta["source_accuracy"] > 0.8  # 5 source classes: chance is 0.2
-    assert meta["sha256"] == data.file_digest(
+    assert meta["sha256"] == datasets.file_digest(
         prepared_workspace / "models/small_cnn/backbone.keras"
     )
     assert meta["cut_points"] and meta["total_params"] > 0
@@ -77,7 +79,7 @@ def test_pretrained_backbone_is_accurate_in_inference_mode(prepared_workspace):
 
 def test_near_chance_source_accuracy_stops_the_stage(workspace, monkeypatch):
     monkeypatch.setattr(backbone, "pretrain", lambda *args: 0.24)
-    manifest = data.read_manifest("data/manifest.json")
+    manifest = datasets.read_manifest("data/manifest.json")
     with pytest.raises(backbone.PretrainingError, match="0.240 in inference mode is near chance"):
         backbone.make_backbone(
             "small_cnn", BackboneParams(width=4), manifest, PretrainParams(epochs=1), seed=0
@@ -89,7 +91,7 @@ def test_a_model_file_near_chance_gets_advice_that_applies_to_it(workspace, monk
     path = workspace / "mine.keras"
     trained.save(path)
     monkeypatch.setattr(backbone, "linear_probe_accuracy", lambda *args: 0.2)
-    manifest = data.read_manifest("data/manifest.json")
+    manifest = datasets.read_manifest("data/manifest.json")
     with pytest.raises(backbone.PretrainingError) as caught:
         backbone.make_backbone(
             "mine", BackboneParams(weights=str(path)), manifest, PretrainParams(), seed=0
@@ -104,7 +106,7 @@ def test_a_model_file_is_a_backbone(workspace, suffix):
     trained = keras.models.load_model("models/small_cnn/backbone.keras")
     path = workspace / f"custom{suffix}"
     trained.save(path)
-    manifest = data.read_manifest("data/manifest.json")
+    manifest = datasets.read_manifest("data/manifest.json")
     model, meta = backbone.make_backbone(
         "mine", BackboneParams(weights=str(path)), manifest, PretrainParams(), seed=0
     )

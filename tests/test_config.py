@@ -116,7 +116,7 @@ def test_a_password_in_params_is_rejected_and_never_echoed(url):
 
 
 def test_plain_postgresql_means_psycopg_3():
-    from pipeline import storage
+    from pipeline.search import storage
 
     assert storage.check_url("postgresql://thaw@db:5432/thaw") == (
         "postgresql+psycopg://thaw@db:5432/thaw"
@@ -222,7 +222,7 @@ def test_a_class_id_the_dataset_does_not_have_is_caught_before_any_work():
 
 
 def test_a_model_file_that_cannot_fit_is_caught_before_any_work(prepared_workspace):
-    from pipeline import model_file
+    from pipeline.models import model_file
 
     model = str(prepared_workspace / "models/small_cnn/backbone.keras")
     size = model_file.describe(model).input_shape[1]

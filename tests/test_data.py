@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from pipeline import data, prepare
 from pipeline.config import DataParams
+from pipeline.data import datasets
+from pipeline.stages import prepare
 
 SPLIT_ARGS = dict(
     source_classes=[0, 1, 2],
@@ -20,8 +21,8 @@ SPLIT_ARGS = dict(
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
-    builder = data.prepare_builder("digits", tmp_path_factory.mktemp("tfds"))
-    return builder, *data.load_examples(builder, 16)
+    builder = datasets.prepare_builder("digits", tmp_path_factory.mktemp("tfds"))
+    return builder, *datasets.load_examples(builder, 16)
 
 
 def test_digits_builds_through_tfds(digits):
@@ -44,9 +45,9 @@ def test_digits_matches_scikit_learn(digits):
 
 def test_splits_are_deterministic_disjoint_and_sized(digits):
     _, _, labels = digits
-    a = data.split_indices(labels, seed=3, **SPLIT_ARGS)
-    assert a == data.split_indices(labels, seed=3, **SPLIT_ARGS)
-    assert a != data.split_indices(labels, seed=4, **SPLIT_ARGS)
+    a = datasets.split_indices(labels, seed=3, **SPLIT_ARGS)
+    assert a == datasets.split_indices(labels, seed=3, **SPLIT_ARGS)
+    assert a != datasets.split_indices(labels, seed=4, **SPLIT_ARGS)
     all_ix = [i for ix in a.values() for i in ix]
     assert len(all_ix) == len(set(all_ix))
     assert np.bincount(labels[a["train"]], minlength=5)[3:].tolist() == [3, 3]
@@ -58,8 +59,8 @@ def test_splits_are_deterministic_disjoint_and_sized(digits):
 def test_too_few_examples_is_a_clear_error(digits):
     _, _, labels = digits
     args = dict(SPLIT_ARGS, train_per_class=150, val_per_class=40)
-    with pytest.raises(data.DatasetError, match="target class 3 has 183 examples"):
-        data.split_indices(labels, seed=0, **args)
+    with pytest.raises(datasets.DatasetError, match="target class 3 has 183 examples"):
+        datasets.split_indices(labels, seed=0, **args)
 
 
 def test_manifest_counts_and_loading(tmp_path, monkeypatch):
@@ -72,17 +73,17 @@ def test_manifest_counts_and_loading(tmp_path, monkeypatch):
         + sum(manifest["counts"]["source_val"].values())
         == 901
     )
-    splits = data.load_splits(manifest, ("train", "val"))
+    splits = datasets.load_splits(manifest, ("train", "val"))
     assert splits["train"].images.shape == (10, 16, 16, 3)
     assert sorted(set(splits["val"].labels.tolist())) == [0, 1, 2, 3, 4]  # renumbered 5-9
 
 
 def test_catalog_dataset_goes_through_tfds(tmp_path, monkeypatch):
     """The real download_and_prepare / as_dataset path, with TFDS's mock data."""
-    monkeypatch.setattr(data, "network_available", lambda: True)
+    monkeypatch.setattr(datasets, "network_available", lambda: True)
     with tfds.testing.mock_data(num_examples=300):
-        builder = data.prepare_builder("mnist", tmp_path)
-        images, labels = data.load_examples(builder, 32)
+        builder = datasets.prepare_builder("mnist", tmp_path)
+        images, labels = datasets.load_examples(builder, 32)
         assert builder.name == "mnist"
         assert images.shape == (300, 32, 32, 3)  # 28x28 grey -> 32x32 RGB
         params = DataParams(
@@ -98,9 +99,9 @@ def test_catalog_dataset_goes_through_tfds(tmp_path, monkeypatch):
 
 
 def test_catalog_dataset_offline_fails_at_once_with_advice(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "network_available", lambda: False)
-    with pytest.raises(data.DatasetError) as info:
-        data.prepare_builder("beans", tmp_path)
+    monkeypatch.setattr(datasets, "network_available", lambda: False)
+    with pytest.raises(datasets.DatasetError) as info:
+        datasets.prepare_builder("beans", tmp_path)
     message = str(info.value)
     assert "'beans'" in message and "no network" in message and "data.dataset: digits" in message
 
@@ -115,5 +116,5 @@ def test_class_ids_out_of_range(tmp_path, monkeypatch):
     params = DataParams.model_construct(
         **{**DataParams().model_dump(), "source_classes": [0, 1], "target_classes": [5, 12]}
     )
-    with pytest.raises(data.DatasetError, match=r"data.target_classes .* ids \[12\]"):
+    with pytest.raises(datasets.DatasetError, match=r"data.target_classes .* ids \[12\]"):
         prepare.prepare(params, seed=0)

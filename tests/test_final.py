@@ -8,10 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import baselines, data, final, loop, sweep
 from pipeline.config import parse_params
-from pipeline.prepare import MANIFEST
-from pipeline.strategies import Phase, StrategyPlan
+from pipeline.data import datasets
+from pipeline.evaluate import baselines
+from pipeline.models.strategies import Phase, StrategyPlan
+from pipeline.stages import final, sweep
+from pipeline.stages.prepare import MANIFEST
+from pipeline.train import loop
 from tests.conftest import TINY_PARAMS
 
 
@@ -24,7 +27,7 @@ def tiny(**report):
 
 
 def swept(params):
-    manifest = data.read_manifest(MANIFEST)
+    manifest = datasets.read_manifest(MANIFEST)
     study, meta = sweep.sweep("small_cnn", params, manifest)
     sweep.write_results("small_cnn", study, meta, sweep.RESULTS_DIR / "small_cnn")
     return manifest
@@ -147,11 +150,11 @@ def test_scratch_starts_from_random_weights_and_trains_batchnorm_as_usual(worksp
 
 
 def test_a_failing_retrain_is_recorded_and_the_others_go_on(workspace, monkeypatch):
-    from pipeline import training
+    from pipeline.train import phases
 
     params = tiny(top_k=1, seeds=2)
     manifest = swept(params)
-    real, calls = training.train_plan, []
+    real, calls = phases.train_plan, []
 
     def first_diverges(*args, **kwargs):
         calls.append(1)
@@ -159,19 +162,19 @@ def test_a_failing_retrain_is_recorded_and_the_others_go_on(workspace, monkeypat
             raise loop.DivergedError("loss became nan in epoch 1")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(training, "train_plan", first_diverges)
+    monkeypatch.setattr(phases, "train_plan", first_diverges)
     runs = final.run_final("small_cnn", params, manifest, final.FINAL_DIR / "small_cnn")
     transfer = runs[runs.kind == "transfer"]
     assert transfer.fail_reason.iloc[0] == "DivergedError: loss became nan in epoch 1"
     assert np.isnan(transfer.test_accuracy.iloc[0]) and 0 <= transfer.test_accuracy.iloc[1] <= 1
-    from pipeline import report_tables
+    from pipeline.report import tables
 
-    table = report_tables.headline(runs)  # the failed seed is not counted
+    table = tables.headline(runs)  # the failed seed is not counted
     assert table[table.kind == "transfer"].seeds.iloc[0] == 1
 
 
 def test_a_diverging_depth_curve_run_is_recorded_and_the_curve_goes_on(workspace, monkeypatch):
-    from pipeline import depth_curve
+    from pipeline.evaluate import depth_curve
 
     params = tiny(top_k=1, seeds=2)
     manifest = swept(params)
@@ -189,7 +192,7 @@ def test_a_diverging_depth_curve_run_is_recorded_and_the_curve_goes_on(workspace
 
 
 def test_the_depth_curve_reuses_the_settings_of_the_strategy_it_runs():
-    from pipeline.depth_curve import FINE_TUNED, FROZEN, settings_trial
+    from pipeline.evaluate.depth_curve import FINE_TUNED, FROZEN, settings_trial
 
     trials = pd.DataFrame(
         [  # lp_ft scores best, but its learning rate is the probe's, not a fine-tuning one
@@ -210,17 +213,17 @@ def test_the_depth_curve_reuses_the_settings_of_the_strategy_it_runs():
 
 
 def test_a_frozen_probe_sees_the_pretrained_features_after_a_fine_tuning_run(workspace):
-    from pipeline import depth_curve
+    from pipeline.evaluate import depth_curve
 
     params = tiny()
-    ctx = final.load_context("small_cnn", params, data.read_manifest(MANIFEST))
+    ctx = final.load_context("small_cnn", params, datasets.read_manifest(MANIFEST))
     n_layers = len(ctx.backbone.layers)
     cut = max(d.n_frozen_layers for d in ctx.info.depths if d.n_frozen_layers < n_layers)
     for variable in ctx.backbone.weights:  # what an earlier fine-tuning run leaves behind
         variable.assign(variable.numpy() + 1.0)
     config = sweep.TrialConfig(0, 0.0, 1e-3, None)
     depth_curve.frozen_probe(ctx, cut, config, seed=0, heads={})
-    pristine = final.load_context("small_cnn", params, data.read_manifest(MANIFEST)).backbone
+    pristine = final.load_context("small_cnn", params, datasets.read_manifest(MANIFEST)).backbone
     import keras
 
     prefix = keras.Model(pristine.input, pristine.layers[cut - 1].output)
@@ -248,9 +251,9 @@ def test_each_strategys_best_is_retrained_beside_the_top_k():
 def test_traced_precise_batchnorm_matches_the_eager_recalibration():
     import keras
 
-    from pipeline import backbones
-    from pipeline.backbone import batchnorm_layers, recalibrate_batchnorm
     from pipeline.config import BackboneParams
+    from pipeline.models import backbones
+    from pipeline.stages.backbone import batchnorm_layers, recalibrate_batchnorm
 
     images = np.random.default_rng(0).normal(size=(300, 16, 16, 3)).astype(np.float32)
     eager = backbones.build("small_cnn", 16, None, BackboneParams(width=4))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import keras
 
-from pipeline import backbones, flops
 from pipeline.config import BackboneParams
+from pipeline.models import backbones, flops
 
 
 def tiny_model():

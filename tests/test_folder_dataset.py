@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import data, folder_dataset, image_files, prepare
 from pipeline.config import DataParams, ParamsError, parse_params
+from pipeline.data import datasets, folder_dataset, image_files
+from pipeline.stages import prepare
 from tests.conftest import TINY_PARAMS
 from tests.image_folders import class_folder, split_folder
 
@@ -72,7 +73,7 @@ def test_split_layout_keeps_test_lists_skipped_files_and_counts_leaks(tmp_path, 
     assert manifest["counts"]["train"] == {"dog": 3, "eel": 3, "fox": 3}
     assert manifest["class_names"] == ["ant", "bee", "cat", "dog", "eel", "fox"]
     # read back through TFDS exactly as later stages do
-    splits = data.load_splits(manifest, ("test",))
+    splits = datasets.load_splits(manifest, ("test",))
     assert (
         splits["test"].images.shape == (23, 32, 32, 3) and splits["test"].images.dtype == np.uint8
     )

@@ -82,7 +82,7 @@ print(json.dumps({"accuracy": float(np.mean(found == labels))}))
 
 
 def test_the_exported_model_reproduces_its_card_in_a_fresh_process(project, tmp_path):
-    from pipeline import data
+    from pipeline.data import datasets
 
     best = project / "models" / "best" / "small_cnn"
     card = json.loads((best / "card.json").read_text())
@@ -90,7 +90,7 @@ def test_the_exported_model_reproduces_its_card_in_a_fresh_process(project, tmp_
     assert (best / "saved_model" / "saved_model.pb").is_file() and (best / "card.md").is_file()
     manifest = json.loads((project / "data" / "manifest.json").read_text())
     manifest["data_dir"] = str(project / manifest["data_dir"])
-    test = data.load_splits(manifest, ("test",))["test"]
+    test = datasets.load_splits(manifest, ("test",))["test"]
     np.save(tmp_path / "x.npy", test.images)
     np.save(tmp_path / "y.npy", test.labels)
     (tmp_path / "fresh.py").write_text(FRESH)

@@ -6,9 +6,10 @@ import keras
 import pytest
 from keras import layers
 
-from pipeline import backbones, freezing, training
 from pipeline.config import BackboneParams
-from pipeline.strategies import Phase
+from pipeline.models import backbones, freezing
+from pipeline.models.strategies import Phase
+from pipeline.train import phases
 
 
 def residual_model():
@@ -84,7 +85,7 @@ def test_a_phase_freezes_exactly_the_prefix():
     model = backbones.build("small_cnn", 16, None, BackboneParams(width=4))
     plan = freezing.candidate_plans(model, 0.0, 1.0, 4)[2]
     suffix = tuple(layer.name for layer in model.layers[plan.n_frozen_layers :])
-    training.set_phase(model, Phase(1, suffix, 0.01))
+    phases.set_phase(model, Phase(1, suffix, 0.01))
     flags = [layer.trainable for layer in model.layers]
     assert flags == [False] * plan.n_frozen_layers + [True] * (len(flags) - plan.n_frozen_layers)
     assert "frozen up to" in plan.describe()

@@ -6,7 +6,7 @@ import math
 
 import pandas as pd
 
-from pipeline.pareto import pareto_front
+from pipeline.report.pareto import pareto_front
 
 
 def test_the_front_keeps_exactly_the_undominated_rows():

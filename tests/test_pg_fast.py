@@ -1,4 +1,4 @@
-"""The one-round-trip reads and writes (pipeline/pg_fast.py) against Optuna's own, on a
+"""The one-round-trip reads and writes (pipeline/search/pg_fast.py) against Optuna's own, on a
 real PostgreSQL: the same trials come back, the same rows are written, the same
 errors are raised. Also: the shared view of running trials, and the idle-only ping."""
 
@@ -12,7 +12,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
-from pipeline import storage
+from pipeline.search import storage
 
 SPACE = {
     "lr": FloatDistribution(1e-5, 1.0, log=True),

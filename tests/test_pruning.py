@@ -9,7 +9,7 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution
 
-from pipeline import budget, pruning
+from pipeline.search import budget, pruning
 
 STRATEGIES = ["freeze_depth", "lp_ft"]
 SPACE = {"strategy": CategoricalDistribution(STRATEGIES)}

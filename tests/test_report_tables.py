@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from pipeline import report_tables
+from pipeline.report import tables
 
 
 def run(backbone, kind, rank, accuracies, params, seconds, trial=None, strategy="freeze_depth",
@@ -50,7 +50,7 @@ def runs() -> pd.DataFrame:
 
 
 def test_headline_aggregates_seeds(runs):
-    table = report_tables.headline(runs).set_index("configuration")
+    table = tables.headline(runs).set_index("configuration")
     first = table.loc["#1 (trial 4)"]
     assert first.test_accuracy_mean == pytest.approx(0.90)
     assert first.test_accuracy_sd == pytest.approx(0.0283, abs=1e-4)  # sample sd of .88, .92
@@ -60,7 +60,7 @@ def test_headline_aggregates_seeds(runs):
 
 
 def test_fronts_against_parameters_and_time(runs):
-    table = report_tables.headline(runs).set_index("configuration")
+    table = tables.headline(runs).set_index("configuration")
     # parameters: scratch is beaten by #1 (more accurate, fewer parameters)
     assert table.front_params_overall.to_dict() == {
         "linear on pixels": True,
@@ -76,7 +76,7 @@ def test_fronts_against_parameters_and_time(runs):
 
 
 def test_metrics_name_each_backbone_and_baseline(runs):
-    metrics = report_tables.metrics(report_tables.headline(runs))
+    metrics = tables.metrics(tables.headline(runs))
     assert set(metrics) == {"a", "a_scratch", "linear_pixels"}
     assert metrics["a"]["test_accuracy"] == pytest.approx(0.9)
     assert metrics["a"]["trainable_params"] == 100
@@ -86,14 +86,14 @@ def test_metrics_name_each_backbone_and_baseline(runs):
 
 
 def test_device_time_is_called_gpu_time_only_on_a_gpu():
-    assert report_tables.device_label(["CPU", "CPU"]) == "CPU seconds"
-    assert report_tables.device_label(["GPU"]) == "GPU seconds"
-    assert report_tables.device_label(["GPU", "CPU"]) == "device seconds"
+    assert tables.device_label(["CPU", "CPU"]) == "CPU seconds"
+    assert tables.device_label(["GPU"]) == "GPU seconds"
+    assert tables.device_label(["GPU", "CPU"]) == "device seconds"
 
 
 def test_verdicts_weigh_each_gap_against_its_noise(runs):
-    table = report_tables.headline(runs)
-    verdicts = report_tables.verdicts(table).set_index("against")
+    table = tables.headline(runs)
+    verdicts = tables.verdicts(table).set_index("against")
     # 0.90 ± 0.028 vs scratch 0.85 ± 0.014 over 2 seeds: gap 0.05, se 0.022, t 2.24 -- beyond
     # twice the se, but Welch's df is 1.47 and p about 0.2: two seeds cannot tell
     assert verdicts.loc["scratch", "gap"] == pytest.approx(0.05)
@@ -105,7 +105,7 @@ def test_verdicts_weigh_each_gap_against_its_noise(runs):
         + run("a", "scratch", None, [0.80, 0.81, 0.82], 200, 3.0)
         + run("", "linear_pixels", None, [0.92, 0.95, 0.98], 1000, 0.1)
     )
-    again = report_tables.verdicts(report_tables.headline(three)).set_index("against")
+    again = tables.verdicts(tables.headline(three)).set_index("against")
     # sd 0.01 a side: se = sqrt(2 * 0.01**2 / 3) = 0.00816, t = 12.2 on 4 df
     assert again.loc["scratch", "se"] == pytest.approx(0.008165, abs=1e-5)
     assert again.loc["scratch", "p"] < 0.001 and again.loc["scratch", "verdict"] == "paid"
@@ -113,7 +113,7 @@ def test_verdicts_weigh_each_gap_against_its_noise(runs):
     assert again.loc["linear on pixels", "verdict"] == "within noise"
     levels = {"transfer": 0.9, "scratch": 0.8, "linear_pixels": 1.0}
     steady = three.assign(test_accuracy=three.kind.map(levels))  # no spread at all
-    last = report_tables.verdicts(report_tables.headline(steady)).set_index("against")
+    last = tables.verdicts(tables.headline(steady)).set_index("against")
     assert last.loc["scratch", "p"] == 0 and last.loc["scratch", "verdict"] == "paid"
     assert last.loc["linear on pixels", "verdict"] == "lost"  # 0.9 vs 1.0
 
@@ -127,7 +127,7 @@ def test_verdicts_weigh_each_gap_against_its_noise(runs):
     ],
 )
 def test_provenance_says_where_the_weights_came_from(weights, origin, how):
-    from pipeline.report import weights_origin
+    from pipeline.stages.report import weights_origin
 
     text = weights_origin({"weights": weights, "source_accuracy": 0.9}, [0, 1])
     assert text.startswith(f"{origin}; accuracy on the source classes 0.900 ({how}")
@@ -136,13 +136,13 @@ def test_provenance_says_where_the_weights_came_from(weights, origin, how):
 def test_device_time_is_the_median_over_seeds_so_one_off_tracing_drops_out():
     runs = pd.DataFrame(run("a", "transfer", 1, [0.9, 0.9, 0.9], 100, 1.0, trial=4))
     runs.loc[0, "device_seconds"] = 5.0  # the first seed traced the step
-    assert report_tables.headline(runs).device_seconds.iloc[0] == 1.0
+    assert tables.headline(runs).device_seconds.iloc[0] == 1.0
 
 
 def test_a_baseline_tuned_to_the_end_of_its_rate_grid_is_flagged(runs):
-    from pipeline.report import edge_note
+    from pipeline.stages.report import edge_note
 
-    table = report_tables.headline(runs)  # every row ran at 1e-3
+    table = tables.headline(runs)  # every row ran at 1e-3
     assert edge_note(table, [1e-4, 1e-3, 1e-2]) == ""
     note = edge_note(table, [1e-4, 1e-3])
     assert "a scratch baseline (1.0e-03, the highest)" in note
@@ -154,7 +154,7 @@ def test_seeds_that_disagree_flag_the_configuration_unstable():
         run("a", "transfer", 1, [0.371, 0.907, 0.795], 100, 1.0, trial=4)
         + run("a", "transfer", 2, [0.90, 0.92, 0.95], 100, 1.0, trial=5)
     )
-    table = report_tables.headline(runs).set_index("trial")
+    table = tables.headline(runs).set_index("trial")
     assert table.unstable[4] and not table.unstable[5]  # spans 0.54 and 0.05 (limit 0.10)
 
 
@@ -173,19 +173,19 @@ def strategies_runs(second_mean_gap: float) -> pd.DataFrame:
 
 
 def test_the_winning_strategy_on_test_against_the_runner_up():
-    winners = report_tables.strategy_winners(report_tables.headline(strategies_runs(0.2)))
+    winners = tables.strategy_winners(tables.headline(strategies_runs(0.2)))
     a = winners.set_index("backbone").loc["a"]
     # trial 7 scores highest but is not a strategy's best: strategies compare by their best
     assert a.winner == "freeze_depth" and a.runner_up == "head_only"
     assert a.gap == pytest.approx(0.21) and a.p < 0.05 and a.verdict == "wins"
-    close = report_tables.strategy_winners(report_tables.headline(strategies_runs(0.005)))
+    close = tables.strategy_winners(tables.headline(strategies_runs(0.005)))
     assert close.set_index("backbone").loc["a", "verdict"] == "within noise"
     assert winners.set_index("backbone").loc["b", "verdict"] == "only strategy"
 
 
 def test_the_recommendation_is_chosen_on_validation_not_test():
-    table = report_tables.headline(strategies_runs(0.2))
-    pick = report_tables.recommendation(table)
+    table = tables.headline(strategies_runs(0.2))
+    pick = tables.recommendation(table)
     # a and b both selected at val 0.8: b has fewer trainable parameters (its test is higher
     # too, but that is not why); trial 7's 0.99 on test is never the pick
     assert (pick.backbone, pick.trial) == ("b", 1)
@@ -201,8 +201,8 @@ def test_the_strategy_summary_counts_trials_and_flags_too_few():
         + [{"backbone": "a", "trial": 9, "strategy": "lp_ft", "state": "PRUNED",
             "val_accuracy": 0.3, "plan": "q", "trainable_params": 10}]
     )  # fmt: skip
-    table = report_tables.headline(strategies_runs(0.2))
-    summary = report_tables.strategy_summary(trials, table, ["freeze_depth", "lp_ft", "gradual"])
+    table = tables.headline(strategies_runs(0.2))
+    summary = tables.strategy_summary(trials, table, ["freeze_depth", "lp_ft", "gradual"])
     rows = summary.set_index("strategy")
     assert list(rows.index) == ["freeze_depth", "lp_ft", "gradual"]  # every strategy, even unrun
     assert rows.completed.tolist() == [5, 0, 0] and rows.pruned.tolist() == [0, 1, 0]
@@ -211,5 +211,5 @@ def test_the_strategy_summary_counts_trials_and_flags_too_few():
     assert rows.test_mean["freeze_depth"] == pytest.approx(0.91)
     tied = pd.concat([trials, trials.iloc[[4]].assign(trial=7)])  # 4 and 7 both at 0.9
     tied = tied.assign(trainable_params=[50, 50, 50, 50, 60, 10, 40])
-    summary = report_tables.strategy_summary(tied, table, ["freeze_depth"])
+    summary = tables.strategy_summary(tied, table, ["freeze_depth"])
     assert summary.best_trial.iloc[0] == 7  # a tie on val goes to fewer parameters, as in final

@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 from sqlalchemy.engine import make_url
 
-from pipeline import storage, studies
+from pipeline.search import storage, studies
 from tests.conftest import TINY_PARAMS, write_params
 
 pytestmark = pytest.mark.slow
@@ -57,7 +57,7 @@ def start(args: list[str], cwd: Path, **extra) -> subprocess.Popen:
 
 
 def coordinator(cwd: Path, **extra) -> subprocess.Popen:
-    return start(["pipeline.sweep", "small_cnn"], cwd, **extra)
+    return start(["pipeline.stages.sweep", "small_cnn"], cwd, **extra)
 
 
 def worker(cwd: Path, worker_id: int | None = None, **extra) -> subprocess.Popen:
@@ -267,14 +267,16 @@ def test_an_unreachable_database_is_named_masked(tmp_path):
 
 
 def test_copying_a_sqlite_study_to_postgres_keeps_everything(workspace, db, monkeypatch):
-    from pipeline import cli, data, sweep
+    from pipeline import cli
     from pipeline.config import load_params
-    from pipeline.prepare import MANIFEST
+    from pipeline.data import datasets
+    from pipeline.stages import sweep
+    from pipeline.stages.prepare import MANIFEST
 
     raw = project(workspace, "default", n_trials=3)
     raw["sweep"]["pruner"] = {"kind": "median", "startup_trials": 1, "warmup_epochs": 1}
     write_params(workspace, raw)
-    study, _ = sweep.sweep("small_cnn", load_params(), data.read_manifest(MANIFEST))
+    study, _ = sweep.sweep("small_cnn", load_params(), datasets.read_manifest(MANIFEST))
     # THAW_STORAGE, the documented way to give a URL, names the source; --to still wins
     monkeypatch.setenv("THAW_STORAGE", "sqlite:///results/optuna/small_cnn/study.db")
     assert cli.main(["studies", "copy", "small_cnn", "--to", db]) == 0

@@ -7,9 +7,10 @@ import numpy as np
 import optuna
 import pytest
 
-from pipeline import backbones, strategies, training
 from pipeline.config import BackboneParams, SearchParams
 from pipeline.errors import ThawError
+from pipeline.models import backbones, strategies
+from pipeline.train import phases
 from tests.test_training import snapshot, tiny_data
 
 SEARCH = SearchParams(
@@ -50,7 +51,7 @@ def run_checked(plan, backbone, pool=None):
     phase, and then no gradient would reach the layers the later phases unfreeze.
     """
     if pool is None:
-        model = training.build_classifier(backbone, head_units=0, num_classes=3)
+        model = phases.build_classifier(backbone, head_units=0, num_classes=3)
     else:
         model = pool.model(0, pool.head(0, 0.0, seed=0))
     x, y = tiny_data()
@@ -77,7 +78,7 @@ def run_checked(plan, backbone, pool=None):
         assert optimizer_sizes == sum(int(np.prod(w.shape)) for w in model.trainable_weights)
         before["weights"] = after
 
-    result = training.train_plan(
+    result = phases.train_plan(
         model,
         backbone,
         plan,
@@ -105,7 +106,7 @@ def test_strategy_keeps_frozen_frozen_and_trains_the_rest(name):
 @pytest.mark.parametrize("name", list(CASES))
 def test_a_pooled_step_shared_by_all_phases_keeps_frozen_frozen(name):
     """One traced step over every variable: the phase's frozen ones must not move."""
-    from pipeline.pool import Pool
+    from pipeline.train.pool import Pool
 
     backbone = make_backbone()
     plan = plan_for(name, backbone, discriminative=True)
@@ -130,10 +131,10 @@ def test_discriminative_rate_scales_each_layers_update():
     names = tuple(layer.name for layer in backbone.layers)
     phase = strategies.Phase(1, names, 0.05, lr_scales=(("block3_conv2", 0.0),))
     plan = strategies.StrategyPlan("freeze_depth", (phase,), "test", 0.0, True)
-    model = training.build_classifier(backbone, head_units=0, num_classes=3)
+    model = phases.build_classifier(backbone, head_units=0, num_classes=3)
     before = snapshot(model)
     x, y = tiny_data()
-    training.train_plan(model, backbone, plan, (x, y), (x[:8], y[:8]), batch_size=8, seed=0)
+    phases.train_plan(model, backbone, plan, (x, y), (x[:8], y[:8]), batch_size=8, seed=0)
     kernel = backbone.get_layer("block3_conv2").kernel
     np.testing.assert_array_equal(kernel.numpy(), before[kernel.path])  # rate x 0
     other = backbone.get_layer("block3_conv1").kernel
@@ -171,12 +172,12 @@ def test_bn_bias_only_trains_no_kernel():
 
 def test_changing_trainable_without_recompiling_is_refused():
     backbone = make_backbone()
-    model = training.build_classifier(backbone, head_units=0, num_classes=3)
-    step = training.compile_classifier(model, 0.01)
+    model = phases.build_classifier(backbone, head_units=0, num_classes=3)
+    step = phases.compile_classifier(model, 0.01)
     backbone.layers[1].trainable = False  # a change after compile
     x, y = tiny_data()
     with pytest.raises(RuntimeError, match="call compile again"):
-        training.fit(step, (x, y), (x, y), epochs=1, batch_size=8, seed=0)
+        phases.fit(step, (x, y), (x, y), epochs=1, batch_size=8, seed=0)
 
 
 def test_surgical_trains_one_window_of_segments_and_nothing_around_it():
@@ -206,7 +207,7 @@ def test_a_low_surgical_window_keeps_the_full_rate_at_its_top():
 
 
 def test_surgical_window_is_clipped_at_the_top_and_uses_the_cache_below_it():
-    from pipeline.activations import ActivationCache
+    from pipeline.train.activations import ActivationCache
 
     backbone = make_backbone()
     info = strategies.backbone_info(backbone, SEARCH)

@@ -7,15 +7,18 @@ import json
 import pandas as pd
 import pytest
 
-from pipeline import data, studies, sweep, training, workers
 from pipeline.config import load_params, parse_params
-from pipeline.prepare import MANIFEST
+from pipeline.data import datasets
+from pipeline.search import studies, workers
+from pipeline.stages import sweep
+from pipeline.stages.prepare import MANIFEST
+from pipeline.train import phases
 from tests.conftest import TINY_PARAMS
 
 
 def run(params=None):
     params = params or load_params()
-    study, meta = sweep.sweep("small_cnn", params, data.read_manifest(MANIFEST))
+    study, meta = sweep.sweep("small_cnn", params, datasets.read_manifest(MANIFEST))
     summary = sweep.write_results("small_cnn", study, meta, sweep.RESULTS_DIR / "small_cnn")
     return study, summary
 
@@ -59,16 +62,16 @@ def test_changing_the_search_space_starts_a_fresh_study(workspace):
 
 
 def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(workspace, monkeypatch):
-    real_fit = training.fit
+    real_fit = phases.fit
     calls = {"n": 0}
 
     def flaky_fit(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 1:
-            raise training.DivergedError("loss became nan in epoch 1")
+            raise phases.DivergedError("loss became nan in epoch 1")
         return real_fit(*args, **kwargs)
 
-    monkeypatch.setattr(training, "fit", flaky_fit)
+    monkeypatch.setattr(phases, "fit", flaky_fit)
     run(with_trials(2))
     table = pd.read_csv("results/sweep/small_cnn/trials.csv")
     assert table.state.tolist() == ["FAIL", "COMPLETE", "COMPLETE"]
@@ -79,7 +82,7 @@ def test_repeated_failures_stop_with_a_clear_error(workspace, monkeypatch):
     def broken_fit(*args, **kwargs):
         raise MemoryError("out of memory")
 
-    monkeypatch.setattr(training, "fit", broken_fit)
+    monkeypatch.setattr(phases, "fit", broken_fit)
     raw = json.loads(json.dumps(TINY_PARAMS))
     raw["sweep"]["max_failures"] = 2
     with pytest.raises(sweep.ThawError, match="2 trials failed in a row.*out of memory"):
@@ -174,7 +177,7 @@ def test_pruned_trials_are_recorded_with_the_epoch_they_reached(workspace, monke
     raw["sweep"].update(n_trials=3, max_trials=3)  # every trial pruned: the cap ends the sweep
     raw["search"].update(epochs=5, strategies=["freeze_depth"])
     params = parse_params(raw)
-    study, _ = sweep.sweep("small_cnn", params, data.read_manifest(MANIFEST))
+    study, _ = sweep.sweep("small_cnn", params, datasets.read_manifest(MANIFEST))
     table = studies.trials_table(study, "small_cnn")
     assert list(table.state) == ["PRUNED"] * 3  # pruned trials count as finished
     assert (table.pruned_at_epoch == 2).all() and (table.epochs_run == 2).all()

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline import backbones, freezing, training
 from pipeline.config import BackboneParams
-from pipeline.strategies import Phase, StrategyPlan
+from pipeline.models import backbones, freezing
+from pipeline.models.strategies import Phase, StrategyPlan
+from pipeline.train import phases
 
 
 def tiny_data(n=24, size=32, classes=3, seed=0):
@@ -30,10 +31,10 @@ def single_phase(backbone, plan, lr: float, epochs: int = 2) -> StrategyPlan:
 def train_with_plan(arch: str, depth: int, lr: float = 0.05):
     backbone = backbones.build(arch, 32, None, BackboneParams(alpha=0.35, width=4))
     plan = freezing.candidate_plans(backbone, 0.0, 1.0, 4)[depth]
-    model = training.build_classifier(backbone, head_units=8, num_classes=3)
+    model = phases.build_classifier(backbone, head_units=8, num_classes=3)
     before = snapshot(model)
     x, y = tiny_data()
-    result = training.train_plan(
+    result = phases.train_plan(
         model,
         backbone,
         single_phase(backbone, plan, lr),
@@ -74,7 +75,7 @@ def test_trainable_count_matches_the_weights_the_optimizer_updates():
     assert result.trainable_params == sizes
     assert result.total_params == sum(int(np.prod(w.shape)) for w in model.weights)
     assert result.frozen_params == result.total_params - sizes
-    step = training.compile_classifier(model, 0.01)
+    step = phases.compile_classifier(model, 0.01)
     assert [id(v) for v in step.variables] == [id(w) for w in model.trainable_weights]
 
 
@@ -101,11 +102,11 @@ def test_result_records_device_time_and_per_epoch_accuracy():
 def test_nan_loss_stops_training_with_a_reason():
     backbone = backbones.build("small_cnn", 32, None, BackboneParams(width=4))
     plan = freezing.candidate_plans(backbone, 0.0, 1.0, 4)[0]
-    model = training.build_classifier(backbone, head_units=0, num_classes=3)
+    model = phases.build_classifier(backbone, head_units=0, num_classes=3)
     x, y = tiny_data()
     x[0, 0, 0, 0] = np.nan
-    with pytest.raises(training.DivergedError, match="loss became nan"):
-        training.train_plan(
+    with pytest.raises(phases.DivergedError, match="loss became nan"):
+        phases.train_plan(
             model,
             backbone,
             single_phase(backbone, plan, 0.01),
@@ -118,11 +119,11 @@ def test_nan_loss_stops_training_with_a_reason():
 
 def plateau_run(patience: int, on_epoch=None):
     backbone = backbones.build("small_cnn", 32, None, BackboneParams(width=4))
-    model = training.build_classifier(backbone, head_units=0, num_classes=3)
+    model = phases.build_classifier(backbone, head_units=0, num_classes=3)
     backbone.trainable = False
-    step = training.compile_classifier(model, 0.0)  # rate 0: accuracy never improves
+    step = phases.compile_classifier(model, 0.0)  # rate 0: accuracy never improves
     x, y = tiny_data()
-    return training.fit(
+    return phases.fit(
         step, (x, y), (x, y), epochs=8, batch_size=8, seed=0, patience=patience, on_epoch=on_epoch
     )
 

@@ -9,8 +9,9 @@ import time
 import optuna
 import pytest
 
-from pipeline import storage, sweep, workers
-from pipeline.budget import Budget
+from pipeline.search import storage, workers
+from pipeline.search.budget import Budget
+from pipeline.stages import sweep
 
 
 @pytest.fixture

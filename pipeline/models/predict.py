@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import image_files
+from pipeline.data import image_files
 from pipeline.errors import ThawError
-from pipeline.export import BEST_DIR
+from pipeline.models.export import BEST_DIR
 
 BATCH = 256
 

@@ -6,7 +6,7 @@
 
 The model is built from Keras's own layers only (Resizing, Rescaling, the
 backbone's functional graph, pooling, Dense), so `keras.models.load_model` reads
-it in a process that imports nothing from Thaw. Its resizing is data.resizer,
+it in a process that imports nothing from Thaw. Its resizing is datasets.resizer,
 the rule `prepare` used; the pixel scaling is the backbone's preprocessing.
 The card's test accuracy is measured on this file's model, on the test split.
 """
@@ -18,7 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import backbones, data, loop, provenance
+from pipeline import provenance
+from pipeline.data import datasets
+from pipeline.models import backbones
+from pipeline.train import loop
 
 BEST_DIR = Path("models/best")
 EVAL_BATCH = 256
@@ -56,7 +59,7 @@ def build(backbone, head, meta: dict, manifest: dict):
     features.set_weights(backbone.get_weights())
     inputs = keras.Input((None, None, 3), dtype="uint8", name="image")
     x = keras.layers.Identity(dtype="float32", name="to_float")(inputs)
-    x = data.resizer(manifest["image_size"], manifest.get("resize", "crop"))(x)
+    x = datasets.resizer(manifest["image_size"], manifest.get("resize", "crop"))(x)
     scale = scaling_layer(meta["preprocess"])
     if scale is not None:
         x = scale(x)

@@ -25,10 +25,11 @@ import json
 import numpy as np
 import pandas as pd
 
-from pipeline import loop, strategies, training
-from pipeline.context import RunContext
-from pipeline.freezing import FreezePlan
-from pipeline.sweep import recorded_config
+from pipeline.models import strategies
+from pipeline.models.freezing import FreezePlan
+from pipeline.stages.sweep import recorded_config
+from pipeline.train import loop, phases
+from pipeline.train.context import RunContext
 
 FROZEN, FINE_TUNED = "frozen", "fine-tuned"
 
@@ -64,7 +65,7 @@ def _settings(ctx: RunContext, trials: pd.DataFrame, mode: str):
 
 def frozen_probe(ctx: RunContext, cut: int, config, seed: int, heads: dict) -> loop.PhaseRun:
     """A head on the frozen backbone's activations at `cut`; the layers after it unused."""
-    from pipeline.classifier import Classifier, Head
+    from pipeline.models.classifier import Classifier, Head
 
     ctx.restore()  # an earlier run fine-tuned layers before `cut`; the cache computes from them
     shape = ctx.cache.shape(cut)
@@ -114,7 +115,7 @@ def converged_probe(ctx: RunContext, cut: int) -> tuple[float, int]:
 
 def fine_tuned(
     ctx: RunContext, depth: FreezePlan, config, rates: dict, seed: int
-) -> training.TrainResult:
+) -> phases.TrainResult:
     """The `freeze_depth` strategy at this depth, with the trial's discriminative rates."""
     import optuna
 
@@ -122,7 +123,7 @@ def fine_tuned(
     fixed = optuna.trial.FixedTrial({"freeze_depth": depth.depth, "discriminative": False, **rates})
     plan = strategies.freeze_depth(fixed, ctx.search, ctx.info, config.learning_rate)
     head = ctx.pool.head(config.head_units, config.dropout, seed)
-    return training.train_plan(
+    return phases.train_plan(
         ctx.pool.model(0, head),
         ctx.backbone,
         plan,

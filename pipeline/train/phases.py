@@ -17,10 +17,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pipeline import devices, loop
-from pipeline.freezing import param_count
-from pipeline.loop import DivergedError  # noqa: F401  (part of this module's interface)
-from pipeline.strategies import Phase, StrategyPlan
+from pipeline.models.freezing import param_count
+from pipeline.models.strategies import Phase, StrategyPlan
+from pipeline.train import devices, loop
+from pipeline.train.loop import DivergedError  # noqa: F401  (part of this module's interface)
 
 
 @dataclass
@@ -46,7 +46,7 @@ class TrainResult:
 
 def build_classifier(backbone, head_units: int, num_classes: int, dropout: float = 0.0, seed=0):
     """Images -> backbone (inference mode) -> head. Freezing is applied per phase."""
-    from pipeline.classifier import Classifier, Head
+    from pipeline.models.classifier import Classifier, Head
 
     head = Head(head_units, num_classes, dropout > 0, backbone.output_shape[1:])
     model = Classifier(backbone, head, backbone.input_shape[1:])
@@ -56,7 +56,7 @@ def build_classifier(backbone, head_units: int, num_classes: int, dropout: float
 
 def on_features(model, features, input_dims: tuple[int, ...]):
     """The same head on another feature extractor (a backbone suffix, or None)."""
-    from pipeline.classifier import Classifier
+    from pipeline.models.classifier import Classifier
 
     return Classifier(features, model.head, input_dims)
 

@@ -24,10 +24,10 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-from pipeline import storage
-from pipeline.budget import Budget, best_trial, strategy_of
 from pipeline.errors import ThawError
-from pipeline.studies import FINISHED
+from pipeline.search import storage
+from pipeline.search.budget import Budget, best_trial, strategy_of
+from pipeline.search.studies import FINISHED
 
 WORKER_ATTR = "worker"
 

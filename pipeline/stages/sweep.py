@@ -1,6 +1,6 @@
 """Stage `sweep@<name>`: an Optuna study over freezing strategy, head and learning rate.
 
-    python -m pipeline.sweep <name>
+    python -m pipeline.stages.sweep <name>
 
 Reads `seed`, `search` and `sweep` from params.yaml, the backbone from
 `models/<name>/` and the target splits from the manifest. The stage is the
@@ -22,12 +22,15 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline import budget, data, flops, pruning, storage, strategies, studies, training, workers
 from pipeline.config import Params, PrunerParams, SearchParams, backbone_stage_args
-from pipeline.context import MB, MODELS_DIR, RunContext, effective_search, load_context
+from pipeline.data import datasets
 from pipeline.errors import ThawError, run_main
-from pipeline.pool import release_memory
-from pipeline.prepare import MANIFEST
+from pipeline.models import flops, strategies
+from pipeline.search import budget, pruning, storage, studies, workers
+from pipeline.stages.prepare import MANIFEST
+from pipeline.train import phases
+from pipeline.train.context import MB, MODELS_DIR, RunContext, effective_search, load_context
+from pipeline.train.pool import release_memory
 
 RESULTS_DIR = Path("results/sweep")
 __all__ = ["MODELS_DIR", "RunContext", "load_context", "run_trial", "sweep"]
@@ -96,7 +99,7 @@ def run_trial(trial, ctx: RunContext) -> float:
     try:
         head = ctx.pool.head(config.head_units, config.dropout, ctx.seed + trial.number)
         model = ctx.pool.model(0, head)
-        result = training.train_plan(
+        result = phases.train_plan(
             model,
             ctx.backbone,
             plan,
@@ -127,9 +130,9 @@ def run_trial(trial, ctx: RunContext) -> float:
     ):
         trial.set_user_attr(key, getattr(result, key))
     costs = ctx.layer_costs + flops.head_costs(ctx.feature_dims, config.head_units, ctx.num_classes)
-    phases = [(n, p.trainable_layers) for n, p in zip(result.phase_epochs, plan.phases)]
+    epochs_trained = [(n, p.trainable_layers) for n, p in zip(result.phase_epochs, plan.phases)]
     trial.set_user_attr(
-        "train_flops", flops.trial_flops(costs, phases, len(ctx.train[1]), len(ctx.val[1]))
+        "train_flops", flops.trial_flops(costs, epochs_trained, len(ctx.train[1]), len(ctx.val[1]))
     )
     if result.stopped == "pruned":
         trial.set_user_attr("pruned_at_epoch", len(per_epoch))
@@ -206,7 +209,7 @@ def make_pruner(spec: PrunerParams, epochs: int, min_per_strategy: int = 0):
 
 def study_inputs(name: str, params: Params, meta: dict) -> dict:
     return studies.identity(
-        meta["sha256"], data.file_digest(MANIFEST), effective_search(params, name), params.seed
+        meta["sha256"], datasets.file_digest(MANIFEST), effective_search(params, name), params.seed
     )
 
 
@@ -410,7 +413,7 @@ def work(name: str, params: Params, worker_id: int | None, wait: float) -> int:
         file=sys.stderr,
         flush=True,
     )
-    ctx = load_context(name, params, data.read_manifest(MANIFEST))
+    ctx = load_context(name, params, datasets.read_manifest(MANIFEST))
     ran = run_trials(study, ctx, name, params, who, stop)
     if stop.requested is not None:
         print(
@@ -460,7 +463,7 @@ def write_results(name: str, study, meta: dict, out: Path) -> dict:
 
 def main() -> None:
     name, params = backbone_stage_args(__doc__)
-    manifest = data.read_manifest(MANIFEST)
+    manifest = datasets.read_manifest(MANIFEST)
     study, meta = sweep(name, params, manifest)
     summary = write_results(name, study, meta, RESULTS_DIR / name)
     print(

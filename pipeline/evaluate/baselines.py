@@ -17,9 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline import devices, flops, loop
 from pipeline.config import SearchParams
-from pipeline.freezing import param_count
+from pipeline.models import flops
+from pipeline.models.freezing import param_count
+from pipeline.train import devices, loop
 
 SCRATCH = "scratch"
 LINEAR_PIXELS = "linear_pixels"
@@ -63,8 +64,8 @@ def scratch(
     """
     import keras
 
-    from pipeline.backbone import batchnorm_layers
-    from pipeline.classifier import Classifier, Head
+    from pipeline.models.classifier import Classifier, Head
+    from pipeline.stages.backbone import batchnorm_layers
 
     network = keras.models.clone_model(backbone)  # same layers, fresh random weights
     for layer in batchnorm_layers(network):
@@ -93,7 +94,7 @@ def scratch(
 def precise_batchnorm(network, input_dims: tuple[int, ...]) -> Callable[[object], None]:
     """`calibrate(images)`: backbone.recalibrate_batchnorm with its passes traced once and
     kept, since the scratch baseline calibrates before every validation epoch."""
-    from pipeline.backbone import recalibrate_batchnorm
+    from pipeline.stages.backbone import recalibrate_batchnorm
 
     passes: dict[int, object] = {}
     return lambda images: recalibrate_batchnorm(network, images, passes=passes)
@@ -103,7 +104,7 @@ def linear_pixels(input_dims: tuple[int, ...], num_classes: int) -> Baseline:
     """Softmax regression on the flattened pixels."""
     import keras
 
-    from pipeline.classifier import Classifier, Head
+    from pipeline.models.classifier import Classifier, Head
 
     width = int(np.prod(input_dims))
     head = Head(0, num_classes, False, (width,))

@@ -43,11 +43,11 @@ RESIZE_RULES = ("crop", "pad")  # data.resize: to a square, before scaling to im
 
 def tfds_name(dataset: str) -> str:
     if dataset == FOLDER:
-        from pipeline import folder_dataset
+        from pipeline.data import folder_dataset
 
         return folder_dataset.NAME
     if dataset == "digits":
-        from pipeline import digits  # registers the builder with TFDS
+        from pipeline.data import digits  # registers the builder with TFDS
 
         return digits.BUILDER_NAME
     return dataset
@@ -71,7 +71,7 @@ def prepare_builder(dataset: str, data_dir: str | Path, check_network: bool = Tr
     import tensorflow_datasets as tfds
 
     if dataset == FOLDER:  # written by `prepare` (folder_dataset.store), only read here
-        from pipeline import folder_dataset
+        from pipeline.data import folder_dataset
 
         return folder_dataset.open_builder(data_dir)
     name = tfds_name(dataset)

@@ -1,6 +1,6 @@
 """Stage `prepare`: build the dataset with TFDS and write the split manifest.
 
-    python -m pipeline.prepare
+    python -m pipeline.stages.prepare
 
 Reads `seed` and `data` from params.yaml; writes the TFDS data_dir `data/tfds/`
 and `data/manifest.json` (split indices, images per class and split, and for an
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import data
 from pipeline.config import DataParams, load_params, out_of_range, range_problem
+from pipeline.data import datasets
 from pipeline.errors import run_main
 
 DATA_DIR = Path("data/tfds")
@@ -25,19 +25,19 @@ MANIFEST = Path("data/manifest.json")
 
 def prepare(params: DataParams, seed: int, data_dir: Path = DATA_DIR) -> dict:
     layout = folder = None
-    if params.dataset == data.FOLDER:
+    if params.dataset == datasets.FOLDER:
         layout, folder = _store_folder(params, data_dir)
-    builder = data.prepare_builder(params.dataset, data_dir)
-    images, labels = data.load_examples(builder, params.image_size, params.resize)
+    builder = datasets.prepare_builder(params.dataset, data_dir)
+    images, labels = datasets.load_examples(builder, params.image_size, params.resize)
     num_classes = builder.info.features["label"].num_classes
     for key in ("source_classes", "target_classes"):  # params.yaml checked them unless
         bad = out_of_range(getattr(params, key), num_classes)  # the metadata was not there
         if bad:
-            raise data.DatasetError(
+            raise datasets.DatasetError(
                 f"data.{key} = {getattr(params, key)}: ids {bad} out of range; "
                 + range_problem(params.dataset, bad, num_classes)
             )
-    splits = data.split_indices(
+    splits = datasets.split_indices(
         labels,
         seed=seed,
         source_classes=params.source_classes,
@@ -48,7 +48,7 @@ def prepare(params: DataParams, seed: int, data_dir: Path = DATA_DIR) -> dict:
         given_test=None if folder is None else np.asarray(folder.given_test),
         names=builder.info.features["label"].names,
     )
-    manifest = data.make_manifest(
+    manifest = datasets.make_manifest(
         params.dataset,
         str(data_dir),
         builder,
@@ -67,11 +67,13 @@ def prepare(params: DataParams, seed: int, data_dir: Path = DATA_DIR) -> dict:
 
 def _store_folder(params: DataParams, data_dir: Path):
     """Read every file of data.folder (nothing written if a check fails), then store it."""
-    from pipeline import folder_dataset
+    from pipeline.data import folder_dataset
 
     layout = folder_dataset.scan(params.folder)
-    resize = data.resizer(params.image_size, params.resize)
-    read = folder_dataset.read_all(layout, lambda px: data.to_uint8(resize(px.astype("float32"))))
+    resize = datasets.resizer(params.image_size, params.resize)
+    read = folder_dataset.read_all(
+        layout, lambda px: datasets.to_uint8(resize(px.astype("float32")))
+    )
     folder_dataset.report_skipped(read.skipped, layout.root)
     needs = {c: params.train_per_class + params.val_per_class + 1 for c in params.target_classes}
     if layout.given_splits:  # the test images are given: train and val come from train/
@@ -83,7 +85,7 @@ def _store_folder(params: DataParams, data_dir: Path):
 
 
 def _folder_record(params: DataParams, layout, read, splits: dict[str, list[int]]) -> dict:
-    from pipeline import folder_dataset
+    from pipeline.data import folder_dataset
 
     split_of = {i: name for name, ix in splits.items() for i in ix}
     leaks = folder_dataset.leaks(read.digests, split_of)
@@ -107,7 +109,7 @@ def _folder_record(params: DataParams, layout, read, splits: dict[str, list[int]
 def main() -> None:
     params = load_params()
     manifest = prepare(params.data, params.seed)
-    data.write_manifest(manifest, MANIFEST)
+    datasets.write_manifest(manifest, MANIFEST)
     sizes = ", ".join(f"{k} {len(v)}" for k, v in manifest["splits"].items() if v)
     folder = manifest.get("folder")
     extra = f"; {len(folder['skipped'])} file(s) skipped" if folder else ""

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pipeline.errors import ThawError
-from pipeline.freezing import FreezePlan, candidate_plans, layer_params
+from pipeline.models.freezing import FreezePlan, candidate_plans, layer_params
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Stage `backbone@<name>`: make a pretrained backbone and describe its cut points.
 
-    python -m pipeline.backbone <name>
+    python -m pipeline.stages.backbone <name>
 
 `weights: source` pretrains a fresh backbone on the source classes (the
 offline default); `imagenet` downloads Keras's weights; a `.keras`/`.h5` path
@@ -15,10 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import backbones, data, devices, freezing
 from pipeline.config import BackboneParams, PretrainParams, backbone_stage_args
+from pipeline.data import datasets
 from pipeline.errors import ThawError, run_main
-from pipeline.prepare import MANIFEST
+from pipeline.models import backbones, freezing
+from pipeline.stages.prepare import MANIFEST
+from pipeline.train import devices
 
 MODELS_DIR = Path("models")
 # Pretrained features are useless if the source task itself was not learned;
@@ -85,7 +87,7 @@ def recalibrate_batchnorm(model, images, chunk: int = 256, passes: dict | None =
 
 
 def pretrain(
-    backbone, source: dict[str, data.Split], preprocess: str, params: PretrainParams, seed: int
+    backbone, source: dict[str, datasets.Split], preprocess: str, params: PretrainParams, seed: int
 ) -> float:
     """Train backbone + linear head on the source classes; return inference-mode accuracy.
 
@@ -95,8 +97,8 @@ def pretrain(
     """
     import keras
 
-    from pipeline import loop
-    from pipeline.classifier import Classifier, Head
+    from pipeline.models.classifier import Classifier, Head
+    from pipeline.train import loop
 
     keras.utils.set_random_seed(seed)
     num_classes = int(source["source_train"].labels.max()) + 1
@@ -131,11 +133,11 @@ def pretrain(
     return accuracy
 
 
-def linear_probe_accuracy(backbone, source: dict[str, data.Split], preprocess: str) -> float:
+def linear_probe_accuracy(backbone, source: dict[str, datasets.Split], preprocess: str) -> float:
     """Source accuracy of a logistic regression on frozen, inference-mode features."""
     from sklearn.linear_model import LogisticRegression
 
-    def features(split: data.Split) -> np.ndarray:
+    def features(split: datasets.Split) -> np.ndarray:
         out = backbone.predict(backbones.preprocess(preprocess, split.images), verbose=0)
         return out.reshape(len(out), -1, out.shape[-1]).mean(axis=1) if out.ndim == 4 else out
 
@@ -196,7 +198,11 @@ def make_backbone(
     import keras
 
     image_size = manifest["image_size"]
-    source = data.load_splits(manifest, data.SOURCE_SPLITS) if manifest["source_classes"] else None
+    source = (
+        datasets.load_splits(manifest, datasets.SOURCE_SPLITS)
+        if manifest["source_classes"]
+        else None
+    )
     keras.utils.set_random_seed(seed)  # the initial weights too: same seed, same backbone
     arch = spec.arch or name
     if spec.model_file is None:
@@ -248,14 +254,14 @@ def save_backbone(backbone, meta: dict, out: Path) -> None:
     """backbone.keras plus meta.json, which records the file's content hash."""
     out.mkdir(parents=True, exist_ok=True)
     backbone.save(out / "backbone.keras")
-    meta["sha256"] = data.file_digest(out / "backbone.keras")
+    meta["sha256"] = datasets.file_digest(out / "backbone.keras")
     (out / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
 
 
 def main() -> None:
     name, params = backbone_stage_args(__doc__)
     devices.configure(params.seed, params.deterministic)
-    manifest = data.read_manifest(MANIFEST)
+    manifest = datasets.read_manifest(MANIFEST)
     backbone, meta = make_backbone(
         name, params.backbones[name], manifest, params.pretrain, params.seed
     )

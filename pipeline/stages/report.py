@@ -1,6 +1,6 @@
 """Stage `report`: one document that answers the question, honestly.
 
-    python -m pipeline.report
+    python -m pipeline.stages.report
 
 Reads the sweeps (`results/sweep/<name>/`), the final retraining runs and
 baselines (`results/final/<name>/`, `results/baseline/`), the data manifest and
@@ -20,14 +20,16 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from pipeline import baselines, data, plots, report_tables
 from pipeline.config import Params, load_params
-from pipeline.context import MODELS_DIR
+from pipeline.data import datasets
 from pipeline.errors import run_main
-from pipeline.final import FINAL_DIR
-from pipeline.linear_baseline import OUT as BASELINE_CSV
-from pipeline.prepare import MANIFEST
-from pipeline.sweep import RESULTS_DIR
+from pipeline.evaluate import baselines
+from pipeline.report import plots, tables
+from pipeline.stages.final import FINAL_DIR
+from pipeline.stages.linear_baseline import OUT as BASELINE_CSV
+from pipeline.stages.prepare import MANIFEST
+from pipeline.stages.sweep import RESULTS_DIR
+from pipeline.train.context import MODELS_DIR
 
 REPORTS_DIR = Path("reports")
 FIGURES = {
@@ -147,8 +149,8 @@ def winners_markdown(winners: pd.DataFrame) -> str:
 
 def recommendation_markdown(table: pd.DataFrame, winners: pd.DataFrame, unit: str) -> str:
     """One answer per question a user asks, chosen by validation as the protocol says."""
-    pick = report_tables.recommendation(table)
-    gaps = report_tables.verdicts(table)
+    pick = tables.recommendation(table)
+    gaps = tables.verdicts(table)
     paid = "; ".join(
         f"against {g.against} {g.gap:+.3f} (p = {g.p:.2g}): **{g.verdict}**"
         for g in gaps[gaps.backbone == pick.backbone].itertuples()
@@ -190,9 +192,9 @@ def verdict_markdown(table: pd.DataFrame) -> str:
         f"{best.test_accuracy_sd:.3f}. A description, not a selection: picking the best of "
         "several rows by their test score is optimistic again."
     ]
-    gaps = report_tables.verdicts(table)
+    gaps = tables.verdicts(table)
     for backbone, group in gaps.groupby("backbone", sort=False):
-        ranked = table[(table.backbone == backbone) & (table.kind == report_tables.TRANSFER)]
+        ranked = table[(table.backbone == backbone) & (table.kind == tables.TRANSFER)]
         row = ranked[ranked["rank"] == 1].iloc[0]
         against = "; ".join(
             f"vs {g.against} {g.gap:+.3f} ± {g.se:.3f} (p = {g.p:.2g}): **{g.verdict}**"
@@ -291,7 +293,7 @@ def edge_note(table: pd.DataFrame, grid: list[float]) -> str:
     ends = {"lowest": grid[0], "highest": grid[-1]}
     found = [
         f"{row.backbone or 'pixels'} {row.configuration} ({row.learning_rate:.1e}, the {end})"
-        for row in table[table.kind != report_tables.TRANSFER].itertuples()
+        for row in table[table.kind != tables.TRANSFER].itertuples()
         for end, rate in ends.items()
         if math.isclose(row.learning_rate, rate, rel_tol=1e-6)
     ]
@@ -313,7 +315,7 @@ def data_gap_note(table: pd.DataFrame, counts: dict) -> str:
     n_train, n_trainval = sum(counts["train"].values()), sum(
         counts["train"].values()) + sum(counts["val"].values())  # fmt: skip
     rows = table[
-        (table.kind != report_tables.TRANSFER)
+        (table.kind != tables.TRANSFER)
         & (table.test_accuracy_mean - table.val_accuracy > 0.1)
         & table.test_accuracy_train_only.notna()
     ]
@@ -472,9 +474,9 @@ def markdown(
     metas: dict,
     runs: pd.DataFrame,
 ) -> str:
-    unit = report_tables.device_label(runs.device_kind)
-    summary = report_tables.strategy_summary(trials, table, params.search.strategies)
-    winners = report_tables.strategy_winners(table)
+    unit = tables.device_label(runs.device_kind)
+    summary = tables.strategy_summary(trials, table, params.search.strategies)
+    winners = tables.strategy_winners(table)
     seeds = int(table.seeds.max())
     done = trials[trials.state == "COMPLETE"].sort_values(
         ["val_accuracy", "trainable_params"], ascending=[False, True]
@@ -527,7 +529,7 @@ this data.
 ## Verdict
 
 Gaps are in test accuracy, ± their standard error over seeds, with the p-value of
-Welch's t-test over seeds: "paid" or "lost" when p < {report_tables.ALPHA:g},
+Welch's t-test over seeds: "paid" or "lost" when p < {tables.ALPHA:g},
 "within noise" otherwise. Seeds vary initialisation and batch order only: every
 run is scored on the same {n_test} test images, whose own sampling error (one
 binomial standard error, about ±{binomial_se:.3f} at the best accuracy here) is
@@ -549,7 +551,7 @@ trains), so they compare across machines. ★: on the overall Pareto front of
 test accuracy against the column's cost (trainable parameters, or time);
 ☆: on its own backbone's front only.
 
-{_fmt_table(headline_markdown(table, unit, report_tables.imbalanced(manifest)))}
+{_fmt_table(headline_markdown(table, unit, tables.imbalanced(manifest)))}
 
 ![test accuracy vs trainable parameters]({FIGURES["params"]})
 
@@ -590,13 +592,13 @@ Every strategy of the search on every backbone: its trials (completed count towa
 completed, unless the cap of `sweep.max_trials` finished trials came first), the best
 and median validation accuracy of its completed trials, and its best trial retrained
 over {seeds} seeds and tested. {pruning_text(params.sweep.pruner.kind, trials)} With fewer than
-{report_tables.FEW_TO_COMPARE} completed trials a strategy's best and median say little:
+{tables.FEW_TO_COMPARE} completed trials a strategy's best and median say little:
 *too few to compare*.
 
 {_fmt_table(strategy_table(summary))}
 
 **Winning strategy on test**, per backbone (Welch's t-test over seeds against the
-runner-up; "within noise" when p ≥ {report_tables.ALPHA:g}). Each strategy's
+runner-up; "within noise" when p ≥ {tables.ALPHA:g}). Each strategy's
 configuration was chosen on validation; comparing their test scores is a description
 of this test set, not a second selection, and the winner is the highest of several, so
 even a "wins" is optimistic by that choice.
@@ -618,12 +620,12 @@ accuracy, is in `reports/trials.csv`; every retraining run in `reports/final_run
 def main() -> None:
     params = load_params()
     names = list(params.backbones)
-    trials = report_tables.load_trials(names, RESULTS_DIR)
-    runs = report_tables.load_runs(names, FINAL_DIR, BASELINE_CSV)
-    table = report_tables.headline(runs)
-    curve = report_tables.depth_curve(report_tables.load_depth_curves(names, FINAL_DIR))
-    importances = report_tables.load_importances(names, RESULTS_DIR)
-    manifest = data.read_manifest(MANIFEST)
+    trials = tables.load_trials(names, RESULTS_DIR)
+    runs = tables.load_runs(names, FINAL_DIR, BASELINE_CSV)
+    table = tables.headline(runs)
+    curve = tables.depth_curve(tables.load_depth_curves(names, FINAL_DIR))
+    importances = tables.load_importances(names, RESULTS_DIR)
+    manifest = datasets.read_manifest(MANIFEST)
     metas = {n: json.loads((MODELS_DIR / n / "meta.json").read_text()) for n in names}
     REPORTS_DIR.mkdir(exist_ok=True)
     trials.to_csv(REPORTS_DIR / "trials.csv", index=False)
@@ -631,9 +633,9 @@ def main() -> None:
     table.to_csv(REPORTS_DIR / "headline.csv", index=False)
     curve.to_csv(REPORTS_DIR / "depth_curve.csv", index=False)
     importances.to_csv(REPORTS_DIR / "importances.csv", index=False)
-    metrics = report_tables.metrics(table, report_tables.imbalanced(manifest))
+    metrics = tables.metrics(table, tables.imbalanced(manifest))
     (REPORTS_DIR / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
-    unit = report_tables.device_label(runs.device_kind)
+    unit = tables.device_label(runs.device_kind)
     plots.accuracy_vs_cost(
         table, "trainable_params", "params", "trainable parameters", REPORTS_DIR / FIGURES["params"]
     )

@@ -15,9 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import activations, backbones, data, devices, flops, strategies
 from pipeline.config import Params, SearchParams
-from pipeline.pool import Pool
+from pipeline.data import datasets
+from pipeline.models import backbones, flops, strategies
+from pipeline.train import activations, devices
+from pipeline.train.pool import Pool
 
 MODELS_DIR = Path("models")
 CACHE_DIR = Path("results/cache")
@@ -73,7 +75,7 @@ def load_context(
     info = strategies.backbone_info(backbone, search)
     arrays = {
         split: (backbones.preprocess(meta["preprocess"], s.images), s.labels)
-        for split, s in data.load_target_splits(manifest, split_names).items()
+        for split, s in datasets.load_target_splits(manifest, split_names).items()
     }
     cache = activations.ActivationCache(
         backbone,

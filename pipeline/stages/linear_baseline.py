@@ -1,6 +1,6 @@
 """Stage `linear_baseline`: softmax regression on raw pixels, the floor transfer must beat.
 
-    python -m pipeline.linear_baseline
+    python -m pipeline.stages.linear_baseline
 
 Same protocol and budget as the transferred configurations (baselines.py):
 learning rate chosen on validation, retrained per seed on train+val, tested
@@ -15,11 +15,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline import baselines, data, devices
 from pipeline.config import Params, load_params
-from pipeline.data import TRAINVAL, load_target_splits
+from pipeline.data import datasets
+from pipeline.data.datasets import TRAINVAL, load_target_splits
 from pipeline.errors import run_main
-from pipeline.prepare import MANIFEST
+from pipeline.evaluate import baselines
+from pipeline.stages.prepare import MANIFEST
+from pipeline.train import devices
 
 OUT = Path("results/baseline/linear_pixels.csv")
 
@@ -44,7 +46,7 @@ def run(params: Params, manifest: dict) -> pd.DataFrame:
 
 def main() -> None:
     params = load_params()
-    runs = run(params, data.read_manifest(MANIFEST))
+    runs = run(params, datasets.read_manifest(MANIFEST))
     OUT.parent.mkdir(parents=True, exist_ok=True)
     runs.to_csv(OUT, index=False)
     print(

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline import storage
 from pipeline.config import SearchParams
+from pipeline.search import storage
 
 STUDIES_DIR = storage.STUDIES_DIR
 FINISHED = ("COMPLETE", "PRUNED")

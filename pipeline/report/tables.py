@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.baselines import LINEAR_PIXELS, SCRATCH
 from pipeline.errors import ThawError
-from pipeline.final import TRANSFER, by_rank
-from pipeline.pareto import pareto_front
+from pipeline.evaluate.baselines import LINEAR_PIXELS, SCRATCH
+from pipeline.report.pareto import pareto_front
+from pipeline.stages.final import TRANSFER, by_rank
 
 COSTS = {"params": "trainable_params", "time": "device_seconds"}
 

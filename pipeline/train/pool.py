@@ -19,7 +19,7 @@ import gc
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from pipeline.loop import Step
+from pipeline.train.loop import Step
 
 
 @dataclass
@@ -40,7 +40,7 @@ class Pool:
 
     def head(self, units: int, dropout: float, seed: int):
         """The head of this size, re-initialised from `seed`, with this dropout rate."""
-        from pipeline.classifier import Head
+        from pipeline.models.classifier import Head
 
         if units not in self._heads:  # a hidden layer always has dropout: its rate is a variable
             dims = self.backbone.output_shape[1:]
@@ -51,7 +51,7 @@ class Pool:
 
     def model(self, cut: int, head):
         """Features from `cut` (0: the whole backbone on images) into `head`."""
-        from pipeline.classifier import Classifier
+        from pipeline.models.classifier import Classifier
 
         key = (cut, id(head))
         if key in self._models:
@@ -76,8 +76,8 @@ class Pool:
         One step per model, traced over every variable that can train in it;
         the phase's frozen ones get a rate of 0.
         """
-        from pipeline.strategies import Phase
-        from pipeline.training import set_phase
+        from pipeline.models.strategies import Phase
+        from pipeline.train.phases import set_phase
 
         step = self._steps.get(id(model))
         if step is None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import image_files
+from pipeline.data import image_files
 from pipeline.errors import ThawError
 
 NAME = "thaw_folder"

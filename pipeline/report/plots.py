@@ -1,5 +1,5 @@
 """The report's figures as PNG files: accuracy against cost with Pareto fronts, the
-freeze-depth curve, and parameter importances. Each takes a table from report_tables."""
+freeze-depth curve, and parameter importances. Each takes a table from tables.py."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.report_tables import TRANSFER
+from pipeline.report.tables import TRANSFER
 
 MARKERS = {TRANSFER: "o", "scratch": "X", "linear_pixels": "s"}
 KIND_NAMES = {

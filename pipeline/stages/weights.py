@@ -1,6 +1,6 @@
 """Stage `weights`: fingerprint each backbone's weights file, so DVC sees it replaced.
 
-    python -m pipeline.weights
+    python -m pipeline.stages.weights
 
 DVC cannot take `backbones.<name>.weights` as a dependency: for `source` and
 `imagenet` it names no file. This stage runs on every `dvc repro`
@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from pipeline.config import BackboneParams, load_params
-from pipeline.data import file_digest
+from pipeline.data.datasets import file_digest
 from pipeline.errors import run_main
 
 OUT = Path("data/weights")

@@ -1,6 +1,6 @@
 """Stage `final@<name>`: the search's best configurations, retrained over seeds, tested once.
 
-    python -m pipeline.final <name>
+    python -m pipeline.stages.final <name>
 
 The search chose by validation accuracy, so its best value is optimistic. For
 each of the top `report.top_k` completed trials, and each strategy's best
@@ -23,14 +23,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline import baselines, data, depth_curve, export, flops, provenance, training
+from pipeline import provenance
 from pipeline.config import Params, backbone_stage_args
-from pipeline.context import RunContext, load_context
-from pipeline.data import TRAINVAL
+from pipeline.data import datasets
+from pipeline.data.datasets import TRAINVAL
 from pipeline.errors import ThawError, run_main
-from pipeline.prepare import MANIFEST
-from pipeline.strategies import StrategyPlan
-from pipeline.sweep import RESULTS_DIR, recorded_config
+from pipeline.evaluate import baselines, depth_curve
+from pipeline.models import export, flops
+from pipeline.models.strategies import StrategyPlan
+from pipeline.stages.prepare import MANIFEST
+from pipeline.stages.sweep import RESULTS_DIR, recorded_config
+from pipeline.train import phases
+from pipeline.train.context import RunContext, load_context
 
 FINAL_DIR = Path("results/final")
 TRANSFER = "transfer"  # a run kind next to baselines.SCRATCH and LINEAR_PIXELS
@@ -99,7 +103,7 @@ def retrain(ctx: RunContext, row, seed: int, on_trained=None) -> dict:
     epochs = best_epoch(row["val_accuracy_per_epoch"])
     plan = replay_schedule(config.plan, _phase_epochs(row, config.plan), epochs)
     head = ctx.pool.head(config.head_units, config.dropout, seed)
-    result = training.train_plan(
+    result = phases.train_plan(
         ctx.pool.model(0, head),
         ctx.backbone,
         plan,
@@ -115,7 +119,7 @@ def retrain(ctx: RunContext, row, seed: int, on_trained=None) -> dict:
     if on_trained is not None:
         on_trained(head)
     costs = ctx.layer_costs + flops.head_costs(ctx.feature_dims, config.head_units, ctx.num_classes)
-    phases = [(p.epochs, p.trainable_layers) for p in plan.phases]
+    epochs_trained = [(p.epochs, p.trainable_layers) for p in plan.phases]
     return {
         "kind": TRANSFER,
         "rank": int(row["rank"]),
@@ -137,7 +141,7 @@ def retrain(ctx: RunContext, row, seed: int, on_trained=None) -> dict:
         "device_seconds": result.device_seconds,
         "device": result.device,
         "device_kind": result.device_kind,
-        "train_flops": flops.trial_flops(costs, phases, len(ctx.splits[TRAINVAL][1]), 0),
+        "train_flops": flops.trial_flops(costs, epochs_trained, len(ctx.splits[TRAINVAL][1]), 0),
     }
 
 
@@ -165,7 +169,7 @@ class Exporter:
         return int(row["rank"]) == 1 and self.test is None
 
     def __call__(self, head) -> None:
-        split = data.load_target_splits(self.manifest, ("test",))["test"]
+        split = datasets.load_target_splits(self.manifest, ("test",))["test"]
         model = export.build(self.ctx.backbone, head, self.ctx.meta, self.manifest)
         export.save(model, self.out)
         # measured on the file as saved: what a user who loads it gets
@@ -269,7 +273,7 @@ def _log(name: str, row: dict) -> None:
 
 def main() -> None:
     name, params = backbone_stage_args(__doc__)
-    manifest = data.read_manifest(MANIFEST)
+    manifest = datasets.read_manifest(MANIFEST)
     runs = run_final(name, params, manifest, FINAL_DIR / name)
     print(f"final {name}: the selected configuration is exported to {export.BEST_DIR / name}/")
     selected = runs[(runs.kind == TRANSFER) & (runs["rank"] == 1)].test_accuracy
