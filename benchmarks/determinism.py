@@ -33,7 +33,7 @@ from pipeline.train import devices
 from pipeline.stages import sweep
 from pipeline.config import load_params
 from pipeline.train.context import load_context
-from pipeline.stages.prepare import MANIFEST
+from pipeline.paths import MANIFEST
 
 name, trials, deterministic = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
 params = load_params()

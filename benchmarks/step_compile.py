@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from pipeline.stages.sweep import MODELS_DIR  # noqa: E402
+from pipeline.paths import MODELS_DIR  # noqa: E402
 from pipeline.train import (
     devices,  # noqa: E402
     loop,

@@ -34,8 +34,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from pipeline.config import load_params  # noqa: E402
 from pipeline.data import datasets  # noqa: E402
+from pipeline.paths import MANIFEST, MODELS_DIR  # noqa: E402
 from pipeline.stages import sweep
-from pipeline.stages.prepare import MANIFEST  # noqa: E402
 from pipeline.train import devices, phases
 
 
@@ -120,7 +120,7 @@ def run_loop(kind: str, name: str, params, manifest, seed: int, n_trials: int, o
     if kind == "thaw":
         objective = lambda t: sweep.run_trial(t, ctx)  # noqa: E731
     else:
-        objective = lambda t: usual_objective(t, ctx, sweep.MODELS_DIR / name / "backbone.keras")  # noqa: E731
+        objective = lambda t: usual_objective(t, ctx, MODELS_DIR / name / "backbone.keras")  # noqa: E731
     callbacks = [on_trial] if on_trial else []
     study.optimize(objective, n_trials=n_trials, catch=(Exception,), callbacks=callbacks,
                    gc_after_trial=True)  # fmt: skip
@@ -218,7 +218,7 @@ def main() -> None:
     params = load_params()
     args.backbones = args.backbones or list(params.backbones)
     args.trials = args.trials or params.sweep.n_trials
-    if not MANIFEST.is_file() or not all((sweep.MODELS_DIR / n).is_dir() for n in args.backbones):
+    if not MANIFEST.is_file() or not all((MODELS_DIR / n).is_dir() for n in args.backbones):
         sys.exit("run `dvc repro` first: the benchmark reads data/ and models/")
     import optuna
 

@@ -24,8 +24,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from pipeline.config import load_params  # noqa: E402
 from pipeline.data import datasets  # noqa: E402
+from pipeline.paths import MANIFEST  # noqa: E402
 from pipeline.stages import sweep
-from pipeline.stages.prepare import MANIFEST  # noqa: E402
 
 # (label, file suffix, function name): cumulative time of these entry points.
 CATEGORIES = [

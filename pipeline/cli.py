@@ -16,15 +16,15 @@ import argparse
 import subprocess
 import sys
 
-from pipeline.config import Params, ParamsError, load_params
-from pipeline.errors import ThawError
+from pipeline.config import Params, load_params
+from pipeline.errors import ParamsError, ThawError
 
 
 def check(params: Params, _args) -> int:
-    from pipeline.search import storage
+    from pipeline.search import urls
 
     names = ", ".join(params.backbones)
-    where = storage.mask(storage.env_url() or params.sweep.storage)
+    where = urls.mask(urls.env_url() or params.sweep.storage)
     print(
         f"params.yaml is valid: dataset {params.data.dataset} at {params.data.image_size} px; "
         f"backbones {names}; {params.sweep.n_trials} completed trials each, at least "
@@ -45,8 +45,8 @@ def _open_study(params: Params, name: str):
     """The backbone's study named by its pointer, read only; None with a line saying why."""
     import optuna
 
-    from pipeline.search import storage, studies
-    from pipeline.stages.sweep import MODELS_DIR
+    from pipeline.paths import MODELS_DIR
+    from pipeline.search import storage, studies, urls
 
     pointer = studies.read_pointer(name)
     if pointer is None and (MODELS_DIR / name / "meta.json").is_file():  # a worker's machine
@@ -64,7 +64,7 @@ def _open_study(params: Params, name: str):
             storage=storage.open_storage(url, create=False, outage_limit=10),
         )
     except (KeyError, storage.NoSchemaYet):
-        print(f"{name}: study {pointer['study_name']} not found in {storage.mask(url)}")
+        print(f"{name}: study {pointer['study_name']} not found in {urls.mask(url)}")
         return None
 
 
@@ -113,21 +113,21 @@ def copy_study(params: Params, args) -> int:
     """Copy a backbone's study, every trial with its state and attributes, to `--to`."""
     import optuna
 
-    from pipeline.search import storage
+    from pipeline.search import storage, urls
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     source = _open_study(params, args.backbone)
     if source is None:
         return 1
     try:
-        target_url = storage.check_url(args.to, password_allowed=False)
+        target_url = urls.check_url(args.to, password_allowed=False)
     except ValueError as exc:
-        raise ThawError(f"--to {storage.mask(args.to)!r}: {exc}") from None
+        raise ThawError(f"--to {urls.mask(args.to)!r}: {exc}") from None
     # --to as given: THAW_STORAGE names the source here, not the target
     target = storage.open_storage(storage.location(target_url, args.backbone), create=True)
     if source.study_name in {s.study_name for s in target.get_all_studies()}:
         raise ThawError(
-            f"{storage.mask(target_url)} already holds study {source.study_name}; nothing copied"
+            f"{urls.mask(target_url)} already holds study {source.study_name}; nothing copied"
         )
     optuna.copy_study(
         from_study_name=source.study_name,
@@ -138,8 +138,8 @@ def copy_study(params: Params, args) -> int:
     copied = optuna.load_study(study_name=source.study_name, storage=target)
     print(
         f"copied study {source.study_name}: {len(copied.trials)} trials to "
-        f"{storage.mask(target_url)}. Set sweep.storage to that URL in params.yaml (or "
-        f"{storage.ENV_VAR}) and `dvc repro` resumes it there."
+        f"{urls.mask(target_url)}. Set sweep.storage to that URL in params.yaml (or "
+        f"{urls.ENV_VAR}) and `dvc repro` resumes it there."
     )
     return 0
 

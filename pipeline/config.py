@@ -13,17 +13,13 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pipeline.errors import ThawError
+from pipeline.errors import ParamsError, ThawError
 from pipeline.models import backbones
 
 PARAMS_FILE = Path("params.yaml")
 BUILT_IN_WEIGHTS = ("source", "imagenet")  # any other `weights` value is a model file
 RESERVED_NAME = "best"  # models/best/<name>/: the exported winners
 OFFLINE_DATASETS = ("digits",)  # builders of Thaw's own, available without a network
-
-
-class ParamsError(ThawError):
-    """A params.yaml problem, phrased for the person editing the file."""
 
 
 class Strict(BaseModel):
@@ -381,12 +377,12 @@ class SweepParams(Strict):
     @field_validator("storage")
     @classmethod
     def _storage(cls, url: str) -> str:
-        from pipeline.search import storage
+        from pipeline.search import urls
 
         try:
-            storage.check_url(url)  # the scheme, the driver, and no password
+            urls.check_url(url)  # the scheme, the driver, and no password
         except ValueError as exc:  # the value is echoed masked: it may hold a password
-            raise ParamsProblem(("sweep", "storage"), storage.mask(url), str(exc)) from None
+            raise ParamsProblem(("sweep", "storage"), urls.mask(url), str(exc)) from None
         return url
 
 
@@ -423,7 +419,6 @@ class Params(Strict):
 
     def _fits_model_file(self, name: str, spec: BackboneParams) -> None:
         """Image size and by_name patterns against the file's own config."""
-        from pipeline.errors import ThawError
         from pipeline.models import model_file
         from pipeline.models.strategies import resolve_layer_patterns
 
@@ -449,7 +444,6 @@ class Params(Strict):
     def _by_name_fits_architecture(self, name: str, spec: BackboneParams, arch: str) -> None:
         """by_name patterns against the built architecture's layer names (random weights:
         nothing is downloaded). Only when by_name is searched: it imports TensorFlow."""
-        from pipeline.errors import ThawError
         from pipeline.models.strategies import resolve_layer_patterns
 
         if arch not in backbones.ARCHITECTURES:
@@ -583,9 +577,9 @@ def load_params(path: str | Path = PARAMS_FILE) -> Params:
     if not path.is_file():
         raise ParamsError(f"{path} not found; run from the project root (where dvc.yaml is)")
     params = parse_params(_read_yaml(path))
-    from pipeline.search import storage
+    from pipeline.search import urls
 
-    storage.env_url()  # THAW_STORAGE overrides sweep.storage: checked as early
+    urls.env_url()  # THAW_STORAGE overrides sweep.storage: checked as early
     return params
 
 

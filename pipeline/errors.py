@@ -10,6 +10,10 @@ class ThawError(RuntimeError):
     """Bad input or an environment problem, phrased for the user."""
 
 
+class ParamsError(ThawError):
+    """A params.yaml problem, phrased for the person editing the file."""
+
+
 def run_main(main: Callable[[], None], tensorflow: bool = True) -> None:
     """Run a stage's main(); a ThawError exits with status 2 and its message only.
 

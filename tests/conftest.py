@@ -56,6 +56,7 @@ def prepared_workspace(tmp_path_factory) -> Path:
     """A folder with params.yaml, data/ and models/small_cnn/ from the real stages."""
     import os
 
+    from pipeline import paths
     from pipeline.config import load_params
     from pipeline.data import datasets
     from pipeline.stages import backbone, prepare
@@ -67,11 +68,11 @@ def prepared_workspace(tmp_path_factory) -> Path:
     try:
         params = load_params()
         manifest = prepare.prepare(params.data, params.seed)
-        datasets.write_manifest(manifest, prepare.MANIFEST)
+        datasets.write_manifest(manifest, paths.MANIFEST)
         model, meta = backbone.make_backbone(
             "small_cnn", params.backbones["small_cnn"], manifest, params.pretrain, params.seed
         )
-        backbone.save_backbone(model, meta, backbone.MODELS_DIR / "small_cnn")
+        backbone.save_backbone(model, meta, paths.MODELS_DIR / "small_cnn")
     finally:
         os.chdir(cwd)
     return folder

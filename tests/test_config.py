@@ -7,7 +7,8 @@ import copy
 import pytest
 import yaml
 
-from pipeline.config import ParamsError, load_params, parse_params
+from pipeline.config import load_params, parse_params
+from pipeline.errors import ParamsError
 from tests.conftest import ROOT, TINY_PARAMS
 
 
@@ -116,18 +117,19 @@ def test_a_password_in_params_is_rejected_and_never_echoed(url):
 
 
 def test_plain_postgresql_means_psycopg_3():
-    from pipeline.search import storage
+    from pipeline.search import urls
 
-    assert storage.check_url("postgresql://thaw@db:5432/thaw") == (
+    assert urls.check_url("postgresql://thaw@db:5432/thaw") == (
         "postgresql+psycopg://thaw@db:5432/thaw"
     )
-    assert storage.mask("postgresql+psycopg://thaw:pw@db/thaw") == (
+    assert urls.mask("postgresql+psycopg://thaw:pw@db/thaw") == (
         "postgresql+psycopg://thaw:***@db/thaw"
     )
 
 
 def test_thaw_storage_is_checked_with_params(tmp_path, monkeypatch):
-    from pipeline.config import ParamsError, load_params
+    from pipeline.config import load_params
+    from pipeline.errors import ParamsError
     from tests.conftest import TINY_PARAMS, write_params
 
     write_params(tmp_path, TINY_PARAMS)

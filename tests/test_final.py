@@ -12,8 +12,8 @@ from pipeline.config import parse_params
 from pipeline.data import datasets
 from pipeline.evaluate import baselines
 from pipeline.models.strategies import Phase, StrategyPlan
+from pipeline.paths import FINAL_DIR, MANIFEST, SWEEP_DIR
 from pipeline.stages import final, sweep
-from pipeline.stages.prepare import MANIFEST
 from pipeline.train import loop
 from tests.conftest import TINY_PARAMS
 
@@ -29,7 +29,7 @@ def tiny(**report):
 def swept(params):
     manifest = datasets.read_manifest(MANIFEST)
     study, meta = sweep.sweep("small_cnn", params, manifest)
-    sweep.write_results("small_cnn", study, meta, sweep.RESULTS_DIR / "small_cnn")
+    sweep.write_results("small_cnn", study, meta, SWEEP_DIR / "small_cnn")
     return manifest
 
 
@@ -55,7 +55,7 @@ def test_final_retrains_the_top_k_on_train_and_val_and_tests_once(workspace, mon
         return real(step, train, val, **kw)
 
     monkeypatch.setattr(loop, "run_epochs", spy)
-    runs = final.run_final("small_cnn", params, manifest, final.FINAL_DIR / "small_cnn")
+    runs = final.run_final("small_cnn", params, manifest, FINAL_DIR / "small_cnn")
 
     trials = pd.read_csv("results/sweep/small_cnn/trials.csv")
     transfer = runs[runs.kind == "transfer"]
@@ -85,8 +85,8 @@ def test_final_retrains_the_top_k_on_train_and_val_and_tests_once(workspace, mon
 def test_a_retrained_configuration_is_reproducible_per_seed(workspace):
     params = tiny(top_k=1, seeds=2)
     manifest = swept(params)
-    first = final.run_final("small_cnn", params, manifest, final.FINAL_DIR / "a")
-    second = final.run_final("small_cnn", params, manifest, final.FINAL_DIR / "b")
+    first = final.run_final("small_cnn", params, manifest, FINAL_DIR / "a")
+    second = final.run_final("small_cnn", params, manifest, FINAL_DIR / "b")
     pd.testing.assert_series_equal(first.test_accuracy, second.test_accuracy)
 
 
@@ -163,7 +163,7 @@ def test_a_failing_retrain_is_recorded_and_the_others_go_on(workspace, monkeypat
         return real(*args, **kwargs)
 
     monkeypatch.setattr(phases, "train_plan", first_diverges)
-    runs = final.run_final("small_cnn", params, manifest, final.FINAL_DIR / "small_cnn")
+    runs = final.run_final("small_cnn", params, manifest, FINAL_DIR / "small_cnn")
     transfer = runs[runs.kind == "transfer"]
     assert transfer.fail_reason.iloc[0] == "DivergedError: loss became nan in epoch 1"
     assert np.isnan(transfer.test_accuracy.iloc[0]) and 0 <= transfer.test_accuracy.iloc[1] <= 1
@@ -183,7 +183,7 @@ def test_a_diverging_depth_curve_run_is_recorded_and_the_curve_goes_on(workspace
         raise loop.DivergedError("loss became nan in epoch 1")
 
     monkeypatch.setattr(depth_curve, "fine_tuned", diverges)
-    final.run_final("small_cnn", params, manifest, final.FINAL_DIR / "small_cnn")
+    final.run_final("small_cnn", params, manifest, FINAL_DIR / "small_cnn")
     curve = pd.read_csv("results/final/small_cnn/depth.csv")
     tuned, frozen = curve[curve["mode"] == "fine-tuned"], curve[curve["mode"] == "frozen"]
     assert len(tuned) and tuned.val_accuracy.isna().all()

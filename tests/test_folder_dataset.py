@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.config import DataParams, ParamsError, parse_params
+from pipeline.config import DataParams, parse_params
 from pipeline.data import datasets, folder_dataset, image_files
+from pipeline.errors import ParamsError
 from pipeline.stages import prepare
 from tests.conftest import TINY_PARAMS
 from tests.image_folders import class_folder, split_folder

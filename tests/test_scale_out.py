@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 from sqlalchemy.engine import make_url
 
-from pipeline.search import storage, studies
+from pipeline.search import storage, studies, urls
 from tests.conftest import TINY_PARAMS, write_params
 
 pytestmark = pytest.mark.slow
@@ -231,7 +231,7 @@ def test_a_database_down_past_the_limit_stops_workers_and_a_rerun_resumes(worksp
     out, _ = lead.communicate(timeout=300)
     pg.start()
     assert lead.returncode != 0, out[-3000:]
-    assert "has been unreachable for" in out and storage.mask(db) in out, out[-3000:]
+    assert "has been unreachable for" in out and urls.mask(db) in out, out[-3000:]
     assert "Traceback" not in out, out[-3000:]
     finish(coordinator(workspace))  # resumes: the trials cut off are lost, failed, retried
     after = load(db, workspace)
@@ -254,7 +254,7 @@ def test_a_url_with_a_password_never_reaches_a_file_or_the_log(workspace, db):
     written = [p for p in workspace.rglob("*") if p.is_file() and p.stat().st_size < 50_000_000]
     assert not [p for p in written if SECRET.encode() in p.read_bytes()]
     pointer = json.loads((workspace / "results/optuna/small_cnn/study.json").read_text())
-    assert pointer["storage"] == storage.mask(secret_url) and "***" in pointer["storage"]
+    assert pointer["storage"] == urls.mask(secret_url) and "***" in pointer["storage"]
 
 
 def test_an_unreachable_database_is_named_masked(tmp_path):
@@ -270,8 +270,8 @@ def test_copying_a_sqlite_study_to_postgres_keeps_everything(workspace, db, monk
     from pipeline import cli
     from pipeline.config import load_params
     from pipeline.data import datasets
+    from pipeline.paths import MANIFEST
     from pipeline.stages import sweep
-    from pipeline.stages.prepare import MANIFEST
 
     raw = project(workspace, "default", n_trials=3)
     raw["sweep"]["pruner"] = {"kind": "median", "startup_trials": 1, "warmup_epochs": 1}

@@ -9,9 +9,9 @@ import pytest
 
 from pipeline.config import load_params, parse_params
 from pipeline.data import datasets
+from pipeline.paths import MANIFEST, SWEEP_DIR
 from pipeline.search import studies, workers
 from pipeline.stages import sweep
-from pipeline.stages.prepare import MANIFEST
 from pipeline.train import phases
 from tests.conftest import TINY_PARAMS
 
@@ -19,7 +19,7 @@ from tests.conftest import TINY_PARAMS
 def run(params=None):
     params = params or load_params()
     study, meta = sweep.sweep("small_cnn", params, datasets.read_manifest(MANIFEST))
-    summary = sweep.write_results("small_cnn", study, meta, sweep.RESULTS_DIR / "small_cnn")
+    summary = sweep.write_results("small_cnn", study, meta, SWEEP_DIR / "small_cnn")
     return study, summary
 
 

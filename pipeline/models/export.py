@@ -23,7 +23,6 @@ from pipeline.data import datasets
 from pipeline.models import backbones
 from pipeline.train import loop
 
-BEST_DIR = Path("models/best")
 EVAL_BATCH = 256
 _CAFFE_MEANS = (103.939, 116.779, 123.68)  # BGR, as backbones._caffe
 

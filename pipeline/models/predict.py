@@ -18,7 +18,7 @@ import numpy as np
 
 from pipeline.data import image_files
 from pipeline.errors import ThawError
-from pipeline.models.export import BEST_DIR
+from pipeline.paths import BEST_DIR
 
 BATCH = 256
 

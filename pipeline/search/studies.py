@@ -16,9 +16,9 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.config import SearchParams
-from pipeline.search import storage
+from pipeline.paths import STUDIES_DIR
+from pipeline.search import urls
 
-STUDIES_DIR = storage.STUDIES_DIR
 FINISHED = ("COMPLETE", "PRUNED")
 
 
@@ -51,7 +51,7 @@ def write_pointer(backbone: str, name: str, url: str) -> None:
     folder = STUDIES_DIR / backbone
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "study.json").write_text(
-        json.dumps({"study_name": name, "storage": storage.mask(url)}) + "\n"
+        json.dumps({"study_name": name, "storage": urls.mask(url)}) + "\n"
     )
 
 

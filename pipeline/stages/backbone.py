@@ -19,10 +19,9 @@ from pipeline.config import BackboneParams, PretrainParams, backbone_stage_args
 from pipeline.data import datasets
 from pipeline.errors import ThawError, run_main
 from pipeline.models import backbones, freezing
-from pipeline.stages.prepare import MANIFEST
+from pipeline.paths import MANIFEST, MODELS_DIR
 from pipeline.train import devices
 
-MODELS_DIR = Path("models")
 # Pretrained features are useless if the source task itself was not learned;
 # below this multiple of chance the stage stops instead of sweeping noise.
 MIN_ACCURACY_OVER_CHANCE = 2.0

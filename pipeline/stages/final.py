@@ -31,12 +31,11 @@ from pipeline.errors import ThawError, run_main
 from pipeline.evaluate import baselines, depth_curve
 from pipeline.models import export, flops
 from pipeline.models.strategies import StrategyPlan
-from pipeline.stages.prepare import MANIFEST
-from pipeline.stages.sweep import RESULTS_DIR, recorded_config
+from pipeline.paths import BEST_DIR, FINAL_DIR, MANIFEST, SWEEP_DIR
+from pipeline.stages.sweep import recorded_config
 from pipeline.train import phases
 from pipeline.train.context import RunContext, load_context
 
-FINAL_DIR = Path("results/final")
 TRANSFER = "transfer"  # a run kind next to baselines.SCRATCH and LINEAR_PIXELS
 SPLITS = ("train", "val", TRAINVAL, "test")
 
@@ -211,11 +210,11 @@ def _plain(value):
 def run_final(
     name: str, params: Params, manifest: dict, out: Path, best: Path | None = None
 ) -> pd.DataFrame:
-    trials = pd.read_csv(RESULTS_DIR / name / "trials.csv")
+    trials = pd.read_csv(SWEEP_DIR / name / "trials.csv")
     top = chosen_trials(trials, params.report.top_k)
     ctx = load_context(name, params, manifest, SPLITS)
     seeds = baselines.retrain_seeds(params.seed, params.report.seeds)
-    exporter = Exporter(ctx, manifest, best or export.BEST_DIR / name)
+    exporter = Exporter(ctx, manifest, best or BEST_DIR / name)
     rows = []
     for _, row in top.iterrows():
         for seed in seeds:
@@ -275,7 +274,7 @@ def main() -> None:
     name, params = backbone_stage_args(__doc__)
     manifest = datasets.read_manifest(MANIFEST)
     runs = run_final(name, params, manifest, FINAL_DIR / name)
-    print(f"final {name}: the selected configuration is exported to {export.BEST_DIR / name}/")
+    print(f"final {name}: the selected configuration is exported to {BEST_DIR / name}/")
     selected = runs[(runs.kind == TRANSFER) & (runs["rank"] == 1)].test_accuracy
     print(
         f"final {name}: selected configuration's test accuracy "

@@ -10,7 +10,6 @@ once. Writes `results/baseline/linear_pixels.csv`, one row per seed.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,10 +19,8 @@ from pipeline.data import datasets
 from pipeline.data.datasets import TRAINVAL, load_target_splits
 from pipeline.errors import run_main
 from pipeline.evaluate import baselines
-from pipeline.stages.prepare import MANIFEST
+from pipeline.paths import LINEAR_BASELINE, MANIFEST
 from pipeline.train import devices
-
-OUT = Path("results/baseline/linear_pixels.csv")
 
 
 def run(params: Params, manifest: dict) -> pd.DataFrame:
@@ -47,8 +44,8 @@ def run(params: Params, manifest: dict) -> pd.DataFrame:
 def main() -> None:
     params = load_params()
     runs = run(params, datasets.read_manifest(MANIFEST))
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    runs.to_csv(OUT, index=False)
+    LINEAR_BASELINE.parent.mkdir(parents=True, exist_ok=True)
+    runs.to_csv(LINEAR_BASELINE, index=False)
     print(
         f"linear baseline: test accuracy {runs.test_accuracy.mean():.3f} ± "
         f"{runs.test_accuracy.std():.3f} (lr {runs.learning_rate.iloc[0]:.1e})",

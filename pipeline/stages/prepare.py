@@ -18,9 +18,7 @@ import numpy as np
 from pipeline.config import DataParams, load_params, out_of_range, range_problem
 from pipeline.data import datasets
 from pipeline.errors import run_main
-
-DATA_DIR = Path("data/tfds")
-MANIFEST = Path("data/manifest.json")
+from pipeline.paths import DATA_DIR, MANIFEST
 
 
 def prepare(params: DataParams, seed: int, data_dir: Path = DATA_DIR) -> dict:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import math
 import textwrap
-from pathlib import Path
 
 import pandas as pd
 import yaml
@@ -24,14 +23,9 @@ from pipeline.config import Params, load_params
 from pipeline.data import datasets
 from pipeline.errors import run_main
 from pipeline.evaluate import baselines
+from pipeline.paths import FINAL_DIR, LINEAR_BASELINE, MANIFEST, MODELS_DIR, REPORTS_DIR, SWEEP_DIR
 from pipeline.report import plots, tables
-from pipeline.stages.final import FINAL_DIR
-from pipeline.stages.linear_baseline import OUT as BASELINE_CSV
-from pipeline.stages.prepare import MANIFEST
-from pipeline.stages.sweep import RESULTS_DIR
-from pipeline.train.context import MODELS_DIR
 
-REPORTS_DIR = Path("reports")
 FIGURES = {
     "params": "accuracy_vs_trainable_params.png",
     "time": "accuracy_vs_device_time.png",
@@ -620,11 +614,11 @@ accuracy, is in `reports/trials.csv`; every retraining run in `reports/final_run
 def main() -> None:
     params = load_params()
     names = list(params.backbones)
-    trials = tables.load_trials(names, RESULTS_DIR)
-    runs = tables.load_runs(names, FINAL_DIR, BASELINE_CSV)
+    trials = tables.load_trials(names, SWEEP_DIR)
+    runs = tables.load_runs(names, FINAL_DIR, LINEAR_BASELINE)
     table = tables.headline(runs)
     curve = tables.depth_curve(tables.load_depth_curves(names, FINAL_DIR))
-    importances = tables.load_importances(names, RESULTS_DIR)
+    importances = tables.load_importances(names, SWEEP_DIR)
     manifest = datasets.read_manifest(MANIFEST)
     metas = {n: json.loads((MODELS_DIR / n / "meta.json").read_text()) for n in names}
     REPORTS_DIR.mkdir(exist_ok=True)

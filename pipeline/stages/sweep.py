@@ -26,14 +26,11 @@ from pipeline.config import Params, PrunerParams, SearchParams, backbone_stage_a
 from pipeline.data import datasets
 from pipeline.errors import ThawError, run_main
 from pipeline.models import flops, strategies
-from pipeline.search import budget, pruning, storage, studies, workers
-from pipeline.stages.prepare import MANIFEST
+from pipeline.paths import MANIFEST, MODELS_DIR, SWEEP_DIR
+from pipeline.search import budget, pruning, storage, studies, urls, workers
 from pipeline.train import phases
-from pipeline.train.context import MB, MODELS_DIR, RunContext, effective_search, load_context
+from pipeline.train.context import MB, RunContext, effective_search, load_context
 from pipeline.train.pool import release_memory
-
-RESULTS_DIR = Path("results/sweep")
-__all__ = ["MODELS_DIR", "RunContext", "load_context", "run_trial", "sweep"]
 
 
 @dataclass(frozen=True)
@@ -408,8 +405,7 @@ def work(name: str, params: Params, worker_id: int | None, wait: float) -> int:
     if study is None:
         return 128 + (stop.requested or 0)
     print(
-        f"[worker {who}] joined study {study.study_name} in {storage.mask(url)} "
-        f"(sampler seed {seed})",
+        f"[worker {who}] joined study {study.study_name} in {urls.mask(url)} (sampler seed {seed})",
         file=sys.stderr,
         flush=True,
     )
@@ -465,7 +461,7 @@ def main() -> None:
     name, params = backbone_stage_args(__doc__)
     manifest = datasets.read_manifest(MANIFEST)
     study, meta = sweep(name, params, manifest)
-    summary = write_results(name, study, meta, RESULTS_DIR / name)
+    summary = write_results(name, study, meta, SWEEP_DIR / name)
     print(
         f"sweep {name}: best val accuracy {summary['val_accuracy']:.3f} with "
         f"{summary['plan']}, {summary['trainable_params']:,} trainable parameters"

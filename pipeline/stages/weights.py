@@ -13,13 +13,11 @@ and nothing else; an unchanged one re-runs nothing.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from pipeline.config import BackboneParams, load_params
 from pipeline.data.datasets import file_digest
 from pipeline.errors import run_main
-
-OUT = Path("data/weights")
+from pipeline.paths import WEIGHTS_DIR
 
 
 def fingerprint(spec: BackboneParams) -> dict:
@@ -29,9 +27,9 @@ def fingerprint(spec: BackboneParams) -> dict:
 
 def main() -> None:
     params = load_params()
-    OUT.mkdir(parents=True, exist_ok=True)
+    WEIGHTS_DIR.mkdir(parents=True, exist_ok=True)
     for name, spec in params.backbones.items():
-        (OUT / f"{name}.json").write_text(json.dumps(fingerprint(spec), indent=1) + "\n")
+        (WEIGHTS_DIR / f"{name}.json").write_text(json.dumps(fingerprint(spec), indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -11,18 +11,16 @@ from __future__ import annotations
 import gc
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from pipeline.config import Params, SearchParams
 from pipeline.data import datasets
 from pipeline.models import backbones, flops, strategies
+from pipeline.paths import CACHE_DIR, MODELS_DIR
 from pipeline.train import activations, devices
 from pipeline.train.pool import Pool
 
-MODELS_DIR = Path("models")
-CACHE_DIR = Path("results/cache")
 MB = 1 << 20
 
 
