@@ -27,10 +27,11 @@ ROOT = Path(__file__).resolve().parents[1]
 CHILD = """
 import hashlib, json, sys, time
 import optuna
-from pipeline.stages import backbone
+from pipeline.train import pretrain
+from pipeline.search import pruning
+from pipeline.search import objective
 from pipeline.data import datasets
 from pipeline.train import devices
-from pipeline.stages import sweep
 from pipeline.config import load_params
 from pipeline.train.context import load_context
 from pipeline.paths import MANIFEST
@@ -41,23 +42,24 @@ params = params.model_copy(update={"deterministic": deterministic})
 devices.make_reproducible(params.seed, deterministic)
 manifest = datasets.read_manifest(MANIFEST)
 start = time.perf_counter()
-model, _ = backbone.make_backbone(
+model, _ = pretrain.make_backbone(
     name, params.backbones[name], manifest, params.pretrain, params.seed
 )
-pretrain = time.perf_counter() - start
+pretrain_seconds = time.perf_counter() - start
 digest = hashlib.sha256(b"".join(w.tobytes() for w in model.get_weights())).hexdigest()
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 ctx = load_context(name, params, manifest)
 study = optuna.create_study(
     direction="maximize",
     sampler=optuna.samplers.TPESampler(seed=params.seed),
-    pruner=sweep.make_pruner(params.sweep.pruner, params.search.epochs),
+    pruner=pruning.make_pruner(params.sweep.pruner, params.search.epochs),
 )
 start = time.perf_counter()
-study.optimize(lambda t: sweep.run_trial(t, ctx), n_trials=trials)
+study.optimize(lambda t: objective.run_trial(t, ctx), n_trials=trials)
 seconds = time.perf_counter() - start
 values = [t.user_attrs.get("val_accuracy_per_epoch") for t in study.trials]
-print(json.dumps({"pretrain": pretrain, "sweep": seconds, "weights": digest, "values": values}))
+out = {"pretrain": pretrain_seconds, "sweep": seconds, "weights": digest, "values": values}
+print(json.dumps(out))
 """
 
 

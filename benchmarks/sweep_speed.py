@@ -10,7 +10,7 @@ the same TPE seed, the same number of trials and epochs, on the same split:
   usual: per trial, load the backbone file, build backbone + head, set the
          phase's `trainable` flags, `compile`, `fit` on images; no cache, no
          pruning, no early stopping (the Keras transfer-learning guide's loop);
-  thaw:  `pipeline.stages.sweep`'s objective: backbone loaded once, frozen-prefix
+  thaw:  `pipeline.search.objective`'s run_trial: backbone loaded once, frozen-prefix
          activation cache, lean traced steps, pruning and early stopping as
          configured in params.yaml.
 
@@ -35,8 +35,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from pipeline.config import load_params  # noqa: E402
 from pipeline.data import datasets  # noqa: E402
 from pipeline.paths import MANIFEST, MODELS_DIR  # noqa: E402
-from pipeline.stages import sweep
-from pipeline.train import devices, phases
+from pipeline.search import objective, pruning
+from pipeline.train import context, devices, phases
 
 
 def rss_mb() -> float:
@@ -72,11 +72,11 @@ def usual_classifier(backbone, head_units: int, num_classes: int, dropout: float
     return keras.Model(inputs, layers.Dense(num_classes, activation="softmax")(x))
 
 
-def usual_objective(trial, ctx: sweep.RunContext, backbone_file: Path) -> float:
+def usual_objective(trial, ctx: context.RunContext, backbone_file: Path) -> float:
     import keras
 
     keras.backend.clear_session()
-    config = sweep.suggest(trial, ctx.search, ctx.info)
+    config = objective.suggest(trial, ctx.search, ctx.info)
     backbone = keras.models.load_model(backbone_file, compile=False)
     model = usual_classifier(backbone, config.head_units, ctx.num_classes, config.dropout)
     accuracies, epoch = [], 0
@@ -105,20 +105,20 @@ def run_loop(kind: str, name: str, params, manifest, seed: int, n_trials: int, o
     import optuna
 
     start = time.perf_counter()
-    ctx = sweep.load_context(name, params, manifest)
+    ctx = context.load_context(name, params, manifest)
     if kind == "usual":  # conservative: the usual loop's clock skips Thaw's one-off loading
         import tensorflow as tf
 
         tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": False})
         start = time.perf_counter()  # and it runs with TensorFlow's default graph rewrites
-    pruner = sweep.make_pruner(params.sweep.pruner, params.search.epochs)
+    pruner = pruning.make_pruner(params.sweep.pruner, params.search.epochs)
     study = optuna.create_study(
         direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=seed),
         pruner=pruner if kind == "thaw" else optuna.pruners.NopPruner(),
     )
     if kind == "thaw":
-        objective = lambda t: sweep.run_trial(t, ctx)  # noqa: E731
+        objective = lambda t: objective.run_trial(t, ctx)  # noqa: E731
     else:
         objective = lambda t: usual_objective(t, ctx, MODELS_DIR / name / "backbone.keras")  # noqa: E731
     callbacks = [on_trial] if on_trial else []

@@ -25,7 +25,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from pipeline.config import load_params  # noqa: E402
 from pipeline.data import datasets  # noqa: E402
 from pipeline.paths import MANIFEST  # noqa: E402
-from pipeline.stages import sweep
+from pipeline.search import objective, pruning
+from pipeline.train import context
 
 # (label, file suffix, function name): cumulative time of these entry points.
 CATEGORIES = [
@@ -56,17 +57,17 @@ def main() -> None:
     params = load_params()
     manifest = datasets.read_manifest(MANIFEST)
     start = time.perf_counter()
-    ctx = sweep.load_context(args.backbone, params, manifest)
+    ctx = context.load_context(args.backbone, params, manifest)
     loading = time.perf_counter() - start
     study = optuna.create_study(
         direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=params.seed),
-        pruner=sweep.make_pruner(params.sweep.pruner, params.search.epochs),
+        pruner=pruning.make_pruner(params.sweep.pruner, params.search.epochs),
     )
     profile = cProfile.Profile()
     start = time.perf_counter()
     profile.enable()
-    study.optimize(lambda t: sweep.run_trial(t, ctx), n_trials=args.trials, catch=(Exception,))
+    study.optimize(lambda t: objective.run_trial(t, ctx), n_trials=args.trials, catch=(Exception,))
     profile.disable()
     total = time.perf_counter() - start
     stats = pstats.Stats(profile)

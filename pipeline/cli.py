@@ -50,10 +50,12 @@ def _open_study(params: Params, name: str):
 
     pointer = studies.read_pointer(name)
     if pointer is None and (MODELS_DIR / name / "meta.json").is_file():  # a worker's machine
-        from pipeline.stages import sweep
+        from pipeline.search import coordinator
 
-        meta = sweep.read_meta(name)
-        pointer = {"study_name": studies.study_name(name, sweep.study_inputs(name, params, meta))}
+        meta = coordinator.read_meta(name)
+        pointer = {
+            "study_name": studies.study_name(name, coordinator.study_inputs(name, params, meta))
+        }
     if pointer is None:
         print(f"{name}: not started (run `dvc repro` or `dvc repro sweep@{name}`)")
         return None
@@ -99,14 +101,14 @@ def run(_: Params, _args) -> int:
 
 def worker(params: Params, args) -> int:
     from pipeline import quiet_tf
-    from pipeline.stages import sweep
+    from pipeline.search import coordinator
 
     quiet_tf.load()
     if args.backbone not in params.backbones:
         raise ParamsError(
             f"backbone {args.backbone!r} is not in params.yaml; known: {sorted(params.backbones)}"
         )
-    return sweep.work(args.backbone, params, args.worker_id, args.wait)
+    return coordinator.work(args.backbone, params, args.worker_id, args.wait)
 
 
 def copy_study(params: Params, args) -> int:

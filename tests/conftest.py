@@ -58,8 +58,8 @@ def prepared_workspace(tmp_path_factory) -> Path:
 
     from pipeline import paths
     from pipeline.config import load_params
-    from pipeline.data import datasets
-    from pipeline.stages import backbone, prepare
+    from pipeline.data import datasets, preparation
+    from pipeline.train import pretrain
 
     folder = tmp_path_factory.mktemp("workspace")
     write_params(folder, TINY_PARAMS)
@@ -67,12 +67,12 @@ def prepared_workspace(tmp_path_factory) -> Path:
     os.chdir(folder)
     try:
         params = load_params()
-        manifest = prepare.prepare(params.data, params.seed)
+        manifest = preparation.prepare(params.data, params.seed)
         datasets.write_manifest(manifest, paths.MANIFEST)
-        model, meta = backbone.make_backbone(
+        model, meta = pretrain.make_backbone(
             "small_cnn", params.backbones["small_cnn"], manifest, params.pretrain, params.seed
         )
-        backbone.save_backbone(model, meta, paths.MODELS_DIR / "small_cnn")
+        pretrain.save_backbone(model, meta, paths.MODELS_DIR / "small_cnn")
     finally:
         os.chdir(cwd)
     return folder

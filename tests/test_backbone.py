@@ -12,7 +12,7 @@ from pipeline.config import BackboneParams, PretrainParams
 from pipeline.data import datasets
 from pipeline.errors import ThawError
 from pipeline.models import backbones, freezing
-from pipeline.stages import backbone
+from pipeline.train import batchnorm, pretrain
 
 # (architecture, feature channels at 32 px), as keras.applications' own tests walk a table.
 MODEL_LIST = [
@@ -56,7 +56,7 @@ def conv_bn_model(momentum: float):
 def test_recalibration_sets_population_statistics_and_keeps_momentum():
     model = conv_bn_model(momentum=0.999)
     images = np.random.default_rng(0).normal(3.0, 2.0, size=(96, 8, 8, 3)).astype("float32")
-    backbone.recalibrate_batchnorm(model, images, chunk=32)
+    batchnorm.recalibrate_batchnorm(model, images, chunk=32)
     conv_out = keras.Model(model.input, model.get_layer("conv").output).predict(images, verbose=0)
     bn = model.get_layer("bn")
     np.testing.assert_allclose(
@@ -78,10 +78,10 @@ def test_pretrained_backbone_is_accurate_in_inference_mode(prepared_workspace):
 
 
 def test_near_chance_source_accuracy_stops_the_stage(workspace, monkeypatch):
-    monkeypatch.setattr(backbone, "pretrain", lambda *args: 0.24)
+    monkeypatch.setattr(pretrain, "pretrain", lambda *args: 0.24)
     manifest = datasets.read_manifest("data/manifest.json")
-    with pytest.raises(backbone.PretrainingError, match="0.240 in inference mode is near chance"):
-        backbone.make_backbone(
+    with pytest.raises(pretrain.PretrainingError, match="0.240 in inference mode is near chance"):
+        pretrain.make_backbone(
             "small_cnn", BackboneParams(width=4), manifest, PretrainParams(epochs=1), seed=0
         )
 
@@ -90,10 +90,10 @@ def test_a_model_file_near_chance_gets_advice_that_applies_to_it(workspace, monk
     trained = keras.models.load_model("models/small_cnn/backbone.keras")
     path = workspace / "mine.keras"
     trained.save(path)
-    monkeypatch.setattr(backbone, "linear_probe_accuracy", lambda *args: 0.2)
+    monkeypatch.setattr(pretrain, "linear_probe_accuracy", lambda *args: 0.2)
     manifest = datasets.read_manifest("data/manifest.json")
-    with pytest.raises(backbone.PretrainingError) as caught:
-        backbone.make_backbone(
+    with pytest.raises(pretrain.PretrainingError) as caught:
+        pretrain.make_backbone(
             "mine", BackboneParams(weights=str(path)), manifest, PretrainParams(), seed=0
         )
     message = str(caught.value)
@@ -107,7 +107,7 @@ def test_a_model_file_is_a_backbone(workspace, suffix):
     path = workspace / f"custom{suffix}"
     trained.save(path)
     manifest = datasets.read_manifest("data/manifest.json")
-    model, meta = backbone.make_backbone(
+    model, meta = pretrain.make_backbone(
         "mine", BackboneParams(weights=str(path)), manifest, PretrainParams(), seed=0
     )
     assert meta["source_accuracy_method"] == "linear_probe" and meta["source_accuracy"] > 0.6
@@ -121,4 +121,4 @@ def test_a_model_file_with_the_wrong_input_size_is_rejected(workspace):
     path = workspace / "big.keras"
     backbones.build("small_cnn", 24, None, BackboneParams(width=4)).save(path)
     with pytest.raises(ThawError, match="takes 24x24 images but data.image_size is 16"):
-        backbone.load_model_file(str(path), 16)
+        pretrain.load_model_file(str(path), 16)

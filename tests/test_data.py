@@ -7,8 +7,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from pipeline.config import DataParams
-from pipeline.data import datasets
-from pipeline.stages import prepare
+from pipeline.data import datasets, preparation
 
 SPLIT_ARGS = dict(
     source_classes=[0, 1, 2],
@@ -66,7 +65,7 @@ def test_too_few_examples_is_a_clear_error(digits):
 def test_manifest_counts_and_loading(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     params = DataParams(image_size=16, train_per_class=2, val_per_class=3)
-    manifest = prepare.prepare(params, seed=0)
+    manifest = preparation.prepare(params, seed=0)
     assert manifest["counts"]["train"] == {str(c): 2 for c in range(5, 10)}
     assert (
         sum(manifest["counts"]["source_train"].values())
@@ -93,7 +92,7 @@ def test_catalog_dataset_goes_through_tfds(tmp_path, monkeypatch):
             train_per_class=2,
             val_per_class=2,
         )
-        manifest = prepare.prepare(params, seed=0, data_dir=tmp_path)
+        manifest = preparation.prepare(params, seed=0, data_dir=tmp_path)
     assert manifest["tfds_name"] == "mnist"
     assert len(manifest["splits"]["train"]) == 4
 
@@ -117,4 +116,4 @@ def test_class_ids_out_of_range(tmp_path, monkeypatch):
         **{**DataParams().model_dump(), "source_classes": [0, 1], "target_classes": [5, 12]}
     )
     with pytest.raises(datasets.DatasetError, match=r"data.target_classes .* ids \[12\]"):
-        prepare.prepare(params, seed=0)
+        preparation.prepare(params, seed=0)

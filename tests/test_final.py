@@ -10,11 +10,11 @@ import pytest
 
 from pipeline.config import parse_params
 from pipeline.data import datasets
-from pipeline.evaluate import baselines
+from pipeline.evaluate import baselines, retrain
 from pipeline.models.strategies import Phase, StrategyPlan
 from pipeline.paths import FINAL_DIR, MANIFEST, SWEEP_DIR
-from pipeline.stages import final, sweep
-from pipeline.train import loop
+from pipeline.search import coordinator, objective
+from pipeline.train import context, loop
 from tests.conftest import TINY_PARAMS
 
 
@@ -28,8 +28,8 @@ def tiny(**report):
 
 def swept(params):
     manifest = datasets.read_manifest(MANIFEST)
-    study, meta = sweep.sweep("small_cnn", params, manifest)
-    sweep.write_results("small_cnn", study, meta, SWEEP_DIR / "small_cnn")
+    study, meta = coordinator.sweep("small_cnn", params, manifest)
+    coordinator.write_results("small_cnn", study, meta, SWEEP_DIR / "small_cnn")
     return manifest
 
 
@@ -38,10 +38,10 @@ def test_replay_keeps_each_phase_as_run_and_stops_at_the_best_epoch():
         "lp_ft", (Phase(10, (), 0.01), Phase(10, ("a",), 0.001)), "probe then tune", 0.5, True
     )
     # the probe stopped early (plateau) after 8 epochs; the best came 4 epochs into tuning
-    replayed = final.replay_schedule(plan, [8, 10], 12)
+    replayed = retrain.replay_schedule(plan, [8, 10], 12)
     assert [(p.epochs, p.trainable_layers) for p in replayed.phases] == [(8, ()), (4, ("a",))]
-    assert [p.epochs for p in final.replay_schedule(plan, [8, 10], 5).phases] == [5]
-    assert final.best_epoch("0.2000;0.6000;0.6000;0.4000") == 2
+    assert [p.epochs for p in retrain.replay_schedule(plan, [8, 10], 5).phases] == [5]
+    assert retrain.best_epoch("0.2000;0.6000;0.6000;0.4000") == 2
 
 
 def test_final_retrains_the_top_k_on_train_and_val_and_tests_once(workspace, monkeypatch):
@@ -55,7 +55,7 @@ def test_final_retrains_the_top_k_on_train_and_val_and_tests_once(workspace, mon
         return real(step, train, val, **kw)
 
     monkeypatch.setattr(loop, "run_epochs", spy)
-    runs = final.run_final("small_cnn", params, manifest, FINAL_DIR / "small_cnn")
+    runs = retrain.run_final("small_cnn", params, manifest, FINAL_DIR / "small_cnn")
 
     trials = pd.read_csv("results/sweep/small_cnn/trials.csv")
     transfer = runs[runs.kind == "transfer"]
@@ -69,7 +69,7 @@ def test_final_retrains_the_top_k_on_train_and_val_and_tests_once(workspace, mon
     scratch = runs[runs.kind == baselines.SCRATCH]
     statistics = sum(
         int(np.prod(w.shape))
-        for w in final.load_context("small_cnn", params, manifest).backbone.weights
+        for w in context.load_context("small_cnn", params, manifest).backbone.weights
         if "moving_" in w.path
     )  # nothing frozen: every weight but BatchNorm's moving statistics trains
     assert (
@@ -85,8 +85,8 @@ def test_final_retrains_the_top_k_on_train_and_val_and_tests_once(workspace, mon
 def test_a_retrained_configuration_is_reproducible_per_seed(workspace):
     params = tiny(top_k=1, seeds=2)
     manifest = swept(params)
-    first = final.run_final("small_cnn", params, manifest, FINAL_DIR / "a")
-    second = final.run_final("small_cnn", params, manifest, FINAL_DIR / "b")
+    first = retrain.run_final("small_cnn", params, manifest, FINAL_DIR / "a")
+    second = retrain.run_final("small_cnn", params, manifest, FINAL_DIR / "b")
     pd.testing.assert_series_equal(first.test_accuracy, second.test_accuracy)
 
 
@@ -163,7 +163,7 @@ def test_a_failing_retrain_is_recorded_and_the_others_go_on(workspace, monkeypat
         return real(*args, **kwargs)
 
     monkeypatch.setattr(phases, "train_plan", first_diverges)
-    runs = final.run_final("small_cnn", params, manifest, FINAL_DIR / "small_cnn")
+    runs = retrain.run_final("small_cnn", params, manifest, FINAL_DIR / "small_cnn")
     transfer = runs[runs.kind == "transfer"]
     assert transfer.fail_reason.iloc[0] == "DivergedError: loss became nan in epoch 1"
     assert np.isnan(transfer.test_accuracy.iloc[0]) and 0 <= transfer.test_accuracy.iloc[1] <= 1
@@ -183,7 +183,7 @@ def test_a_diverging_depth_curve_run_is_recorded_and_the_curve_goes_on(workspace
         raise loop.DivergedError("loss became nan in epoch 1")
 
     monkeypatch.setattr(depth_curve, "fine_tuned", diverges)
-    final.run_final("small_cnn", params, manifest, FINAL_DIR / "small_cnn")
+    retrain.run_final("small_cnn", params, manifest, FINAL_DIR / "small_cnn")
     curve = pd.read_csv("results/final/small_cnn/depth.csv")
     tuned, frozen = curve[curve["mode"] == "fine-tuned"], curve[curve["mode"] == "frozen"]
     assert len(tuned) and tuned.val_accuracy.isna().all()
@@ -216,14 +216,14 @@ def test_a_frozen_probe_sees_the_pretrained_features_after_a_fine_tuning_run(wor
     from pipeline.evaluate import depth_curve
 
     params = tiny()
-    ctx = final.load_context("small_cnn", params, datasets.read_manifest(MANIFEST))
+    ctx = context.load_context("small_cnn", params, datasets.read_manifest(MANIFEST))
     n_layers = len(ctx.backbone.layers)
     cut = max(d.n_frozen_layers for d in ctx.info.depths if d.n_frozen_layers < n_layers)
     for variable in ctx.backbone.weights:  # what an earlier fine-tuning run leaves behind
         variable.assign(variable.numpy() + 1.0)
-    config = sweep.TrialConfig(0, 0.0, 1e-3, None)
+    config = objective.TrialConfig(0, 0.0, 1e-3, None)
     depth_curve.frozen_probe(ctx, cut, config, seed=0, heads={})
-    pristine = final.load_context("small_cnn", params, datasets.read_manifest(MANIFEST)).backbone
+    pristine = context.load_context("small_cnn", params, datasets.read_manifest(MANIFEST)).backbone
     import keras
 
     prefix = keras.Model(pristine.input, pristine.layers[cut - 1].output)
@@ -241,7 +241,7 @@ def test_each_strategys_best_is_retrained_beside_the_top_k():
             "trainable_params": [10, 10, 1, 10, 5, 3],
         }
     )
-    chosen = final.chosen_trials(trials, k=2).set_index("trial")
+    chosen = retrain.chosen_trials(trials, k=2).set_index("trial")
     assert list(chosen.index) == [0, 3, 2, 4]  # top 2 by val, then head_only's and gradual's best
     assert chosen["rank"].tolist() == [1, 2, 4, 5]
     assert chosen.top_k.tolist() == [True, True, False, False]
@@ -253,7 +253,7 @@ def test_traced_precise_batchnorm_matches_the_eager_recalibration():
 
     from pipeline.config import BackboneParams
     from pipeline.models import backbones
-    from pipeline.stages.backbone import batchnorm_layers, recalibrate_batchnorm
+    from pipeline.train.batchnorm import batchnorm_layers, recalibrate_batchnorm
 
     images = np.random.default_rng(0).normal(size=(300, 16, 16, 3)).astype(np.float32)
     eager = backbones.build("small_cnn", 16, None, BackboneParams(width=4))

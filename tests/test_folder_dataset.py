@@ -9,9 +9,8 @@ import pytest
 from PIL import Image
 
 from pipeline.config import DataParams, parse_params
-from pipeline.data import datasets, folder_dataset, image_files
+from pipeline.data import datasets, folder_dataset, image_files, preparation
 from pipeline.errors import ParamsError
-from pipeline.stages import prepare
 from tests.conftest import TINY_PARAMS
 from tests.image_folders import class_folder, split_folder
 
@@ -59,7 +58,7 @@ def test_split_layout_keeps_test_lists_skipped_files_and_counts_leaks(tmp_path, 
                         {"dog": 12, "eel": 5, "fox": 5})  # fmt: skip
     params = folder_params(root, source_classes=["ant", "bee", "cat"])
     assert params.data.source_classes == [0, 1, 2] and params.data.target_classes == [3, 4, 5]
-    manifest = prepare.prepare(params.data, params.seed, tmp_path / "tfds")
+    manifest = preparation.prepare(params.data, params.seed, tmp_path / "tfds")
     err = capsys.readouterr().err
     folder = manifest["folder"]
     skipped = {s["path"]: s["reason"] for s in folder["skipped"]}
@@ -83,7 +82,7 @@ def test_split_layout_keeps_test_lists_skipped_files_and_counts_leaks(tmp_path, 
 def test_a_duplicate_across_splits_is_counted_and_warned(tmp_path, capsys):
     root = split_folder(tmp_path / "imgs", {"dog": 12, "eel": 12}, {"dog": 4, "eel": 4})
     params = folder_params(root, train_per_class=11, val_per_class=1)
-    manifest = prepare.prepare(params.data, params.seed, tmp_path / "tfds")
+    manifest = preparation.prepare(params.data, params.seed, tmp_path / "tfds")
     leaks = manifest["folder"]["duplicates_across_splits"]
     assert len(leaks) == 1 and "test" in leaks[0]["splits"]  # the eel image copied into test
     assert "leakage" in capsys.readouterr().err
@@ -93,11 +92,11 @@ def test_class_layout_makes_stratified_seeded_splits_and_every_class_is_a_target
     root = class_folder(tmp_path / "imgs", {"ant": 12, "bee": 15, "cat": 13})
     params = folder_params(root)
     assert params.data.source_classes == [] and params.data.target_classes == [0, 1, 2]
-    first = prepare.prepare(params.data, 0, tmp_path / "a")
-    again = prepare.prepare(params.data, 0, tmp_path / "b")
+    first = preparation.prepare(params.data, 0, tmp_path / "a")
+    again = preparation.prepare(params.data, 0, tmp_path / "b")
     assert first["splits"] == again["splits"]
     assert first["counts"]["test"] == {"ant": 5, "bee": 8, "cat": 6}
-    assert prepare.prepare(params.data, 1, tmp_path / "c")["splits"] != first["splits"]
+    assert preparation.prepare(params.data, 1, tmp_path / "c")["splits"] != first["splits"]
 
 
 def test_too_few_images_names_the_class_and_its_count(tmp_path):
@@ -105,7 +104,7 @@ def test_too_few_images_names_the_class_and_its_count(tmp_path):
     (root / "bee" / "junk.png").write_text("x")  # skipped: does not count
     params = folder_params(root)
     with pytest.raises(folder_dataset.FolderError, match=r"'bee' has 7, needs 8"):
-        prepare.prepare(params.data, 0, tmp_path / "tfds")
+        preparation.prepare(params.data, 0, tmp_path / "tfds")
     assert not (tmp_path / "tfds").exists()  # nothing written half-way
 
 

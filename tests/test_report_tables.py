@@ -127,7 +127,7 @@ def test_verdicts_weigh_each_gap_against_its_noise(runs):
     ],
 )
 def test_provenance_says_where_the_weights_came_from(weights, origin, how):
-    from pipeline.stages.report import weights_origin
+    from pipeline.report.markdown import weights_origin
 
     text = weights_origin({"weights": weights, "source_accuracy": 0.9}, [0, 1])
     assert text.startswith(f"{origin}; accuracy on the source classes 0.900 ({how}")
@@ -140,7 +140,7 @@ def test_device_time_is_the_median_over_seeds_so_one_off_tracing_drops_out():
 
 
 def test_a_baseline_tuned_to_the_end_of_its_rate_grid_is_flagged(runs):
-    from pipeline.stages.report import edge_note
+    from pipeline.report.markdown import edge_note
 
     table = tables.headline(runs)  # every row ran at 1e-3
     assert edge_note(table, [1e-4, 1e-3, 1e-2]) == ""

@@ -271,12 +271,12 @@ def test_copying_a_sqlite_study_to_postgres_keeps_everything(workspace, db, monk
     from pipeline.config import load_params
     from pipeline.data import datasets
     from pipeline.paths import MANIFEST
-    from pipeline.stages import sweep
+    from pipeline.search import coordinator
 
     raw = project(workspace, "default", n_trials=3)
     raw["sweep"]["pruner"] = {"kind": "median", "startup_trials": 1, "warmup_epochs": 1}
     write_params(workspace, raw)
-    study, _ = sweep.sweep("small_cnn", load_params(), datasets.read_manifest(MANIFEST))
+    study, _ = coordinator.sweep("small_cnn", load_params(), datasets.read_manifest(MANIFEST))
     # THAW_STORAGE, the documented way to give a URL, names the source; --to still wins
     monkeypatch.setenv("THAW_STORAGE", "sqlite:///results/optuna/small_cnn/study.db")
     assert cli.main(["studies", "copy", "small_cnn", "--to", db]) == 0

@@ -7,19 +7,19 @@ import json
 import pandas as pd
 import pytest
 
+from pipeline import errors
 from pipeline.config import load_params, parse_params
 from pipeline.data import datasets
 from pipeline.paths import MANIFEST, SWEEP_DIR
-from pipeline.search import studies, workers
-from pipeline.stages import sweep
+from pipeline.search import coordinator, pruning, studies, workers
 from pipeline.train import phases
 from tests.conftest import TINY_PARAMS
 
 
 def run(params=None):
     params = params or load_params()
-    study, meta = sweep.sweep("small_cnn", params, datasets.read_manifest(MANIFEST))
-    summary = sweep.write_results("small_cnn", study, meta, SWEEP_DIR / "small_cnn")
+    study, meta = coordinator.sweep("small_cnn", params, datasets.read_manifest(MANIFEST))
+    summary = coordinator.write_results("small_cnn", study, meta, SWEEP_DIR / "small_cnn")
     return study, summary
 
 
@@ -85,7 +85,7 @@ def test_repeated_failures_stop_with_a_clear_error(workspace, monkeypatch):
     monkeypatch.setattr(phases, "fit", broken_fit)
     raw = json.loads(json.dumps(TINY_PARAMS))
     raw["sweep"]["max_failures"] = 2
-    with pytest.raises(sweep.ThawError, match="2 trials failed in a row.*out of memory"):
+    with pytest.raises(errors.ThawError, match="2 trials failed in a row.*out of memory"):
         run(parse_params(raw))
 
 
@@ -169,7 +169,7 @@ def test_pruned_trials_are_recorded_with_the_epoch_they_reached(workspace, monke
     import optuna
 
     monkeypatch.setattr(
-        sweep,
+        coordinator,
         "make_pruner",
         lambda *_: type("P", (PruneFromSecondEpoch, optuna.pruners.BasePruner), {})(),
     )
@@ -177,7 +177,7 @@ def test_pruned_trials_are_recorded_with_the_epoch_they_reached(workspace, monke
     raw["sweep"].update(n_trials=3, max_trials=3)  # every trial pruned: the cap ends the sweep
     raw["search"].update(epochs=5, strategies=["freeze_depth"])
     params = parse_params(raw)
-    study, _ = sweep.sweep("small_cnn", params, datasets.read_manifest(MANIFEST))
+    study, _ = coordinator.sweep("small_cnn", params, datasets.read_manifest(MANIFEST))
     table = studies.trials_table(study, "small_cnn")
     assert list(table.state) == ["PRUNED"] * 3  # pruned trials count as finished
     assert (table.pruned_at_epoch == 2).all() and (table.epochs_run == 2).all()
@@ -192,7 +192,7 @@ def test_pruned_trials_are_recorded_with_the_epoch_they_reached(workspace, monke
 def test_the_pruner_comes_from_params(kind, expected):
     from pipeline.config import PrunerParams
 
-    pruner = sweep.make_pruner(PrunerParams(kind=kind, startup_trials=3), 10, 8)
+    pruner = pruning.make_pruner(PrunerParams(kind=kind, startup_trials=3), 10, 8)
     assert type(pruner).__name__ == expected
     if kind == "median":
         assert pruner.startup_trials == 8  # a strategy's minimum runs in full first

@@ -9,9 +9,8 @@ import time
 import optuna
 import pytest
 
-from pipeline.search import storage, workers
+from pipeline.search import coordinator, storage, workers
 from pipeline.search.budget import Budget
-from pipeline.stages import sweep
 
 
 @pytest.fixture
@@ -95,12 +94,12 @@ def test_each_worker_samples_from_its_own_seed():
 
 def test_local_workers_get_one_accelerator_each():
     gpus = ["2", "3", "5"]
-    assert [sweep.local_worker_env(i, gpus)["CUDA_VISIBLE_DEVICES"] for i in (1, 2, 3)] == [
+    assert [coordinator.local_worker_env(i, gpus)["CUDA_VISIBLE_DEVICES"] for i in (1, 2, 3)] == [
         "3",
         "5",
         "2",
     ]
-    assert "CUDA_VISIBLE_DEVICES" not in sweep.local_worker_env(1, []) or os.environ.get(
+    assert "CUDA_VISIBLE_DEVICES" not in coordinator.local_worker_env(1, []) or os.environ.get(
         "CUDA_VISIBLE_DEVICES"
     )
 

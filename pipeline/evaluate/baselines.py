@@ -16,8 +16,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
-from pipeline.config import SearchParams
+from pipeline.config import Params, SearchParams
+from pipeline.data.datasets import TRAINVAL, load_target_splits
 from pipeline.models import flops
 from pipeline.models.freezing import param_count
 from pipeline.train import devices, loop
@@ -65,7 +67,7 @@ def scratch(
     import keras
 
     from pipeline.models.classifier import Classifier, Head
-    from pipeline.stages.backbone import batchnorm_layers
+    from pipeline.train.batchnorm import batchnorm_layers
 
     network = keras.models.clone_model(backbone)  # same layers, fresh random weights
     for layer in batchnorm_layers(network):
@@ -94,7 +96,7 @@ def scratch(
 def precise_batchnorm(network, input_dims: tuple[int, ...]) -> Callable[[object], None]:
     """`calibrate(images)`: backbone.recalibrate_batchnorm with its passes traced once and
     kept, since the scratch baseline calibrates before every validation epoch."""
-    from pipeline.stages.backbone import recalibrate_batchnorm
+    from pipeline.train.batchnorm import recalibrate_batchnorm
 
     passes: dict[int, object] = {}
     return lambda images: recalibrate_batchnorm(network, images, passes=passes)
@@ -204,3 +206,17 @@ def select_and_test(baseline: Baseline, splits: dict, protocol: Protocol) -> lis
             }
         )
     return rows
+
+
+def run_linear_pixels(params: Params, manifest: dict) -> pd.DataFrame:
+    devices.configure(params.seed, params.deterministic)
+    splits = {
+        name: ((s.images / np.float32(255.0)).astype(np.float32), s.labels)
+        for name, s in load_target_splits(manifest, ("train", "val", TRAINVAL, "test")).items()
+    }
+    baseline = linear_pixels(splits["train"][0].shape[1:], len(manifest["target_classes"]))
+    protocol = Protocol.of(params.search, retrain_seeds(params.seed, params.report.seeds))
+    runs = pd.DataFrame(select_and_test(baseline, splits, protocol))
+    runs.insert(0, "backbone", "")
+    runs["plan"] = "softmax regression on raw pixels"
+    return runs

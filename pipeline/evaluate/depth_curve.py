@@ -27,7 +27,7 @@ import pandas as pd
 
 from pipeline.models import strategies
 from pipeline.models.freezing import FreezePlan
-from pipeline.stages.sweep import recorded_config
+from pipeline.search.objective import recorded_config
 from pipeline.train import loop, phases
 from pipeline.train.context import RunContext
 

@@ -17,8 +17,8 @@ import pandas as pd
 
 from pipeline.errors import ThawError
 from pipeline.evaluate.baselines import LINEAR_PIXELS, SCRATCH
+from pipeline.evaluate.retrain import TRANSFER, by_rank
 from pipeline.report.pareto import pareto_front
-from pipeline.stages.final import TRANSFER, by_rank
 
 COSTS = {"params": "trainable_params", "time": "device_seconds"}
 

@@ -24,6 +24,8 @@ import statistics
 
 import optuna
 
+from pipeline.config import PrunerParams
+
 LAST_PHASE_FROM = "last_phase_from"  # 0-based epoch at which the trial's last phase began
 
 
@@ -73,3 +75,23 @@ class PhaseGate(optuna.pruners.BasePruner):
 
     def prune(self, study, trial) -> bool:
         return past_warmup(trial, self.warmup_epochs) and self.inner.prune(study, trial)
+
+
+def make_pruner(spec: PrunerParams, epochs: int, min_per_strategy: int = 0):
+    """The pruner from params, fair to phased strategies (above): median within a
+    strategy (default), hyperband after the last phase's warm-up, or none.
+
+    The median rule waits for a strategy's `min_per_strategy` completed trials too: the
+    stratified start-up trials then run in full, so coverage costs no pruned trials.
+    """
+    import optuna
+
+    if spec.kind == "median":
+        startup = max(spec.startup_trials, min_per_strategy)
+        return StrategyMedianPruner(startup, spec.warmup_epochs)
+    if spec.kind == "hyperband":
+        inner = optuna.pruners.HyperbandPruner(
+            min_resource=max(1, spec.warmup_epochs), max_resource=epochs
+        )
+        return PhaseGate(inner, spec.warmup_epochs)
+    return optuna.pruners.NopPruner()

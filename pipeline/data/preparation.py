@@ -1,0 +1,97 @@
+"""The prepare stage's work: the dataset built with TFDS (a folder read and stored
+first), its splits drawn, and the manifest that records them.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.config import DataParams, out_of_range, range_problem
+from pipeline.data import datasets
+from pipeline.paths import DATA_DIR
+
+
+def prepare(params: DataParams, seed: int, data_dir: Path = DATA_DIR) -> dict:
+    layout = folder = None
+    if params.dataset == datasets.FOLDER:
+        layout, folder = _store_folder(params, data_dir)
+    builder = datasets.prepare_builder(params.dataset, data_dir)
+    images, labels = datasets.load_examples(builder, params.image_size, params.resize)
+    num_classes = builder.info.features["label"].num_classes
+    for key in ("source_classes", "target_classes"):  # params.yaml checked them unless
+        bad = out_of_range(getattr(params, key), num_classes)  # the metadata was not there
+        if bad:
+            raise datasets.DatasetError(
+                f"data.{key} = {getattr(params, key)}: ids {bad} out of range; "
+                + range_problem(params.dataset, bad, num_classes)
+            )
+    splits = datasets.split_indices(
+        labels,
+        seed=seed,
+        source_classes=params.source_classes,
+        target_classes=params.target_classes,
+        train_per_class=params.train_per_class,
+        val_per_class=params.val_per_class,
+        source_val_fraction=params.source_val_fraction,
+        given_test=None if folder is None else np.asarray(folder.given_test),
+        names=builder.info.features["label"].names,
+    )
+    manifest = datasets.make_manifest(
+        params.dataset,
+        str(data_dir),
+        builder,
+        labels,
+        params.image_size,
+        params.source_classes,
+        params.target_classes,
+        splits,
+        params.resize,
+        images,
+    )
+    if folder is not None:
+        manifest["folder"] = _folder_record(params, layout, folder, splits)
+    return manifest
+
+
+def _store_folder(params: DataParams, data_dir: Path):
+    """Read every file of data.folder (nothing written if a check fails), then store it."""
+    from pipeline.data import folder_dataset
+
+    layout = folder_dataset.scan(params.folder)
+    resize = datasets.resizer(params.image_size, params.resize)
+    read = folder_dataset.read_all(
+        layout, lambda px: datasets.to_uint8(resize(px.astype("float32")))
+    )
+    folder_dataset.report_skipped(read.skipped, layout.root)
+    needs = {c: params.train_per_class + params.val_per_class + 1 for c in params.target_classes}
+    if layout.given_splits:  # the test images are given: train and val come from train/
+        needs = {c: n - 1 for c, n in needs.items()}
+    needs.update({c: 2 for c in params.source_classes})
+    folder_dataset.check_counts(read, layout, needs)
+    folder_dataset.store(read, layout, params.image_size, data_dir)
+    return layout, read
+
+
+def _folder_record(params: DataParams, layout, read, splits: dict[str, list[int]]) -> dict:
+    from pipeline.data import folder_dataset
+
+    split_of = {i: name for name, ix in splits.items() for i in ix}
+    leaks = folder_dataset.leaks(read.digests, split_of)
+    if leaks:
+        print(
+            f"prepare: warning: {len(leaks)} image(s) appear with the same bytes in more than "
+            "one split (leakage: a test image the model also trained on inflates accuracy); "
+            "data/manifest.json lists them under folder.duplicates_across_splits",
+            file=sys.stderr,
+        )
+    return {
+        "path": str(params.folder),
+        "layout": "train/ and test/" if layout.given_splits else "<class>/<image>",
+        "images": len(read.paths),
+        "skipped": [{"path": s.path, "reason": s.reason} for s in read.skipped],
+        "duplicates_across_splits": leaks,
+        "unused": len(read.paths) - len(split_of),
+    }

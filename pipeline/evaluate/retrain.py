@@ -1,0 +1,261 @@
+"""The search's best configurations retrained over seeds on train+val and tested once,
+beside the scratch baseline and the freeze-depth curve; the selected one exported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline import provenance
+from pipeline.config import Params
+from pipeline.data import datasets
+from pipeline.data.datasets import TRAINVAL
+from pipeline.errors import ThawError
+from pipeline.evaluate import baselines, depth_curve
+from pipeline.models import export, flops
+from pipeline.models.strategies import StrategyPlan
+from pipeline.paths import BEST_DIR, SWEEP_DIR
+from pipeline.search.objective import recorded_config
+from pipeline.train import phases
+from pipeline.train.context import RunContext, load_context
+
+TRANSFER = "transfer"  # a run kind next to baselines.SCRATCH and LINEAR_PIXELS
+
+
+SPLITS = ("train", "val", TRAINVAL, "test")
+
+
+def by_rank(trials: pd.DataFrame) -> pd.DataFrame:
+    """Best validation accuracy first; on a tie fewer trainable parameters, then the earlier."""
+    return trials.sort_values(
+        ["val_accuracy", "trainable_params", "trial"], ascending=[False, True, True]
+    )
+
+
+def ranked_trials(trials: pd.DataFrame) -> pd.DataFrame:
+    """Completed trials by validation accuracy (fewer parameters first on ties), `rank` 1..n."""
+    done = trials[trials.state == "COMPLETE"]
+    if done.empty:
+        raise ThawError("no completed trial to retrain; see fail_reason in the sweep's trials.csv")
+    ranked = by_rank(done)
+    return ranked.assign(rank=range(1, len(ranked) + 1))
+
+
+def chosen_trials(trials: pd.DataFrame, k: int) -> pd.DataFrame:
+    """What the stage retrains: the top k, and each strategy's best (both chosen on validation).
+
+    `top_k` and `strategy_best` say why a row is there; a row may be both.
+    """
+    ranked = ranked_trials(trials)
+    ranked = ranked.assign(
+        top_k=ranked["rank"] <= k,
+        strategy_best=~ranked.duplicated("strategy", keep="first"),
+    )
+    return ranked[ranked.top_k | ranked.strategy_best]
+
+
+def best_epoch(per_epoch: str) -> int:
+    """1-based epoch of the first best validation accuracy, from trials.csv's column."""
+    values = [float(a) for a in str(per_epoch).split(";")]
+    return int(np.argmax(values)) + 1
+
+
+def replay_schedule(plan: StrategyPlan, phase_epochs: list[int], epochs: int) -> StrategyPlan:
+    """The plan's phases for the epochs the trial ran each, ending after `epochs` in all."""
+    phases, left = [], epochs
+    for phase, ran in zip(plan.phases, phase_epochs):
+        n = min(ran, left)
+        if n > 0:
+            phases.append(dataclasses.replace(phase, epochs=n))
+        left -= n
+    return dataclasses.replace(plan, phases=tuple(phases))
+
+
+def _phase_epochs(row, plan: StrategyPlan) -> list[int]:
+    recorded = row.get("phase_epochs")
+    if isinstance(recorded, str) and recorded:
+        return json.loads(recorded)
+    return [p.epochs for p in plan.phases]  # a study from before phase_epochs was recorded
+
+
+def retrain(ctx: RunContext, row, seed: int, on_trained=None) -> dict:
+    """One trial's configuration, retrained on train+val from the pretrained weights.
+
+    `on_trained(head)` runs while the backbone and `head` hold this run's weights."""
+    ctx.restore()
+    config = recorded_config(row, ctx)
+    epochs = best_epoch(row["val_accuracy_per_epoch"])
+    plan = replay_schedule(config.plan, _phase_epochs(row, config.plan), epochs)
+    head = ctx.pool.head(config.head_units, config.dropout, seed)
+    result = phases.train_plan(
+        ctx.pool.model(0, head),
+        ctx.backbone,
+        plan,
+        ctx.splits[TRAINVAL],
+        None,
+        batch_size=ctx.search.batch_size,
+        seed=seed,
+        cache=ctx.cache,
+        pool=ctx.pool,
+        test=ctx.splits["test"],
+        split_names=(TRAINVAL, "val", "test"),
+    )
+    if on_trained is not None:
+        on_trained(head)
+    costs = ctx.layer_costs + flops.head_costs(ctx.feature_dims, config.head_units, ctx.num_classes)
+    epochs_trained = [(p.epochs, p.trainable_layers) for p in plan.phases]
+    return {
+        "kind": TRANSFER,
+        "rank": int(row["rank"]),
+        "trial": int(row["trial"]),
+        "top_k": bool(row["top_k"]),
+        "strategy_best": bool(row["strategy_best"]),
+        "seed": seed,
+        "strategy": plan.strategy,
+        "plan": row["plan"],
+        "head_units": config.head_units,
+        "learning_rate": config.learning_rate,
+        "frozen_fraction": row["frozen_fraction"],
+        "epochs": epochs,
+        "val_accuracy": float(row["val_accuracy"]),
+        "test_accuracy": result.test_accuracy,
+        "test_balanced_accuracy": result.test_balanced_accuracy,
+        "trainable_params": result.trainable_params,
+        "total_params": result.total_params,
+        "device_seconds": result.device_seconds,
+        "device": result.device,
+        "device_kind": result.device_kind,
+        "train_flops": flops.trial_flops(costs, epochs_trained, len(ctx.splits[TRAINVAL][1]), 0),
+    }
+
+
+def run_scratch(ctx: RunContext, best, seeds: list[int], bn_momentum: float) -> list[dict]:
+    """The same architecture and head from a random initialisation, nothing frozen."""
+    config = recorded_config(best, ctx)
+    baseline = baselines.scratch(
+        ctx.backbone, config.head_units, config.dropout, ctx.num_classes, bn_momentum
+    )
+    protocol = baselines.Protocol.of(ctx.search, seeds)
+    rows = baselines.select_and_test(baseline, ctx.splits, protocol)
+    for row in rows:
+        row.update(head_units=config.head_units, plan="from scratch, nothing frozen")
+    return rows
+
+
+class Exporter:
+    """Keeps the selected configuration's first finished run as models/best/<name>/."""
+
+    def __init__(self, ctx: RunContext, manifest: dict, out: Path):
+        self.ctx, self.manifest, self.out = ctx, manifest, out
+        self.test: dict | None = None
+
+    def wanted(self, row) -> bool:
+        return int(row["rank"]) == 1 and self.test is None
+
+    def __call__(self, head) -> None:
+        split = datasets.load_target_splits(self.manifest, ("test",))["test"]
+        model = export.build(self.ctx.backbone, head, self.ctx.meta, self.manifest)
+        export.save(model, self.out)
+        # measured on the file as saved: what a user who loads it gets
+        saved = keras_load(self.out / "model.keras")
+        self.test = export.evaluate(saved, split.images, split.labels)
+
+    def card(self, runs: pd.DataFrame) -> dict:
+        if self.test is None:
+            raise ThawError(
+                f"no model to export to {self.out}: every run of the selected configuration "
+                "failed (fail_reason in results/final/<name>/runs.csv)"
+            )
+        selected = runs[(runs.kind == TRANSFER) & (runs["rank"] == 1)]
+        first = selected.dropna(subset=["test_accuracy"]).iloc[0]
+        keys = ("trial", "seed", "strategy", "plan", "head_units", "learning_rate", "epochs",
+                "frozen_fraction", "trainable_params", "total_params", "val_accuracy")  # fmt: skip
+        integers = {"trial", "seed", "head_units", "epochs", "trainable_params", "total_params"}
+        configuration = {k: int(first[k]) if k in integers else _plain(first[k]) for k in keys}
+        seeds = {
+            "seeds": int(selected.test_accuracy.count()),
+            "mean": float(selected.test_accuracy.mean()),
+            "sd": float(selected.test_accuracy.std()),
+        }
+        return export.card(
+            self.ctx.meta["name"], configuration, seeds, self.manifest, self.ctx.meta, self.test
+        )
+
+
+def keras_load(path: Path):
+    import keras
+
+    return keras.models.load_model(path)
+
+
+def _plain(value):
+    return value.item() if hasattr(value, "item") else value
+
+
+def run_final(
+    name: str, params: Params, manifest: dict, out: Path, best: Path | None = None
+) -> pd.DataFrame:
+    trials = pd.read_csv(SWEEP_DIR / name / "trials.csv")
+    top = chosen_trials(trials, params.report.top_k)
+    ctx = load_context(name, params, manifest, SPLITS)
+    seeds = baselines.retrain_seeds(params.seed, params.report.seeds)
+    exporter = Exporter(ctx, manifest, best or BEST_DIR / name)
+    rows = []
+    for _, row in top.iterrows():
+        for seed in seeds:
+            try:
+                keep = exporter if exporter.wanted(row) else None
+                rows.append(retrain(ctx, row, seed, keep))
+            except Exception as exc:  # recorded, and the other runs go on
+                rows.append(
+                    _failed(exc, kind=TRANSFER, rank=row["rank"], trial=row["trial"], seed=seed,
+                            strategy=row["strategy"], top_k=row["top_k"],
+                            strategy_best=row["strategy_best"])
+                )  # fmt: skip
+            _log(name, rows[-1])
+    try:
+        scratch = run_scratch(ctx, top.iloc[0], seeds, params.pretrain.bn_momentum)
+    except Exception as exc:
+        scratch = [_failed(exc, kind=baselines.SCRATCH, seed=seeds[0])]
+    for row in scratch:
+        _log(name, row)
+    rows += scratch
+    runs = pd.DataFrame(rows)
+    runs.insert(0, "backbone", name)
+    curve = depth_curve.trace(ctx, trials, seeds)
+    curve.insert(0, "backbone", name)
+    out.mkdir(parents=True, exist_ok=True)
+    runs.to_csv(out / "runs.csv", index=False)
+    curve.to_csv(out / "depth.csv", index=False)
+    summary = {
+        "backbone": name,
+        "seeds": seeds,
+        "top_k": params.report.top_k,
+        "versions": provenance.package_versions(),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    export.write_card(exporter.out, exporter.card(runs))
+    return runs
+
+
+def _failed(exc: Exception, **row) -> dict:
+    return {**row, "test_accuracy": float("nan"), "fail_reason": f"{type(exc).__name__}: {exc}"}
+
+
+def _log(name: str, row: dict) -> None:
+    head = f"[final {name}] {row['kind']} {row.get('rank', '')} seed {row['seed']}"
+    if row.get("fail_reason"):
+        print(f"{head}: FAILED {row['fail_reason']}", file=sys.stderr, flush=True)
+        return
+    print(
+        f"{head}: test {row['test_accuracy']:.3f} (val {row['val_accuracy']:.3f}), "
+        f"{row['device_seconds']:.1f} s",
+        file=sys.stderr,
+        flush=True,
+    )

@@ -1,0 +1,599 @@
+"""The report's words: report.md's sections built from the tables in tables.py."""
+
+from __future__ import annotations
+
+import json
+import math
+import textwrap
+
+import pandas as pd
+import yaml
+
+from pipeline.config import Params
+from pipeline.evaluate import baselines
+from pipeline.paths import FINAL_DIR
+from pipeline.report import tables
+
+FIGURES = {
+    "params": "accuracy_vs_trainable_params.png",
+    "time": "accuracy_vs_device_time.png",
+    "depth": "accuracy_vs_freeze_depth.png",
+    "importances": "importances.png",
+}
+
+
+def _fmt_int(value) -> str:
+    return "?" if pd.isna(value) else f"{int(value):,}"
+
+
+def _front_mark(row, short: str) -> str:
+    if row[f"front_{short}_overall"]:
+        return "★"
+    return "☆" if row[f"front_{short}_backbone"] else ""
+
+
+def _unstable(row) -> str:
+    if not row.unstable:
+        return ""
+    return f" ⚠ unstable ({row.test_accuracy_min:.2f}–{row.test_accuracy_max:.2f})"
+
+
+def headline_markdown(table: pd.DataFrame, unit: str, balanced: bool = False) -> pd.DataFrame:
+    frame = pd.DataFrame(
+        {
+            "backbone": table.backbone.replace("", "(pixels)"),
+            "configuration": table.configuration,
+            "test accuracy": [
+                f"**{r.test_accuracy_mean:.3f} ± {r.test_accuracy_sd:.3f}**{_unstable(r)}"
+                for r in table.itertuples()
+            ],
+            "strategy": table.strategy.fillna(""),
+            "selected on val": table.val_accuracy.map("{:.3f}".format),
+            "freezing / model": table.plan,
+            "head": table.head_units.map(lambda u: "" if pd.isna(u) else str(int(u))),
+            "lr": table.learning_rate.map("{:.1e}".format),
+            "epochs": table.epochs.map(lambda e: "" if pd.isna(e) else str(int(e))),
+            "trainable / total params": [
+                f"{_fmt_int(t)} / {_fmt_int(n)}"
+                for t, n in zip(table.trainable_params, table.total_params)
+            ],
+            unit: table.device_seconds.map("{:.1f}".format),
+            "train GFLOPs": (table.train_flops / 1e9).map("{:.1f}".format),
+            "front: params": [_front_mark(r, "params") for _, r in table.iterrows()],
+            "front: time": [_front_mark(r, "time") for _, r in table.iterrows()],
+        }
+    )
+    if balanced:  # the test split's classes are imbalanced: per-class recall, averaged
+        frame.insert(
+            3,
+            "balanced accuracy",
+            [_mean_sd(m, sd) for m, sd in zip(
+                table.test_balanced_accuracy_mean, table.test_balanced_accuracy_sd)],
+        )  # fmt: skip
+    return frame
+
+
+def _mean_sd(mean: float, sd: float) -> str:
+    return "" if pd.isna(mean) else f"{mean:.3f} ± {sd:.3f}"
+
+
+def strategy_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """Every strategy on every backbone: how much evidence, and how good on val and test."""
+    return pd.DataFrame(
+        {
+            "backbone": summary.backbone,
+            "strategy": summary.strategy,
+            "completed / pruned / failed": [
+                f"{r.completed} / {r.pruned} / {r.failed}" for r in summary.itertuples()
+            ],
+            "best val": summary.best_val.map(lambda v: "" if pd.isna(v) else f"{v:.3f}"),
+            "median val": summary.median_val.map(lambda v: "" if pd.isna(v) else f"{v:.3f}"),
+            "best trial on test": [_mean_sd(r.test_mean, r.test_sd) for r in summary.itertuples()],
+            "best trial": [
+                "" if pd.isna(r.best_trial) else f"{int(r.best_trial)}: {r.best_plan}"
+                for r in summary.itertuples()
+            ],
+            "note": summary.too_few.map(lambda few: "too few to compare" if few else ""),
+        }
+    )
+
+
+def pruning_text(kind: str, trials: pd.DataFrame) -> str:
+    """What the pruner did, for the pruner that ran."""
+    pruned = int((trials.state == "PRUNED").sum())
+    if kind == "none":
+        return "No pruner ran (`sweep.pruner.kind: none`)."
+    rule = (
+        "compares a trial only with completed trials of its own strategy, and a phased "
+        "strategy (`gradual`, `lp_ft`) only once its last phase has run "
+        "`sweep.pruner.warmup_epochs` epochs"
+        if kind == "median"
+        else "(hyperband) shares Optuna's brackets across strategies; it judges a phased "
+        "strategy only once its last phase has run `sweep.pruner.warmup_epochs` epochs"
+    )
+    done = f"it pruned {pruned} trial(s)" if pruned else "it pruned none"
+    done += " (the stratified start-up, each strategy's first trials, always runs in full)."
+    return f"The pruner {rule}; {done}"
+
+
+def winners_markdown(winners: pd.DataFrame) -> str:
+    lines = []
+    for w in winners.itertuples():
+        line = f"- `{w.backbone}`: **{w.winner}** {w.mean:.3f} ± {w.sd:.3f} on test"
+        if w.runner_up:
+            line += (
+                f", against the runner-up {w.runner_up} {w.runner_up_mean:.3f} ± "
+                f"{w.runner_up_sd:.3f}: gap {w.gap:+.3f}, p = {w.p:.2g}, **{w.verdict}**"
+            )
+        lines.append(line + ".")
+    return "\n".join(lines) or "- No strategy's best configuration was retrained."
+
+
+def recommendation_markdown(table: pd.DataFrame, winners: pd.DataFrame, unit: str) -> str:
+    """One answer per question a user asks, chosen by validation as the protocol says."""
+    pick = tables.recommendation(table)
+    gaps = tables.verdicts(table)
+    paid = "; ".join(
+        f"against {g.against} {g.gap:+.3f} (p = {g.p:.2g}): **{g.verdict}**"
+        for g in gaps[gaps.backbone == pick.backbone].itertuples()
+    )
+    stability = (
+        f" **Unstable**: its seeds scored from {pick.test_accuracy_min:.3f} to "
+        f"{pick.test_accuracy_max:.3f}; treat the mean with care."
+        if pick.unstable
+        else ""
+    )
+    return f"""- **Use** `{pick.backbone}` with **{pick.strategy}**: {pick.plan}; head \
+{_fmt_int(pick.head_units)} hidden units, learning rate {pick.learning_rate:.1e}. Chosen by \
+validation accuracy ({pick.val_accuracy:.3f}), the best of every backbone's pick.
+- **How much is frozen**: {pick.frozen_fraction:.0%} of the backbone's parameters; \
+{_fmt_int(pick.trainable_params)} of {_fmt_int(pick.total_params)} parameters train.
+- **Test accuracy**: {pick.test_accuracy_mean:.3f} ± {pick.test_accuracy_sd:.3f} over \
+{int(pick.seeds)} seeds, retrained on train+val.{stability}
+- **Cost**: {pick.device_seconds:.1f} {unit} per training run, \
+{pick.train_flops / 1e9:.1f} train GFLOPs.
+- **Did transfer pay here?** {paid or "no baseline to compare with"}.
+- **Which strategy wins on test**, each strategy's best configuration (chosen on validation) \
+retrained over the same seeds:
+{textwrap.indent(winners_markdown(winners), "  ")}"""
+
+
+def _fmt_table(frame: pd.DataFrame) -> str:
+    header = "| " + " | ".join(frame.columns) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    rows = ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *rows])
+
+
+def verdict_markdown(table: pd.DataFrame) -> str:
+    """The answer in a few lines: the most accurate row, and whether transfer paid."""
+    best = table.iloc[0]  # the table is sorted by mean test accuracy
+    lines = [
+        f"- Highest mean test accuracy in the table: **{best.backbone or 'pixels'}, "
+        f"{best.configuration}** ({best.plan}): {best.test_accuracy_mean:.3f} ± "
+        f"{best.test_accuracy_sd:.3f}. A description, not a selection: picking the best of "
+        "several rows by their test score is optimistic again."
+    ]
+    gaps = tables.verdicts(table)
+    for backbone, group in gaps.groupby("backbone", sort=False):
+        ranked = table[(table.backbone == backbone) & (table.kind == tables.TRANSFER)]
+        row = ranked[ranked["rank"] == 1].iloc[0]
+        against = "; ".join(
+            f"vs {g.against} {g.gap:+.3f} ± {g.se:.3f} (p = {g.p:.2g}): **{g.verdict}**"
+            for g in group.itertuples()
+        )
+        tied = ranked[(ranked["rank"] > 1) & (ranked.val_accuracy == row.val_accuracy)]
+        tie = (
+            f" It tied on validation with {', '.join(tied.configuration)} (ties go to fewer "
+            "trainable parameters); compare their test rows before acting on the pick."
+            if len(tied)
+            else ""
+        )
+        lines.append(
+            f"- `{backbone}`, selected by validation ({row.plan}): "
+            f"{row.test_accuracy_mean:.3f} ± {row.test_accuracy_sd:.3f}"
+            f"{_unstable(row)}; {against}.{tie}"
+        )
+    return "\n".join(lines)
+
+
+def depth_markdown(curve: pd.DataFrame) -> pd.DataFrame:
+    wide = curve.pivot_table(
+        index=["backbone", "depth", "frozen_fraction", "last_frozen_layer"],
+        columns="mode",
+        values=["val_accuracy_mean", "val_accuracy_sd", "converged_probe_accuracy",
+                "pooled_features"],
+        aggfunc="first",
+    )  # fmt: skip
+    rows = []
+    for (backbone, _, fraction, layer), row in wide.iterrows():
+        cell = {}
+        for mode in ("frozen", "fine-tuned"):
+            mean = row.get(("val_accuracy_mean", mode))
+            sd = row.get(("val_accuracy_sd", mode))
+            cell[mode] = "" if pd.isna(mean) else f"{mean:.3f} ± {sd:.3f}"
+        probe = row.get(("converged_probe_accuracy", "frozen"))
+        width = row.get(("pooled_features", "frozen"))
+        rows.append(
+            {
+                "backbone": backbone,
+                "frozen up to": layer or "(nothing)",
+                "share frozen": f"{fraction:.0%}",
+                "frozen features only": cell["frozen"],
+                "linear probe to convergence": "" if pd.isna(probe) else
+                f"{probe:.3f} ({int(width)} pooled features)",
+                "above the cut fine-tuned": cell["fine-tuned"],
+            }
+        )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+UNDER_TRAINED = 0.15  # a converged probe this much better: the head, not the features, fell short
+
+
+def under_trained_note(curve: pd.DataFrame, num_classes: int) -> str:
+    """Frozen probes far below what their features allow, with the evidence."""
+    frozen = curve[curve["mode"] == "frozen"]
+    short = frozen[frozen.converged_probe_accuracy - frozen.val_accuracy_mean > UNDER_TRAINED]
+    if short.empty:
+        return ""
+    chance = 1 / num_classes + 0.02
+    cuts = "; ".join(
+        f"`{r.backbone}` at {r.last_frozen_layer} ({r.frozen_fraction:.0%} frozen): "
+        f"{r.val_accuracy_mean:.3f}{' (chance)' if r.val_accuracy_mean <= chance else ''}"
+        f" against {r.converged_probe_accuracy:.3f} converged on {int(r.pooled_features)} "
+        "pooled features"
+        for r in short.itertuples()
+    )  # fmt: skip
+    return (
+        f"\n\nFrozen probes well below what their features allow: {cuts}. The features "
+        "separate the classes (the converged probe says how well); the head, trained with "
+        "the best head-only trial's rate for the search's epochs, did not get there. Pooled "
+        "activations at a shallow cut are small and unnormalised, so the gradient a head gets "
+        "from them is small too: at those depths the frozen curve measures that budget, not "
+        "the features. The converged column is the fairer reading of transferability."
+    )
+
+
+FEW_TRIALS = 20  # below this many completed trials, importances are a hint at best
+
+
+def importance_basis(trials: pd.DataFrame) -> str:
+    """How many completed trials the importances rest on, and a warning when few."""
+    counts = trials[trials.state == "COMPLETE"].groupby("backbone", sort=False).size()
+    text = ", ".join(f"{n} completed trials for {name}" for name, n in counts.items()) + "."
+    if counts.empty or counts.min() < FEW_TRIALS:
+        text += (
+            f" Under {FEW_TRIALS} completed trials a forest's importances are a hint, not a"
+            " finding: raise `sweep.n_trials` before acting on them."
+        )
+    return text
+
+
+def edge_note(table: pd.DataFrame, grid: list[float]) -> str:
+    """Baselines whose chosen rate is the grid's end: a better one may lie beyond it."""
+    ends = {"lowest": grid[0], "highest": grid[-1]}
+    found = [
+        f"{row.backbone or 'pixels'} {row.configuration} ({row.learning_rate:.1e}, the {end})"
+        for row in table[table.kind != tables.TRANSFER].itertuples()
+        for end, rate in ends.items()
+        if math.isclose(row.learning_rate, rate, rel_tol=1e-6)
+    ]
+    if not found:
+        return ""
+    return (
+        "\n- Baselines whose chosen learning rate is an end of their grid, so they may be "
+        f"under-tuned and transfer's gain over them overstated: {'; '.join(found)}."
+    )
+
+
+def data_gap_note(table: pd.DataFrame, counts: dict) -> str:
+    """Baselines whose test score is far above the validation score that selected them.
+
+    Validation scores come from models trained on train only; test scores from models
+    retrained on train+val. The rate-selection run's own test score shows how much of
+    the gap that extra data explains.
+    """
+    n_train, n_trainval = sum(counts["train"].values()), sum(
+        counts["train"].values()) + sum(counts["val"].values())  # fmt: skip
+    rows = table[
+        (table.kind != tables.TRANSFER)
+        & (table.test_accuracy_mean - table.val_accuracy > 0.1)
+        & table.test_accuracy_train_only.notna()
+    ]
+    lines = [
+        f"\n- {r.backbone or 'pixels'} {r.configuration}: {r.val_accuracy:.3f} on validation "
+        f"but {r.test_accuracy_mean:.3f} on test. Its validation score comes from a run "
+        f"trained on train only ({n_train} images); that run scored "
+        f"{r.test_accuracy_train_only:.3f} on test at its last epoch. Retrained on "
+        f"train+val ({n_trainval} images) it scores {r.test_accuracy_mean:.3f}: the gap "
+        "follows the extra data, not a leak."
+        for r in rows.itertuples()
+    ]
+    return "".join(lines)
+
+
+def weights_origin(meta: dict, source_classes: list) -> str:
+    """Where a backbone's weights came from, and how well they do on the source classes."""
+    weights = meta["weights"]
+    if weights == "source":
+        origin, how = f"pretrained here on source classes {source_classes}", "its own classifier"
+    elif weights == "imagenet":
+        origin, how = "ImageNet weights (keras.applications)", "a linear probe on its features"
+    else:
+        origin, how = f"weights from the file `{weights}`", "a linear probe on its features"
+    if meta["source_accuracy"] is None:
+        return f"{origin}; no source task to check its features on"
+    return (
+        f"{origin}; accuracy on the source classes {meta['source_accuracy']:.3f} "
+        f"({how}, inference mode)"
+    )
+
+
+def _per_worker(trials: pd.DataFrame) -> str:
+    counts = trials.worker.value_counts()
+    if len(counts) <= 3:
+        return ", ".join(f"{w}: {n}" for w, n in counts.items())
+    return f"{counts.min()} to {counts.max()}"
+
+
+def _fail_reasons(trials: pd.DataFrame) -> str:
+    failed = trials[trials.state == "FAIL"]
+    if failed.empty:
+        return ""
+    reasons = failed.fail_reason.fillna("").replace("", "(none recorded)").value_counts()
+    lines = "\n".join(f"  - {n} x {r}" for r, n in reasons.items())
+    return f"\n  Failed trials, by reason:\n{lines}\n"
+
+
+def provenance(
+    params: Params, manifest: dict, metas: dict, trials: pd.DataFrame, runs: pd.DataFrame
+) -> str:
+    counts = manifest["counts"]
+    split_text = ", ".join(f"{split} {sum(c.values())}" for split, c in counts.items())
+    sources = "\n".join(
+        f"  - `{name}`: {m['arch']}, {weights_origin(m, manifest['source_classes'])}"
+        for name, m in metas.items()
+    )
+    states = trials.groupby(["backbone", "state"]).size().unstack(fill_value=0)
+    for state in ("COMPLETE", "PRUNED", "FAIL"):
+        if state not in states:
+            states[state] = 0
+    states = states[["COMPLETE", "PRUNED", "FAIL"]].rename(
+        columns={"COMPLETE": "completed", "PRUNED": "pruned", "FAIL": "failed"}
+    )
+    states["workers"] = trials.groupby("backbone").worker.nunique()
+    states["trials per worker"] = trials.groupby("backbone").apply(_per_worker)
+    space = yaml.safe_dump(
+        params.search.model_dump(mode="json"), sort_keys=False, default_flow_style=None
+    ).strip()
+    versions = {}
+    for name in metas:
+        summary = FINAL_DIR / name / "summary.json"
+        if summary.is_file():
+            versions = json.loads(summary.read_text())["versions"]
+    devices = ", ".join(
+        f"{d} ({k})"
+        for d, k in runs[["device", "device_kind"]].drop_duplicates().itertuples(index=False)
+    )
+    tfds = f"{manifest['tfds_name']} {manifest['tfds_version']}"
+    return f"""- **Dataset**: `{manifest["dataset"]}` via TFDS (`{tfds}`), images at
+  {manifest["image_size"]} px ({manifest.get("resize", "crop")} to a square); source classes
+  {_class_list(manifest, "source_classes")}, target classes
+  {_class_list(manifest, "target_classes")}. Split sizes: {split_text}.
+{folder_text(manifest)}
+{_fmt_table(per_class_table(manifest))}
+
+- **Backbones** and where their weights came from:
+{sources}
+- **Device**: {devices}. **Repeatability**: seed {params.seed}; TensorFlow op
+  determinism {
+        "on: the same params give the same numbers"
+        if params.deterministic
+        else "off (`deterministic: false`): runs may differ in the last digits and in what follows"
+    }.
+- **Search trials** per backbone (completed ones count toward `sweep.n_trials`,
+  completed and pruned toward the cap `sweep.max_trials`; pruned: stopped early by the
+  pruner; failed: see `fail_reason` in `reports/trials.csv`):
+
+{_fmt_table(states.reset_index())}
+{_fail_reasons(trials)}
+- **Search space** (`search` in params.yaml):
+
+```yaml
+{space}
+```
+
+- **Packages**: {", ".join(f"{k} {v}" for k, v in versions.items())}.
+"""
+
+
+def _class_list(manifest: dict, key: str) -> str:
+    names = manifest["class_names"]
+    ids = manifest[key]
+    if not ids:
+        return "none (no source task)"
+    return ", ".join(f"{names[c]}" if names[c] == str(c) else f"{names[c]} ({c})" for c in ids)
+
+
+def per_class_table(manifest: dict) -> pd.DataFrame:
+    """Images per class (rows) and split (columns), for each split that has any."""
+    counts = {split: c for split, c in manifest["counts"].items() if c}
+    classes = list(dict.fromkeys(name for c in counts.values() for name in c))
+    return pd.DataFrame(
+        {"class": classes, **{s: [c.get(n, "") for n in classes] for s, c in counts.items()}}
+    )
+
+
+def folder_text(manifest: dict) -> str:
+    """An image folder's record: what was read, skipped and duplicated across splits."""
+    folder = manifest.get("folder")
+    if not folder:
+        return ""
+    skipped, leaks = folder["skipped"], folder["duplicates_across_splits"]
+    text = (
+        f"- **Image folder** `{folder['path']}` ({folder['layout']}): {folder['images']} "
+        f"images read, **{len(skipped)} file(s) skipped** (listed with their reasons in "
+        "`data/manifest.json` under `folder.skipped`)"
+    )
+    if folder.get("unused"):
+        text += f"; {folder['unused']} image(s) left over by train_per_class, not used"
+    if leaks:
+        text += (
+            f"; ⚠ **{len(leaks)} image(s) with identical bytes in more than one split** "
+            "(leakage: test accuracy may be inflated; `folder.duplicates_across_splits`)"
+        )
+    return text + ". Images per class and split:\n"
+
+
+def markdown(
+    params: Params,
+    trials: pd.DataFrame,
+    table: pd.DataFrame,
+    curve: pd.DataFrame,
+    importances: pd.DataFrame,
+    manifest: dict,
+    metas: dict,
+    runs: pd.DataFrame,
+) -> str:
+    unit = tables.device_label(runs.device_kind)
+    summary = tables.strategy_summary(trials, table, params.search.strategies)
+    winners = tables.strategy_winners(table)
+    seeds = int(table.seeds.max())
+    done = trials[trials.state == "COMPLETE"].sort_values(
+        ["val_accuracy", "trainable_params"], ascending=[False, True]
+    )
+    top_n = params.report.top_n
+    comparison = pd.DataFrame(
+        {
+            "backbone": done.backbone,
+            "trial": done.trial,
+            "val accuracy": done.val_accuracy.map("{:.3f}".format),
+            "strategy": done.strategy,
+            "freezing": done.plan,
+            "head units": done.head_units,
+            "learning rate": done.learning_rate.map("{:.1e}".format),
+            "trainable params (end / max)": [
+                f"{e:,.0f} / {m:,.0f}"
+                for e, m in zip(done.trainable_params, done.max_trainable_params)
+            ],
+            unit: done.device_seconds.map("{:.1f}".format),
+            "train GFLOPs": (done.train_flops / 1e9).map("{:.1f}".format),
+        }
+    )
+    importance_rows = importances[["backbone", "parameter"]].assign(
+        importance=importances.importance.map("{:.3f}".format)
+    )
+    n_test = sum(manifest["counts"]["test"].values())
+    top = table.test_accuracy_mean.iloc[0]
+    binomial_se = (top * (1 - top) / n_test) ** 0.5
+    return f"""# Thaw report
+
+## Recommendation
+
+{recommendation_markdown(table, winners, unit)}
+
+## How these numbers were made
+
+Which backbone, how much of it frozen, at what cost. The search chose
+configurations by **validation** accuracy, which is therefore optimistic. Each
+backbone's top {params.report.top_k}, and each strategy's best, were retrained with
+{seeds} seeds on train+val and evaluated **once** on the held-out test split ({n_test} images);
+the headline is that test accuracy, mean ± sd over seeds. Two baselines went
+through the same retraining and test with the same epoch cap: each backbone
+trained from scratch (nothing frozen, random initialisation, the selected
+configuration's head) and a linear classifier on raw pixels. Their learning rate
+was chosen on validation from {baselines.RATE_POINTS} rates over the search's
+range, a lighter search than the transferred models' study, which favours
+transfer. If they match the transferred models anyway, transfer did not pay on
+this data.
+
+## Verdict
+
+Gaps are in test accuracy, ± their standard error over seeds, with the p-value of
+Welch's t-test over seeds: "paid" or "lost" when p < {tables.ALPHA:g},
+"within noise" otherwise. Seeds vary initialisation and batch order only: every
+run is scored on the same {n_test} test images, whose own sampling error (one
+binomial standard error, about ±{binomial_se:.3f} at the best accuracy here) is
+not in these numbers.
+
+{verdict_markdown(table)}{edge_note(table, baselines.rate_grid(params.search))}\
+{data_gap_note(table, manifest["counts"])}
+
+## Headline: test accuracy and cost
+
+*Epochs*: how long each run retrained (the selecting run's epochs up to its best
+validation epoch). Device time is **{unit}** per retraining run on
+{", ".join(sorted(set(runs.device.dropna())))}, the median over seeds: training only, so
+neither the one-off tracing a new model's first run pays nor computing a frozen
+prefix's activations once per configuration (they are cached and reused every
+epoch; the FLOPs count that forward pass). Train GFLOPs are
+analytical (forward through the whole model, backward only through what
+trains), so they compare across machines. ★: on the overall Pareto front of
+test accuracy against the column's cost (trainable parameters, or time);
+☆: on its own backbone's front only.
+
+{_fmt_table(headline_markdown(table, unit, tables.imbalanced(manifest)))}
+
+![test accuracy vs trainable parameters]({FIGURES["params"]})
+
+![test accuracy vs device time]({FIGURES["time"]})
+
+## Freeze depth
+
+Best validation accuracy over epochs, as the search measured it (mean ± sd over
+{seeds} seeds), when the backbone is cut at each candidate depth. *Frozen
+features only*: a head on the frozen backbone's output at the cut, the layers
+above unused. *Above the cut fine-tuned*: the
+prefix frozen, every layer above it trained with the head. Fine-tuned runs use
+the head, learning rate and discriminative rates of the best `freeze_depth`
+trial (the strategy they run), frozen ones those of the best head-only trial;
+the plot's legend names the trial. *Linear probe to convergence*: a standardised
+logistic regression fit to the end on the same frozen activations, pooled over space
+(deterministic, so one run): what the features allow at best, against what the
+search's head and epochs got out of them.
+
+{_fmt_table(depth_markdown(curve))}{under_trained_note(curve, len(manifest["target_classes"]))}
+
+![validation accuracy vs freeze depth]({FIGURES["depth"]})
+
+## Which search parameters mattered
+
+Optuna's fANOVA importance of each parameter every completed trial has, for
+validation accuracy (shares summing to 1 per backbone), from
+{importance_basis(trials)}
+
+{_fmt_table(importance_rows) if len(importance_rows) else "Too few completed trials to tell."}
+
+![parameter importances]({FIGURES["importances"]})
+
+## Strategies
+
+Every strategy of the search on every backbone: its trials (completed count toward
+`sweep.n_trials`; each strategy got at least `sweep.min_trials_per_strategy`
+completed, unless the cap of `sweep.max_trials` finished trials came first), the best
+and median validation accuracy of its completed trials, and its best trial retrained
+over {seeds} seeds and tested. {pruning_text(params.sweep.pruner.kind, trials)} With fewer than
+{tables.FEW_TO_COMPARE} completed trials a strategy's best and median say little:
+*too few to compare*.
+
+{_fmt_table(strategy_table(summary))}
+
+**Winning strategy on test**, per backbone (Welch's t-test over seeds against the
+runner-up; "within noise" when p ≥ {tables.ALPHA:g}). Each strategy's
+configuration was chosen on validation; comparing their test scores is a description
+of this test set, not a second selection, and the winner is the highest of several, so
+even a "wins" is optimistic by that choice.
+
+{winners_markdown(winners)}
+
+## All completed search trials (top {min(top_n, len(comparison))} of {len(comparison)})
+
+{_fmt_table(comparison.head(top_n))}
+
+Every trial, pruned and failed ones included, with per-epoch validation
+accuracy, is in `reports/trials.csv`; every retraining run in `reports/final_runs.csv`.
+
+## Provenance
+
+{provenance(params, manifest, metas, trials, runs)}"""

@@ -1,0 +1,168 @@
+"""One trial: its configuration suggested, trained with per-epoch reports to the
+pruner, and its costs recorded; and one line per finished trial.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+
+from pipeline.config import SearchParams
+from pipeline.errors import ThawError
+from pipeline.models import flops, strategies
+from pipeline.search import budget, pruning
+from pipeline.train import phases
+from pipeline.train.context import RunContext
+from pipeline.train.pool import release_memory
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    head_units: int
+    dropout: float
+    learning_rate: float
+    plan: strategies.StrategyPlan
+
+
+def suggest(trial, search: SearchParams, info: strategies.BackboneInfo) -> TrialConfig:
+    """Every suggestion of a trial; a strategy's own only when it was chosen."""
+    head_units = trial.suggest_categorical("head_units", search.head_units)
+    dropout = 0.0
+    if head_units > 0:
+        dropout = trial.suggest_float(
+            "head_dropout", search.head_dropout.low, search.head_dropout.high
+        )
+    r = search.learning_rate
+    learning_rate = trial.suggest_float("learning_rate", r.low, r.high, log=True)
+    plan = strategies.suggest_plan(trial, search, info, learning_rate)
+    return TrialConfig(head_units, dropout, learning_rate, plan)
+
+
+def recorded_config(row, ctx: RunContext) -> TrialConfig:
+    """A recorded trial's configuration (a trials.csv row), rebuilt as the sweep built it."""
+    import optuna
+
+    return suggest(optuna.trial.FixedTrial(json.loads(row["params"])), ctx.search, ctx.info)
+
+
+def run_trial(trial, ctx: RunContext) -> float:
+    """Objective: best validation accuracy over the trial's epochs.
+
+    Reports the best-so-far accuracy after each epoch; a pruner's stop is
+    recorded (`pruned_at_epoch`) and raised as TrialPruned after the costs are.
+    """
+    import optuna
+
+    release_memory()  # cheap: load_context froze everything alive before the first trial
+    ctx.restore()
+    config = suggest(trial, ctx.search, ctx.info)
+    plan = config.plan
+    trial.set_user_attr("strategy", plan.strategy)
+    trial.set_user_attr("frozen_fraction", plan.frozen_fraction)
+    trial.set_user_attr("fine_tunes", plan.fine_tunes)
+    trial.set_user_attr("phases", len(plan.phases))
+    trial.set_user_attr("plan", plan.description)
+    per_epoch: list[float] = []
+    if len(plan.phases) == 1:
+        trial.set_user_attr(pruning.LAST_PHASE_FROM, 0)
+
+    def on_epoch(epoch: int, accuracy: float) -> bool:
+        per_epoch.append(accuracy)
+        trial.set_user_attr("val_accuracy_per_epoch", per_epoch)
+        trial.report(max(per_epoch), epoch)
+        return trial.should_prune()
+
+    def on_phase_end(index: int, _step) -> None:
+        if index + 2 == len(plan.phases):  # the last phase starts now: the pruner may judge it
+            trial.set_user_attr(pruning.LAST_PHASE_FROM, len(per_epoch))
+
+    try:
+        head = ctx.pool.head(config.head_units, config.dropout, ctx.seed + trial.number)
+        model = ctx.pool.model(0, head)
+        result = phases.train_plan(
+            model,
+            ctx.backbone,
+            plan,
+            ctx.train,
+            ctx.val,
+            batch_size=ctx.search.batch_size,
+            seed=ctx.seed + trial.number,
+            on_epoch=on_epoch,
+            on_phase_end=on_phase_end,
+            cache=ctx.cache,
+            pool=ctx.pool,
+            patience=ctx.search.patience,
+        )
+    except Exception as exc:
+        trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}"[:500])
+        raise
+    for key in (
+        "trainable_params",
+        "max_trainable_params",
+        "frozen_params",
+        "total_params",
+        "device",
+        "device_kind",
+        "device_seconds",
+        "stopped",
+        "cached_phases",
+        "phase_epochs",
+    ):
+        trial.set_user_attr(key, getattr(result, key))
+    costs = ctx.layer_costs + flops.head_costs(ctx.feature_dims, config.head_units, ctx.num_classes)
+    epochs_trained = [(n, p.trainable_layers) for n, p in zip(result.phase_epochs, plan.phases)]
+    trial.set_user_attr(
+        "train_flops", flops.trial_flops(costs, epochs_trained, len(ctx.train[1]), len(ctx.val[1]))
+    )
+    if result.stopped == "pruned":
+        trial.set_user_attr("pruned_at_epoch", len(per_epoch))
+        raise optuna.TrialPruned(f"pruned after epoch {len(per_epoch)}")
+    return result.best_val_accuracy
+
+
+class Progress:
+    """Optuna callback: one line per finished trial with the best so far."""
+
+    def __init__(self, backbone: str, quota: budget.Budget, max_failures: int, who: str = ""):
+        self.backbone, self.quota, self.max_failures = backbone, quota, max_failures
+        self.who = who
+        self.consecutive_failures = 0
+
+    def __call__(self, study, trial) -> None:
+        trials = study.get_trials(deepcopy=False)
+        done = self.quota.describe(trials)
+        state = trial.state.name
+        if state == "FAIL":
+            self.consecutive_failures += 1
+            detail = trial.user_attrs.get("fail_reason", "see the log above")
+        elif state == "PRUNED":
+            self.consecutive_failures = 0
+            epochs = trial.user_attrs.get("val_accuracy_per_epoch", [0.0])
+            detail = (
+                f"stopped after epoch {len(epochs)} at val_acc {max(epochs):.3f} | "
+                f"{trial.params['strategy']}: {trial.user_attrs.get('plan')}"
+            )
+        else:
+            self.consecutive_failures = 0
+            detail = (
+                f"val_acc {trial.value:.3f} | {trial.params['strategy']}: "
+                f"{trial.user_attrs.get('plan')} | head "
+                f"{trial.params['head_units']} | lr {trial.params['learning_rate']:.1e} | "
+                f"{trial.user_attrs.get('device_seconds', 0):.1f} s"
+            )
+        best = budget.best_trial(trials)
+        best_text = f"best {best.value:.3f} (trial {best.number})" if best else "no best yet"
+        print(
+            f"[sweep {self.backbone} {done}] trial {trial.number} {state} on {self.who}: "
+            f"{detail} || {best_text}",
+            file=sys.stderr,
+            flush=True,
+        )
+        if self.consecutive_failures >= self.max_failures:
+            study.stop()
+            raise ThawError(
+                f"sweep {self.backbone}: {self.consecutive_failures} trials failed in a row; "
+                f"the last one: {detail}. Check the search space and data, then re-run: "
+                "finished trials are kept."
+            )

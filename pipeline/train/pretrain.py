@@ -1,0 +1,197 @@
+"""A pretrained backbone and its meta.json record: built with ImageNet weights, loaded
+from a model file, or pretrained here on the source classes, and checked to be better
+than chance on them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.config import BackboneParams, PretrainParams
+from pipeline.data import datasets
+from pipeline.errors import ThawError
+from pipeline.models import backbones, freezing
+from pipeline.train.batchnorm import batchnorm_layers, recalibrate_batchnorm
+
+# Pretrained features are useless if the source task itself was not learned;
+# below this multiple of chance the stage stops instead of sweeping noise.
+MIN_ACCURACY_OVER_CHANCE = 2.0
+
+
+class PretrainingError(ThawError):
+    """Source pretraining left features no better than chance."""
+
+
+def pretrain(
+    backbone, source: dict[str, datasets.Split], preprocess: str, params: PretrainParams, seed: int
+) -> float:
+    """Train backbone + linear head on the source classes; return inference-mode accuracy.
+
+    The sweep's lean loop (loop.py), with BatchNorm in training mode as usual for a
+    network trained from scratch: `model.fit` spent ~14 s tracing MobileNetV2 here,
+    more than the epochs themselves. Precise BatchNorm statistics before the test.
+    """
+    import keras
+
+    from pipeline.models.classifier import Classifier, Head
+    from pipeline.train import loop
+
+    keras.utils.set_random_seed(seed)
+    num_classes = int(source["source_train"].labels.max()) + 1
+    dims = backbone.input_shape[1:]
+    head = Head(0, num_classes, False, backbone.output_shape[1:])
+    head.reset(seed)
+    model = Classifier(backbone, head, dims, features_train_mode=True)
+    layers = batchnorm_layers(backbone)
+    saved = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.momentum = params.bn_momentum
+    train_x = backbones.preprocess(preprocess, source["source_train"].images)
+    step = loop.Step(model, dims, params.learning_rate)
+    run = loop.run_epochs(
+        step,
+        (train_x, source["source_train"].labels),
+        None,
+        epochs=params.epochs,
+        batch_size=params.batch_size,
+        seed=seed,
+    )
+    recalibrate_batchnorm(backbone, train_x)
+    for layer, momentum in zip(layers, saved):
+        layer.momentum = momentum
+    val_x = backbones.preprocess(preprocess, source["source_val"].images)
+    accuracy = loop.accuracy(step, val_x, source["source_val"].labels)  # inference mode
+    print(
+        f"pretrained {params.epochs} epochs in {run.seconds:.1f} s; source val accuracy "
+        f"{accuracy:.3f}",
+        flush=True,
+    )
+    return accuracy
+
+
+def linear_probe_accuracy(backbone, source: dict[str, datasets.Split], preprocess: str) -> float:
+    """Source accuracy of a logistic regression on frozen, inference-mode features."""
+    from sklearn.linear_model import LogisticRegression
+
+    def features(split: datasets.Split) -> np.ndarray:
+        out = backbone.predict(backbones.preprocess(preprocess, split.images), verbose=0)
+        return out.reshape(len(out), -1, out.shape[-1]).mean(axis=1) if out.ndim == 4 else out
+
+    probe = LogisticRegression(max_iter=2000)
+    probe.fit(features(source["source_train"]), source["source_train"].labels)
+    return float(probe.score(features(source["source_val"]), source["source_val"].labels))
+
+
+def load_model_file(path: str, image_size: int):
+    import keras
+
+    model = keras.models.load_model(path, compile=False)
+    shape = model.input_shape
+    if not isinstance(shape, tuple) or len(shape) != 4 or shape[-1] != 3:
+        raise ThawError(
+            f"weights: {path}: expected an image model with input (H, W, 3), "
+            f"got input shape {shape}"
+        )
+    if shape[1] not in (None, image_size) or shape[2] not in (None, image_size):
+        raise ThawError(
+            f"weights: {path} takes {shape[1]}x{shape[2]} images but "
+            f"data.image_size is {image_size}; set data.image_size to match"
+        )
+    if shape[1] is None or shape[2] is None:  # any size: fix it, so every layer's shape is known
+        fixed = keras.models.clone_model(
+            model, input_tensors=keras.Input((image_size, image_size, 3), name="image")
+        )
+        fixed.set_weights(model.get_weights())
+        return fixed
+    return model
+
+
+def _near_chance_advice(weights: str) -> str:
+    """What the user can change for the weights they gave: pretrain.* only trains
+    `source` backbones; ImageNet weights and model files are used as they are."""
+    if weights == "source":
+        return (
+            "Raise pretrain.epochs or pretrain.learning_rate, or check the BatchNorm "
+            "statistics of the weights."
+        )
+    if weights == "imagenet":
+        return (
+            "ImageNet features may not suit these images at this size: raise "
+            "data.image_size, or use weights: source."
+        )
+    return (
+        f"Check that {weights} holds trained weights with their BatchNorm moving "
+        "statistics, and that the backbone's `preprocess` is the scaling it was trained "
+        f"with (accepted: {sorted(backbones.PREPROCESSORS)}; default for a file: unit, "
+        "[0, 1])."
+    )
+
+
+def make_backbone(
+    name: str, spec: BackboneParams, manifest: dict, pretrain_params: PretrainParams, seed: int
+) -> tuple[object, dict]:
+    """The backbone model and its meta.json record."""
+    import keras
+
+    image_size = manifest["image_size"]
+    source = (
+        datasets.load_splits(manifest, datasets.SOURCE_SPLITS)
+        if manifest["source_classes"]
+        else None
+    )
+    keras.utils.set_random_seed(seed)  # the initial weights too: same seed, same backbone
+    arch = spec.arch or name
+    if spec.model_file is None:
+        preprocess = spec.preprocess or backbones.architecture(arch).preprocess
+        weights = None if spec.weights == "source" else "imagenet"
+        backbone = backbones.build(arch, image_size, weights, spec)
+    else:
+        arch, preprocess = Path(spec.weights).name, spec.preprocess or "unit"
+        backbone = load_model_file(spec.weights, image_size)
+    if spec.weights == "source":
+        accuracy, method = (
+            pretrain(backbone, source, preprocess, pretrain_params, seed),
+            "pretrained",
+        )
+    elif source is not None:
+        accuracy, method = linear_probe_accuracy(backbone, source, preprocess), "linear_probe"
+    else:  # no source classes (a folder whose every class is a target): nothing to probe
+        accuracy, method = None, "none"
+    chance = 1.0 / max(len(manifest["source_classes"]), 1)
+    if accuracy is not None and accuracy < MIN_ACCURACY_OVER_CHANCE * chance:
+        raise PretrainingError(
+            f"backbone {name!r}: source accuracy {accuracy:.3f} in inference mode is near chance "
+            f"({chance:.2f}); its features would be noise. {_near_chance_advice(spec.weights)}"
+        )
+    cuts = freezing.cut_points(backbone)
+    meta = {
+        "name": name,
+        "arch": arch,
+        "weights": spec.weights,
+        "preprocess": preprocess,
+        "image_size": image_size,
+        "total_params": freezing.param_count(backbone.weights),
+        "num_layers": len(backbone.layers),
+        "source_accuracy": accuracy,
+        "source_accuracy_method": method,
+        "cut_points": [
+            {
+                "layer": c.layer,
+                "position": c.position,
+                "frozen_fraction": round(c.frozen_fraction, 6),
+            }
+            for c in cuts
+        ],
+    }
+    return backbone, meta
+
+
+def save_backbone(backbone, meta: dict, out: Path) -> None:
+    """backbone.keras plus meta.json, which records the file's content hash."""
+    out.mkdir(parents=True, exist_ok=True)
+    backbone.save(out / "backbone.keras")
+    meta["sha256"] = datasets.file_digest(out / "backbone.keras")
+    (out / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
