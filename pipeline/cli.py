@@ -147,7 +147,7 @@ def copy_study(params: Params, args) -> int:
 
 
 def predict(_: Params, args) -> int:
-    from pipeline.models import predict as predicting
+    from pipeline.winner import predict as predicting
 
     return predicting.run(args.backbone, args.paths, top=args.top, as_csv=args.csv)
 

@@ -1,0 +1,1 @@
+"""Datasets through TFDS: builders, splits and the manifest, bundled digits, image folders."""

@@ -1,0 +1,1 @@
+"""The report: tables, Pareto fronts, plots and the words of report.md."""
