@@ -4,6 +4,7 @@ exactly the code each stage runs."""
 from __future__ import annotations
 
 import ast
+import importlib
 from pathlib import Path
 
 import yaml
@@ -55,6 +56,12 @@ def closure(name: str) -> set[str]:
             seen.add(current)
             todo.extend(imports(current))
     return seen | {p for m in seen for p in processes(m)}
+
+
+def test_every_module_imports():
+    """A name imported from a package that lacks it is found here, not in a stage."""
+    for name in sorted(MODULES):
+        importlib.import_module(name)
 
 
 def test_no_module_imports_a_stage():

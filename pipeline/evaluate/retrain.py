@@ -18,12 +18,13 @@ from pipeline.data import datasets
 from pipeline.data.datasets import TRAINVAL
 from pipeline.errors import ThawError
 from pipeline.evaluate import baselines, depth_curve
+from pipeline.models import flops
 from pipeline.models.strategies import StrategyPlan
 from pipeline.paths import BEST_DIR, SWEEP_DIR
 from pipeline.search.objective import recorded_config
 from pipeline.train import phases
 from pipeline.train.context import RunContext, load_context
-from pipeline.winner import export, flops
+from pipeline.winner import export
 
 TRANSFER = "transfer"  # a run kind next to baselines.SCRATCH and LINEAR_PIXELS
 
