@@ -11,7 +11,7 @@ from pipeline.config import BackboneParams, SearchParams
 from pipeline.errors import ThawError
 from pipeline.models import backbones, strategies
 from pipeline.train import phases
-from tests.test_training import snapshot, tiny_data
+from tests.train.test_phases import snapshot, tiny_data
 
 SEARCH = SearchParams(
     strategies=list(strategies.STRATEGIES),

@@ -10,7 +10,7 @@ from pipeline.config import BackboneParams
 from pipeline.models import backbones, freezing
 from pipeline.models.strategies import Phase, StrategyPlan
 from pipeline.train import activations, phases
-from tests.test_training import snapshot, tiny_data
+from tests.train.test_phases import snapshot, tiny_data
 
 
 def backbone_pair(arch: str):

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from tests.image_folders import split_folder
-from tests.test_pipeline_e2e import copy_project, repro_from_nothing, sh, tiny_sweep_params
+from tests.stages.test_pipeline_e2e import copy_project, repro_from_nothing, sh, tiny_sweep_params
 
 pytestmark = pytest.mark.slow
 
