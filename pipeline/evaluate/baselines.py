@@ -59,7 +59,7 @@ def scratch(
 ) -> Baseline:
     """The backbone's architecture from a random initialisation, nothing frozen.
 
-    BatchNorm is treated as in source pretraining (backbone.py): batch statistics
+    BatchNorm is treated as in source pretraining (train/pretrain.py): batch statistics
     while training, momentum `bn_momentum`, and the moving statistics set to the
     training inputs' population statistics before the test ("precise BN"), since
     a short run leaves them unconverged and inference at chance level.
