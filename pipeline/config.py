@@ -17,8 +17,9 @@ from pipeline.errors import ParamsError, ThawError
 from pipeline.models import backbones
 
 PARAMS_FILE = Path("params.yaml")
-BUILT_IN_WEIGHTS = ("source", "imagenet")  # any other `weights` value is a model file
+BUILT_IN_WEIGHTS = ("source", "imagenet")  # any other `weights` value is a file
 RESERVED_NAME = "best"  # models/best/<name>/: the exported winners
+ALPHAS = (0.25, 0.35, 0.5, 0.75, 1.0, 1.3, 1.4)  # widths Keras publishes weights for
 OFFLINE_DATASETS = ("digits",)  # builders of Thaw's own, available without a network
 
 
@@ -215,9 +216,23 @@ class BackboneParams(Strict):
     by_name: list[str] = []  # layers the by_name strategy freezes; replaces search.by_name
 
     @property
-    def model_file(self) -> str | None:
-        """The .keras/.h5 path in `weights`, or None for source and imagenet."""
+    def file(self) -> str | None:
+        """The path in `weights` (a model or weights-only file), or None for source and
+        imagenet."""
         return None if self.weights in BUILT_IN_WEIGHTS else self.weights
+
+    @property
+    def model_file(self) -> str | None:
+        """The path in `weights` when it holds a whole model (.keras, or .h5 with its config)."""
+        from pipeline.models import weights_file
+
+        path = self.file
+        return path if path is not None and weights_file.kind(path) == weights_file.MODEL else None
+
+    @property
+    def weights_file(self) -> str | None:
+        """The path in `weights` when it holds weights only, for the built-in `arch`."""
+        return self.file if self.file is not None and self.model_file is None else None
 
     @field_validator("weights")
     @classmethod
@@ -229,8 +244,9 @@ class BackboneParams(Strict):
                 raise ValueError(f"model file {value!r} does not exist")
             return value
         raise ValueError(
-            f"unknown weights {value!r}; accepted: 'source', 'imagenet' or a path to a "
-            ".keras/.h5 model file"
+            f"unknown weights {value!r}; accepted: 'source', 'imagenet', a path to a "
+            ".keras/.h5 model file, or to a weights-only .h5/.weights.h5 file for a built-in "
+            "architecture (such as Keras's ImageNet download)"
         )
 
     @field_validator("preprocess")
@@ -441,6 +457,40 @@ class Params(Strict):
                 key = ("backbones", name, "by_name") if spec.by_name else ("search", "by_name")
                 raise ParamsProblem(key, list(patterns), f"{spec.weights}: {exc}") from None
 
+    def _fits_weights_file(self, name: str, spec: BackboneParams, arch: str) -> None:
+        """A weights-only file against the architecture and width it is loaded into: the
+        stem's layer name (in the published layout) and its number of filters."""
+        from pipeline.models import weights_file
+
+        entry, key = backbones.ARCHITECTURES[arch], ("backbones", name, "weights")
+        if not entry.imagenet:
+            raise ParamsProblem(key, spec.weights, f"a weights-only file needs an architecture "
+                                f"Keras publishes weights for; {arch} has none")  # fmt: skip
+        found = weights_file.describe(spec.weights)
+        if found is None or found.stem_filters is None:
+            raise ParamsProblem(
+                key, spec.weights, "not the weights of an image backbone (no single "
+                "convolution over 3 input channels in the file)",
+            )  # fmt: skip
+        named = [a for a, e in backbones.ARCHITECTURES.items() if e.stem and e.stem in found.layers]
+        if named and arch not in named:
+            raise ParamsProblem(
+                ("backbones", name, "arch"), arch, f"{spec.weights} holds {named[0]} weights "
+                f"(it has layer {backbones.ARCHITECTURES[named[0]].stem!r}); set "
+                f"backbones.{name}.arch: {named[0]}",
+            )  # fmt: skip
+        expected = entry.stem_filters(spec.alpha)
+        if found.stem_filters != expected:
+            fits = [a for a in ALPHAS if entry.stem_filters(a) == found.stem_filters]
+            raise ParamsProblem(
+                ("backbones", name, "alpha"),
+                spec.alpha,
+                f"{spec.weights} has "
+                f"{found.stem_filters} filters in its first convolution, {arch} at alpha "
+                f"{spec.alpha} has {expected}"
+                + (f"; the file fits alpha {fits[0]}" if fits else ""),
+            )
+
     def _by_name_fits_architecture(self, name: str, spec: BackboneParams, arch: str) -> None:
         """by_name patterns against the built architecture's layer names (random weights:
         nothing is downloaded). Only when by_name is searched: it imports TensorFlow."""
@@ -502,7 +552,9 @@ class Params(Strict):
                 )  # fmt: skip
             if spec.model_file is not None:
                 self._fits_model_file(name, spec)
-            elif "by_name" in self.search.strategies:
+            elif spec.weights_file is not None:
+                self._fits_weights_file(name, spec, arch)
+            if spec.model_file is None and "by_name" in self.search.strategies:
                 self._by_name_fits_architecture(name, spec, arch)
             min_size = backbones.min_image_size(arch) if arch in backbones.ARCHITECTURES else 1
             if self.data.image_size < min_size:
@@ -580,7 +632,35 @@ def load_params(path: str | Path = PARAMS_FILE) -> Params:
     from pipeline.search import urls
 
     urls.env_url()  # THAW_STORAGE overrides sweep.storage: checked as early
+    for name, spec in params.backbones.items():
+        if spec.weights == "imagenet":
+            _imagenet_reachable(name, spec, params.data.image_size)
     return params
+
+
+def keras_cache() -> Path:
+    """Where Keras keeps downloaded weights (keras.utils.get_file's default)."""
+    import os
+
+    home = os.environ.get("KERAS_HOME") or Path.home() / ".keras"
+    return Path(home) / "models"
+
+
+def _imagenet_reachable(name: str, spec: BackboneParams, image_size: int) -> None:
+    """`weights: imagenet` without a network and without Keras's cached file fails in the
+    backbone stage, after prepare: say so now, with the file to point to instead."""
+    from pipeline.data import datasets
+
+    arch = spec.arch or name
+    url = backbones.ARCHITECTURES[arch].imagenet_url
+    if url is None or (keras_cache() / url(spec.alpha, image_size).rsplit("/", 1)[1]).is_file():
+        return
+    if not datasets.network_available():
+        raise ParamsError(
+            f"backbones.{name}.weights = 'imagenet': this machine cannot reach "
+            f"storage.googleapis.com and Keras's cache ({keras_cache()}) lacks the file. "
+            + backbones.offline_advice(arch, spec.alpha, image_size)
+        )
 
 
 def backbone_stage_args(doc: str, argv: list[str] | None = None) -> tuple[str, Params]:

@@ -141,6 +141,35 @@ def test_thaw_storage_is_checked_with_params(tmp_path, monkeypatch):
     load_params(tmp_path / "params.yaml")
 
 
+def test_imagenet_without_a_network_or_a_cached_file_is_caught_with_the_file_to_use(
+    tmp_path, monkeypatch
+):
+    from pipeline.data import datasets
+    from tests.conftest import write_params
+
+    raw = params_with(**{"data.image_size": 32})
+    raw["backbones"] = {"net": {"arch": "mobilenet_v2", "weights": "imagenet", "alpha": 0.35}}
+    write_params(tmp_path, raw)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setattr(datasets, "network_available", lambda: False)
+    with pytest.raises(ParamsError) as caught:
+        load_params(tmp_path / "params.yaml")
+    message = str(caught.value)
+    name = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
+    assert "backbones.net.weights = 'imagenet'" in message and "cannot reach" in message
+    assert f"https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/{name}" in (
+        message
+    )
+    assert "set `weights:` to its path" in message
+    cached = tmp_path / "keras" / "models" / name
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"")  # Keras's cache holds the download: nothing to fetch
+    load_params(tmp_path / "params.yaml")
+    cached.unlink()
+    monkeypatch.setattr(datasets, "network_available", lambda: True)
+    load_params(tmp_path / "params.yaml")
+
+
 def test_missing_section():
     raw = params_with()
     del raw["report"]

@@ -2,7 +2,8 @@
 
 Every builder returns a model from an (image_size, image_size, 3) input to a
 feature map, with no classification head. `weights` is None (random init, to be
-pretrained on the source task) or "imagenet" (Keras's download).
+pretrained on the source task), "imagenet" (Keras's download) or the path of a
+weights-only file for the architecture (the same weights, downloaded once).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import numpy as np
 
 from pipeline.errors import ThawError
 
+KERAS_WEIGHTS = "https://storage.googleapis.com/tensorflow/keras-applications/"
+
 
 @dataclass(frozen=True)
 class Architecture:
@@ -21,6 +24,10 @@ class Architecture:
     min_image_size: int
     preprocess: str  # key into PREPROCESSORS
     imagenet: bool = True  # whether Keras publishes ImageNet weights for it
+    stem: str = ""  # the first convolution's name: how a published weights file shows it
+    stem_filters: Callable[[float], int] = lambda alpha: 32  # its filters at width `alpha`
+    # Keras's ImageNet file without top at (alpha, image_size): the download `imagenet` makes
+    imagenet_url: Callable[[float, int], str] | None = None
 
 
 def _small_cnn(image_size: int, weights: str | None, spec) -> object:
@@ -50,7 +57,7 @@ def _application(constructor_name: str, **fixed) -> Callable[..., object]:
 
         constructor = getattr(keras.applications, constructor_name)
         kwargs = dict(fixed)
-        if constructor_name == "MobileNetV2":
+        if constructor_name in ("MobileNet", "MobileNetV2"):
             kwargs["alpha"] = spec.alpha
         return constructor(
             input_shape=(image_size, image_size, 3), include_top=False, weights=weights, **kwargs
@@ -59,11 +66,62 @@ def _application(constructor_name: str, **fixed) -> Callable[..., object]:
     return build
 
 
+def _divisible_by_8(value: float) -> int:
+    """MobileNetV2's channel rounding (keras.applications.mobilenet_v2._make_divisible)."""
+    rounded = max(8, int(value + 4) // 8 * 8)
+    return rounded + 8 if rounded < 0.9 * value else rounded
+
+
+def _mobilenet_url(alpha: float, _size: int) -> str:
+    text = {1.0: "1_0", 0.75: "7_5", 0.5: "5_0", 0.25: "2_5"}.get(alpha, f"{alpha}")
+    return f"{KERAS_WEIGHTS}mobilenet/mobilenet_{text}_224_tf_no_top.h5"
+
+
+def _mobilenet_v2_url(alpha: float, size: int) -> str:
+    rows = size if size in (96, 128, 160, 192, 224) else 224
+    return (
+        f"{KERAS_WEIGHTS}mobilenet_v2/"
+        f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(alpha)}_{rows}_no_top.h5"
+    )
+
+
 ARCHITECTURES: dict[str, Architecture] = {
     "small_cnn": Architecture(_small_cnn, min_image_size=8, preprocess="unit", imagenet=False),
-    "mobilenet_v2": Architecture(_application("MobileNetV2"), 32, "symmetric"),
-    "efficientnet_b0": Architecture(_application("EfficientNetB0"), 32, "raw"),
-    "resnet50": Architecture(_application("ResNet50"), 32, "caffe"),
+    "mobilenet": Architecture(
+        _application("MobileNet"),
+        32,
+        "symmetric",
+        stem="conv1",
+        stem_filters=lambda alpha: int(32 * alpha),
+        imagenet_url=_mobilenet_url,
+    ),
+    "mobilenet_v2": Architecture(
+        _application("MobileNetV2"),
+        32,
+        "symmetric",
+        stem="Conv1",
+        stem_filters=lambda alpha: _divisible_by_8(32 * alpha),
+        imagenet_url=_mobilenet_v2_url,
+    ),
+    "efficientnet_b0": Architecture(
+        _application("EfficientNetB0"),
+        32,
+        "raw",
+        stem="stem_conv",
+        imagenet_url=lambda *_: (
+            "https://storage.googleapis.com/keras-applications/efficientnetb0_notop.h5"
+        ),
+    ),
+    "resnet50": Architecture(
+        _application("ResNet50"),
+        32,
+        "caffe",
+        stem="conv1_conv",
+        stem_filters=lambda _: 64,
+        imagenet_url=lambda *_: (
+            f"{KERAS_WEIGHTS}resnet/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+        ),
+    ),
 }
 
 
@@ -93,20 +151,35 @@ def min_image_size(arch: str) -> int:
 
 
 def build(arch: str, image_size: int, weights: str | None, spec) -> object:
-    """A fresh headless backbone; `weights` None or "imagenet"."""
+    """A fresh headless backbone; `weights` None, "imagenet" or a weights-only file."""
     entry = architecture(arch)
-    if weights == "imagenet" and not entry.imagenet:
+    if weights is not None and not entry.imagenet:
         raise ThawError(f"{arch} has no ImageNet weights; use weights: source")
     try:
         return entry.build(image_size, weights, spec)
     except Exception as exc:  # Keras raises a bare Exception on a failed download
         if weights == "imagenet" and _looks_like_download_failure(exc):
             raise ThawError(
-                f"Could not download ImageNet weights for {arch} ({exc}). This machine seems "
-                "to have no network: set `weights: source` to pretrain on the source classes "
-                "offline, or put a .keras/.h5 file path in `weights`."
+                f"Could not download ImageNet weights for {arch} ({exc}). "
+                + offline_advice(arch, spec.alpha, image_size)
+            ) from exc
+        if weights not in (None, "imagenet") and isinstance(exc, ValueError):
+            raise ThawError(
+                f"weights: {weights} does not fit {arch} (alpha {spec.alpha}) at {image_size} "
+                f"px: {exc}"
             ) from exc
         raise
+
+
+def offline_advice(arch: str, alpha: float, image_size: int) -> str:
+    """How to use ImageNet weights on a machine without a network."""
+    url = architecture(arch).imagenet_url
+    where = f"download {url(alpha, image_size)}" if url else "download Keras's ImageNet file"
+    return (
+        f"Without a network, {where} (without top) where there is one, copy it here and set "
+        "`weights:` to its path: a weights-only file for a built-in architecture is loaded "
+        "as Keras would load its download."
+    )
 
 
 def _looks_like_download_failure(exc: Exception) -> bool:

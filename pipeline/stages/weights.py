@@ -6,7 +6,7 @@ DVC cannot take `backbones.<name>.weights` as a dependency: for `source` and
 `imagenet` it names no file. This stage runs on every `dvc repro`
 (`always_changed`; hashing takes well under a second) and writes
 `data/weights/<name>.json` with the file's sha256. `backbone@<name>` depends on
-that file, so a model file overwritten in place re-runs that backbone's stages
+that file, so a model or weights file overwritten in place re-runs that backbone's stages
 and nothing else; an unchanged one re-runs nothing.
 """
 
@@ -21,7 +21,7 @@ from pipeline.paths import WEIGHTS_DIR
 
 
 def fingerprint(spec: BackboneParams) -> dict:
-    path = spec.model_file
+    path = spec.file
     return {"weights": spec.weights, "sha256": None if path is None else file_digest(path)}
 
 

@@ -125,8 +125,8 @@ def _near_chance_advice(weights: str) -> str:
     return (
         f"Check that {weights} holds trained weights with their BatchNorm moving "
         "statistics, and that the backbone's `preprocess` is the scaling it was trained "
-        f"with (accepted: {sorted(backbones.PREPROCESSORS)}; default for a file: unit, "
-        "[0, 1])."
+        f"with (accepted: {sorted(backbones.PREPROCESSORS)}; default for a model file: "
+        "unit, [0, 1]; for a weights-only file, the architecture's own)."
     )
 
 
@@ -146,7 +146,8 @@ def make_backbone(
     arch = spec.arch or name
     if spec.model_file is None:
         preprocess = spec.preprocess or backbones.architecture(arch).preprocess
-        weights = None if spec.weights == "source" else "imagenet"
+        # None: random, to pretrain; "imagenet": Keras's download; or a weights-only file
+        weights = None if spec.weights == "source" else spec.weights
         backbone = backbones.build(arch, image_size, weights, spec)
     else:
         arch, preprocess = Path(spec.weights).name, spec.preprocess or "unit"

@@ -1,4 +1,5 @@
-"""The backbone registry, source pretraining with converged BatchNorm, and model files."""
+"""The backbone registry, source pretraining with converged BatchNorm, model files and
+weights-only files."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pipeline.train import batchnorm, pretrain
 # (architecture, feature channels at 32 px), as keras.applications' own tests walk a table.
 MODEL_LIST = [
     ("small_cnn", 64),
+    ("mobilenet", 358),  # 1024 x alpha 0.35
     ("mobilenet_v2", 1280),
     ("efficientnet_b0", 1280),
     ("resnet50", 2048),
@@ -36,14 +38,61 @@ def test_unknown_architecture_lists_the_known_ones():
         backbones.build("vgg99", 32, None, BackboneParams())
 
 
-def test_imagenet_download_failure_suggests_source(monkeypatch):
+def test_imagenet_download_failure_names_the_file_to_point_to(monkeypatch):
     def offline(**kwargs):
         raise Exception("URL fetch failure on https://example/weights.h5: Temporary failure")
 
     monkeypatch.setattr(keras.applications, "MobileNetV2", offline)
     with pytest.raises(ThawError) as info:
         backbones.build("mobilenet_v2", 32, "imagenet", BackboneParams())
-    assert "weights: source" in str(info.value) and "mobilenet_v2" in str(info.value)
+    message = str(info.value)
+    assert "mobilenet_v2" in message and "`weights:` to its path" in message
+    assert "/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5" in message
+
+
+def published_weights(path, alpha: float = 0.25):
+    """A random MobileNet's weights-only file: in the layout keras.applications publish
+    (`.h5`: a layer list, no model config), or Keras 3's own (`.weights.h5`)."""
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format
+
+    keras.utils.set_random_seed(1)
+    model = keras.applications.MobileNet(
+        input_shape=(32, 32, 3), include_top=False, weights=None, alpha=alpha
+    )
+    if path.name.endswith(".weights.h5"):
+        model.save_weights(path)
+    else:
+        with h5py.File(path, "w") as f:
+            legacy_h5_format.save_weights_to_hdf5_group(f, model)
+    return model
+
+
+@pytest.mark.parametrize("name", ["mobilenet_2_5_224_tf_no_top.h5", "mine.weights.h5"])
+def test_a_weights_only_file_loads_into_its_architecture(workspace, monkeypatch, name):
+    path = workspace / name
+    saved = published_weights(path)
+    monkeypatch.setattr(pretrain, "linear_probe_accuracy", lambda *args: 0.9)  # random features
+    manifest = {**datasets.read_manifest("data/manifest.json"), "image_size": 64}
+    spec = BackboneParams(arch="mobilenet", weights=str(path), alpha=0.25)
+    assert spec.weights_file == str(path) and spec.model_file is None
+    model, meta = pretrain.make_backbone("mine", spec, manifest, PretrainParams(), seed=0)
+    assert model.input_shape == (None, 64, 64, 3)  # weights do not depend on the image size
+    loaded, expected = model.get_weights(), saved.get_weights()
+    assert len(loaded) == len(expected) == 135  # 27 convolutions, 27 BatchNorms x 4
+    assert all(np.array_equal(a, b) for a, b in zip(loaded, expected))
+    assert (meta["arch"], meta["preprocess"], meta["weights"]) == (
+        "mobilenet",
+        "symmetric",
+        str(path),
+    )
+
+
+def test_a_weights_file_of_another_width_fails_to_load_with_the_file_named(workspace):
+    path = workspace / "wide.h5"
+    published_weights(path, alpha=0.5)
+    with pytest.raises(ThawError, match=r"wide.h5 does not fit mobilenet \(alpha 0.25\) at 32 px"):
+        backbones.build("mobilenet", 32, str(path), BackboneParams(alpha=0.25))
 
 
 def conv_bn_model(momentum: float):
