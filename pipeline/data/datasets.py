@@ -10,7 +10,9 @@ concatenation of the builder's own splits, written to a JSON manifest.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import socket
 from dataclasses import dataclass
@@ -82,7 +84,12 @@ def prepare_builder(dataset: str, data_dir: str | Path, check_network: bool = Tr
                 raise ConnectionError(
                     "no network: the dataset is not in data_dir and cannot be downloaded"
                 )
-        builder.download_and_prepare()
+        if dataset == "digits":  # local data: TFDS's "Downloading … Unknown size" says nothing
+            tfds.disable_progress_bar()
+            with contextlib.redirect_stdout(io.StringIO()):
+                builder.download_and_prepare()
+        else:  # a real download: its size and progress are worth seeing
+            builder.download_and_prepare()
     except Exception as exc:
         hint = (
             ""

@@ -12,6 +12,8 @@ skipped and listed, with its reason; nothing is written until every file is read
 
 from __future__ import annotations
 
+import contextlib
+import io
 import shutil
 import sys
 from collections import Counter
@@ -177,15 +179,16 @@ def store(read: Read, layout: Layout, image_size: int, data_dir: Path):
         (i, {"image": image, "label": label, "path": path})
         for i, (image, label, path) in enumerate(zip(read.images, read.labels, read.paths))
     )
-    return tfds.dataset_builders.store_as_tfds_dataset(
-        name=NAME,
-        version=VERSION,
-        features=features,
-        split_datasets={"train": examples},
-        data_dir=str(data_dir),
-        description=f"Images from {layout.root}, one folder per class.",
-        disable_shuffling=True,  # the order written is the order read: manifest indices
-    )
+    with contextlib.redirect_stdout(io.StringIO()):  # TFDS's "Downloading … Unknown size"
+        return tfds.dataset_builders.store_as_tfds_dataset(
+            name=NAME,
+            version=VERSION,
+            features=features,
+            split_datasets={"train": examples},
+            data_dir=str(data_dir),
+            description=f"Images from {layout.root}, one folder per class.",
+            disable_shuffling=True,  # the order written is the order read: manifest indices
+        )
 
 
 def open_builder(data_dir: str | Path):

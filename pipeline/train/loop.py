@@ -153,6 +153,20 @@ def predict_function(model, input_shape: tuple[int, ...]):
     return model._thaw_predict
 
 
+def outputs(model, images: np.ndarray, batch: int = EVAL_BATCH) -> np.ndarray:
+    """The model's inference outputs for `images`, batch by batch through one traced call.
+
+    Not `model.predict()`: it feeds arrays through tf.data, whose parallel map TensorFlow's
+    op determinism rewrites, logging an `E0000 … node_def_util … use_unbounded_threadpool`
+    line on stderr in every stage that predicts.
+    """
+    import tensorflow as tf
+
+    call = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    parts = [call(tf.constant(images[i : i + batch])).numpy() for i in range(0, len(images), batch)]
+    return np.concatenate(parts)
+
+
 def _ids(variables) -> tuple[int, ...]:
     return tuple(id(v) for v in variables)
 

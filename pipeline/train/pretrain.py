@@ -14,6 +14,7 @@ from pipeline.config import BackboneParams, PretrainParams
 from pipeline.data import datasets
 from pipeline.errors import ThawError
 from pipeline.models import backbones, freezing
+from pipeline.train import loop
 from pipeline.train.batchnorm import batchnorm_layers, recalibrate_batchnorm
 
 # Pretrained features are useless if the source task itself was not learned;
@@ -37,7 +38,6 @@ def pretrain(
     import keras
 
     from pipeline.models.classifier import Classifier, Head
-    from pipeline.train import loop
 
     keras.utils.set_random_seed(seed)
     num_classes = int(source["source_train"].labels.max()) + 1
@@ -77,7 +77,7 @@ def linear_probe_accuracy(backbone, source: dict[str, datasets.Split], preproces
     from sklearn.linear_model import LogisticRegression
 
     def features(split: datasets.Split) -> np.ndarray:
-        out = backbone.predict(backbones.preprocess(preprocess, split.images), verbose=0)
+        out = loop.outputs(backbone, backbones.preprocess(preprocess, split.images))
         return out.reshape(len(out), -1, out.shape[-1]).mean(axis=1) if out.ndim == 4 else out
 
     probe = LogisticRegression(max_iter=2000)

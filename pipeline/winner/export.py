@@ -76,7 +76,7 @@ def build(backbone, head, meta: dict, manifest: dict):
 
 
 def evaluate(model, images: np.ndarray, labels: np.ndarray) -> dict:
-    probabilities = model.predict(images, batch_size=EVAL_BATCH, verbose=0)
+    probabilities = loop.outputs(model, images, EVAL_BATCH)
     found = np.argmax(probabilities, axis=-1)
     return {
         "accuracy": float(np.mean(found == labels)),

@@ -70,7 +70,8 @@ def make_project(folder: Path) -> Path:
     """A fresh copy of the pipeline with tiny params, reproduced from nothing."""
     params = tiny_sweep_params()
     params["backbones"]["small_cnn_wide"] = {"arch": "small_cnn", "weights": "source", "width": 6}
-    repro_from_nothing(copy_project(folder), params)
+    output = repro_from_nothing(copy_project(folder), params)
+    (folder / "repro.log").write_text(output)  # for the test of what a user sees
     return folder
 
 
@@ -106,6 +107,16 @@ def test_same_seed_same_answer_in_a_second_fresh_copy(project, first_results, tm
         for entry in metrics.values():
             entry.pop("device_seconds", None)
     assert first == second
+
+
+def test_dvc_repro_shows_thaws_own_lines_only(project):
+    """No TensorFlow or TFDS lines that say nothing about the run: the start-up notices,
+    the op-determinism rewrite's `E0000 … node_def_util`, TFDS's "Unknown size" banner."""
+    output = (project / "repro.log").read_text()
+    assert "Running stage 'final@small_cnn'" in output and "report:" in output
+    for noise in ("0000 00:00:", "node_def_util", "Downloading and preparing dataset",
+                  "Unknown size", "oneDNN custom operations"):  # fmt: skip
+        assert noise not in output, noise
 
 
 def test_repro_writes_the_report(project):
