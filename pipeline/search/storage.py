@@ -306,7 +306,9 @@ def open_storage(
     """Optuna RDB storage at `url`, with heartbeats.
 
     `create`: make the schema if missing (the coordinator, once). Workers pass False
-    and only read, so many starting at once on an empty database never race on it.
+    and do not make tables, but Optuna still stamps its version rows and alembic table
+    on open: a worker that opens while the coordinator is stamping them races it
+    (UniqueViolation), and retries like the coordinator does.
     """
     import optuna
 
@@ -332,7 +334,7 @@ def open_storage(
                 if _is_disconnect(exc):
                     time.sleep(min(2.0, max(0.1, outage.failed(exc))))
                     continue
-                if create and _is_schema_race(exc) and races < 20:
+                if _is_schema_race(exc) and races < 20:
                     races += 1
                     time.sleep(0.5)  # another process made the schema meanwhile: use it
                     continue
