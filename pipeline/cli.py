@@ -25,8 +25,9 @@ def check(params: Params, _args) -> int:
 
     names = ", ".join(params.backbones)
     where = urls.mask(urls.env_url() or params.sweep.storage)
+    sizes = "/".join(map(str, params.data.sizes))
     print(
-        f"params.yaml is valid: dataset {params.data.dataset} at {params.data.image_size} px; "
+        f"params.yaml is valid: dataset {params.data.dataset} at {sizes} px; "
         f"backbones {names}; {params.sweep.n_trials} completed trials each, at least "
         f"{params.sweep.min_trials_per_strategy} per strategy; studies in {where} with "
         f"{params.sweep.workers} local worker(s)."

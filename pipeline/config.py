@@ -108,7 +108,7 @@ class DataParams(Strict):
     dataset: str = "digits"
     folder: str = "images"  # dataset: folder reads it; a dependency of `prepare` either way
     resize: str = "crop"  # to a square before image_size: the centre square, or padded
-    image_size: int = Field(32, ge=8, le=1024)
+    image_size: int | list[int] = 32  # one size, or the sizes a study searches
     source_classes: list[int] = [0, 1, 2, 3, 4]  # [] = no source task
     target_classes: list[int] = [5, 6, 7, 8, 9]
     train_per_class: int = Field(10, ge=1)
@@ -162,6 +162,28 @@ class DataParams(Strict):
                 "images in data.folder) or a TFDS catalog name such as 'tf_flowers', 'cifar10'"
             )
         return name
+
+    @field_validator("image_size")
+    @classmethod
+    def _sizes(cls, value: int | list[int]) -> int | list[int]:
+        sizes = value if isinstance(value, list) else [value]
+        bad = [s for s in sizes if not 8 <= s <= 1024]
+        if not sizes or bad or len(set(sizes)) != len(sizes):
+            raise ValueError(
+                "pixels per side: one size or a list of distinct sizes, each from 8 to 1024"
+                + (f"; {bad} out of range" if bad else "")
+            )
+        return value
+
+    @property
+    def sizes(self) -> list[int]:
+        """The input sizes searched, smallest first."""
+        return sorted(self.image_size if isinstance(self.image_size, list) else [self.image_size])
+
+    @property
+    def stored_size(self) -> int:
+        """The size `prepare` stores images at: the largest; smaller ones are resized from it."""
+        return self.sizes[-1]
 
     @field_validator("resize")
     @classmethod
@@ -292,6 +314,21 @@ class SearchParams(Strict):
     discriminative: list[bool] = [False]
     discriminative_decay: FloatRange = FloatRange(low=2.6, high=2.6)
     patience: int = Field(0, ge=0)  # early stopping: epochs without a new best; 0 = off
+    augmentation: list[str] = ["none"]  # levels searched (data/augment.py)
+    augment_views: int = Field(4, ge=1, le=64)  # augmented views per image a frozen prefix sees
+
+    @field_validator("augmentation")
+    @classmethod
+    def _augmentation(cls, levels: list[str]) -> list[str]:
+        from pipeline.data.augment import LEVELS
+
+        unknown = [level for level in levels if level not in LEVELS]
+        if not levels or unknown or len(set(levels)) != len(levels):
+            raise ValueError(
+                f"unknown or repeated levels {unknown or levels}; a non-empty list of: "
+                f"{list(LEVELS)}"
+            )
+        return levels
 
     @field_validator("head_units")
     @classmethod
@@ -441,13 +478,15 @@ class Params(Strict):
         found = model_file.describe(spec.weights)
         if found is None:
             return
-        shape, size = found.input_shape, self.data.image_size
-        if shape and len(shape) == 4 and any(d not in (None, size) for d in shape[1:3]):
+        shape, sizes = found.input_shape, self.data.sizes
+        fixed = shape and len(shape) == 4 and any(d is not None for d in shape[1:3])
+        if fixed and any(d not in (None, size) for d in shape[1:3] for size in sizes):
             raise ParamsProblem(
                 ("data", "image_size"),
-                size,
-                f"backbone {name!r} ({spec.weights}) takes {shape[1]}x{shape[2]} images; "
-                "set data.image_size to match",
+                self.data.image_size,
+                f"backbone {name!r} ({spec.weights}) takes {shape[1]}x{shape[2]} images only; "
+                "set data.image_size to match (or save the model with a (None, None, 3) input "
+                "to search sizes)",
             )
         patterns = spec.by_name or self.search.by_name
         if "by_name" in self.search.strategies and patterns:
@@ -498,11 +537,11 @@ class Params(Strict):
 
         if arch not in backbones.ARCHITECTURES:
             return
-        if backbones.min_image_size(arch) > self.data.image_size:
+        if backbones.min_image_size(arch) > self.data.sizes[0]:
             return  # reported below, by the image-size check
         import keras
 
-        model = backbones.build(arch, self.data.image_size, None, spec)
+        model = backbones.build(arch, self.data.sizes[0], None, spec)
         layers = tuple(layer.name for layer in model.layers)
         keras.backend.clear_session()
         patterns = spec.by_name or self.search.by_name
@@ -557,7 +596,7 @@ class Params(Strict):
             if spec.model_file is None and "by_name" in self.search.strategies:
                 self._by_name_fits_architecture(name, spec, arch)
             min_size = backbones.min_image_size(arch) if arch in backbones.ARCHITECTURES else 1
-            if self.data.image_size < min_size:
+            if self.data.sizes[0] < min_size:
                 raise ParamsProblem(
                     ("data", "image_size"),
                     self.data.image_size,
@@ -634,7 +673,7 @@ def load_params(path: str | Path = PARAMS_FILE) -> Params:
     urls.env_url()  # THAW_STORAGE overrides sweep.storage: checked as early
     for name, spec in params.backbones.items():
         if spec.weights == "imagenet":
-            _imagenet_reachable(name, spec, params.data.image_size)
+            _imagenet_reachable(name, spec, params.data.stored_size)
     return params
 
 

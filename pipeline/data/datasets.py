@@ -268,10 +268,28 @@ def file_digest(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def load_splits(manifest: dict, names: tuple[str, ...]) -> dict[str, Split]:
-    """The named splits as arrays, labels renumbered within source or target classes."""
+def to_size(images: np.ndarray, size: int) -> np.ndarray:
+    """Stored images (square, at the largest searched size) scaled to `size`: the same
+    Keras resizing rule, so an exported model can do exactly this (export.py)."""
+    if images.shape[1] == size:
+        return images
+    resize = resizer(size, "crop")
+    return np.concatenate(
+        [
+            to_uint8(resize(images[i : i + 256].astype(np.float32)))
+            for i in range(0, len(images), 256)
+        ]
+    )
+
+
+def load_splits(
+    manifest: dict, names: tuple[str, ...], size: int | None = None
+) -> dict[str, Split]:
+    """The named splits as arrays at `size` (default: as stored), labels renumbered within
+    source or target classes."""
     builder = prepare_builder(manifest["dataset"], manifest["data_dir"])
     images, labels = load_examples(builder, manifest["image_size"], manifest.get("resize", "crop"))
+    images = to_size(images, size or manifest["image_size"])
     out = {}
     for name in names:
         classes = _classes_of(name, manifest["source_classes"], manifest["target_classes"])
@@ -284,10 +302,12 @@ def load_splits(manifest: dict, names: tuple[str, ...]) -> dict[str, Split]:
 TRAINVAL = "trainval"  # train and val together: what the final stage retrains on
 
 
-def load_target_splits(manifest: dict, names: tuple[str, ...]) -> dict[str, Split]:
-    """Target splits by name; `trainval` is train followed by val."""
+def load_target_splits(
+    manifest: dict, names: tuple[str, ...], size: int | None = None
+) -> dict[str, Split]:
+    """Target splits by name at `size`; `trainval` is train followed by val."""
     stored = tuple(dict.fromkeys(n for s in names for n in _parts(s)))
-    loaded = load_splits(manifest, stored)
+    loaded = load_splits(manifest, stored, size)
     return {
         name: Split(
             np.concatenate([loaded[p].images for p in _parts(name)]),

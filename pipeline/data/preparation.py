@@ -19,7 +19,7 @@ def prepare(params: DataParams, seed: int, data_dir: Path = DATA_DIR) -> dict:
     if params.dataset == datasets.FOLDER:
         layout, folder = _store_folder(params, data_dir)
     builder = datasets.prepare_builder(params.dataset, data_dir)
-    images, labels = datasets.load_examples(builder, params.image_size, params.resize)
+    images, labels = datasets.load_examples(builder, params.stored_size, params.resize)
     num_classes = builder.info.features["label"].num_classes
     for key in ("source_classes", "target_classes"):  # params.yaml checked them unless
         bad = out_of_range(getattr(params, key), num_classes)  # the metadata was not there
@@ -44,13 +44,14 @@ def prepare(params: DataParams, seed: int, data_dir: Path = DATA_DIR) -> dict:
         str(data_dir),
         builder,
         labels,
-        params.image_size,
+        params.stored_size,
         params.source_classes,
         params.target_classes,
         splits,
         params.resize,
         images,
     )
+    manifest["image_sizes"] = params.sizes  # searched; smaller ones are scaled from the stored
     if folder is not None:
         manifest["folder"] = _folder_record(params, layout, folder, splits)
     return manifest
@@ -61,7 +62,7 @@ def _store_folder(params: DataParams, data_dir: Path):
     from pipeline.data import folder_dataset
 
     layout = folder_dataset.scan(params.folder)
-    resize = datasets.resizer(params.image_size, params.resize)
+    resize = datasets.resizer(params.stored_size, params.resize)
     read = folder_dataset.read_all(
         layout, lambda px: datasets.to_uint8(resize(px.astype("float32")))
     )
@@ -71,7 +72,7 @@ def _store_folder(params: DataParams, data_dir: Path):
         needs = {c: n - 1 for c, n in needs.items()}
     needs.update({c: 2 for c in params.source_classes})
     folder_dataset.check_counts(read, layout, needs)
-    folder_dataset.store(read, layout, params.image_size, data_dir)
+    folder_dataset.store(read, layout, params.stored_size, data_dir)
     return layout, read
 
 

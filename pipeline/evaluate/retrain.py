@@ -21,9 +21,9 @@ from pipeline.evaluate import baselines, depth_curve
 from pipeline.models import flops
 from pipeline.models.strategies import StrategyPlan
 from pipeline.paths import BEST_DIR, SWEEP_DIR
-from pipeline.search.objective import recorded_config
+from pipeline.search.objective import context_for, recorded_config, recorded_size
 from pipeline.train import phases
-from pipeline.train.context import RunContext, load_context
+from pipeline.train.context import Contexts, RunContext
 from pipeline.winner import export
 
 TRANSFER = "transfer"  # a run kind next to baselines.SCRATCH and LINEAR_PIXELS
@@ -98,7 +98,7 @@ def retrain(ctx: RunContext, row, seed: int, on_trained=None) -> dict:
         ctx.pool.model(0, head),
         ctx.backbone,
         plan,
-        ctx.splits[TRAINVAL],
+        ctx.training(TRAINVAL, config.augmentation, seed),
         None,
         batch_size=ctx.search.batch_size,
         seed=seed,
@@ -120,6 +120,8 @@ def retrain(ctx: RunContext, row, seed: int, on_trained=None) -> dict:
         "seed": seed,
         "strategy": plan.strategy,
         "plan": row["plan"],
+        "image_size": ctx.size,
+        "augmentation": config.augmentation,
         "head_units": config.head_units,
         "learning_rate": config.learning_rate,
         "frozen_fraction": row["frozen_fraction"],
@@ -175,9 +177,11 @@ class Exporter:
             )
         selected = runs[(runs.kind == TRANSFER) & (runs["rank"] == 1)]
         first = selected.dropna(subset=["test_accuracy"]).iloc[0]
-        keys = ("trial", "seed", "strategy", "plan", "head_units", "learning_rate", "epochs",
-                "frozen_fraction", "trainable_params", "total_params", "val_accuracy")  # fmt: skip
-        integers = {"trial", "seed", "head_units", "epochs", "trainable_params", "total_params"}
+        keys = ("trial", "seed", "strategy", "plan", "image_size", "augmentation", "head_units",
+                "learning_rate", "epochs", "frozen_fraction", "trainable_params", "total_params",
+                "val_accuracy")  # fmt: skip
+        integers = {"trial", "seed", "image_size", "head_units", "epochs", "trainable_params",
+                    "total_params"}  # fmt: skip
         configuration = {k: int(first[k]) if k in integers else _plain(first[k]) for k in keys}
         seeds = {
             "seeds": int(selected.test_accuracy.count()),
@@ -204,7 +208,8 @@ def run_final(
 ) -> pd.DataFrame:
     trials = pd.read_csv(SWEEP_DIR / name / "trials.csv")
     top = chosen_trials(trials, params.report.top_k)
-    ctx = load_context(name, params, manifest, SPLITS)
+    contexts = Contexts(name, params, manifest, SPLITS)
+    ctx = context_for(top.iloc[0], contexts)  # the selected configuration's size
     seeds = baselines.retrain_seeds(params.seed, params.report.seeds)
     exporter = Exporter(ctx, manifest, best or BEST_DIR / name)
     rows = []
@@ -212,7 +217,7 @@ def run_final(
         for seed in seeds:
             try:
                 keep = exporter if exporter.wanted(row) else None
-                rows.append(retrain(ctx, row, seed, keep))
+                rows.append(retrain(context_for(row, contexts), row, seed, keep))
             except Exception as exc:  # recorded, and the other runs go on
                 rows.append(
                     _failed(exc, kind=TRANSFER, rank=row["rank"], trial=row["trial"], seed=seed,
@@ -229,7 +234,8 @@ def run_final(
     rows += scratch
     runs = pd.DataFrame(rows)
     runs.insert(0, "backbone", name)
-    curve = depth_curve.trace(ctx, trials, seeds)
+    same_size = trials[[recorded_size(r) in (None, ctx.size) for _, r in trials.iterrows()]]
+    curve = depth_curve.trace(ctx, same_size, seeds)  # at the selected configuration's size
     curve.insert(0, "backbone", name)
     out.mkdir(parents=True, exist_ok=True)
     runs.to_csv(out / "runs.csv", index=False)

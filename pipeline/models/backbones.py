@@ -189,3 +189,17 @@ def _looks_like_download_failure(exc: Exception) -> bool:
 
 def preprocess(name: str, images: np.ndarray) -> np.ndarray:
     return PREPROCESSORS[name](images.astype(np.float32))
+
+
+def at_size(model, image_size: int):
+    """The same layers and weights on (image_size, image_size, 3) inputs: convolutions do
+    not depend on the input size, so one backbone file serves every searched resolution."""
+    import keras
+
+    if tuple(model.input_shape[1:3]) == (image_size, image_size):
+        return model
+    resized = keras.models.clone_model(
+        model, input_tensors=keras.Input((image_size, image_size, 3), name="image")
+    )
+    resized.set_weights(model.get_weights())
+    return resized

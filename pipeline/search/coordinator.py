@@ -18,7 +18,7 @@ from pipeline.paths import MANIFEST, MODELS_DIR
 from pipeline.search import budget, storage, studies, urls, workers
 from pipeline.search.objective import Progress, run_trial
 from pipeline.search.pruning import make_pruner
-from pipeline.train.context import MB, RunContext, effective_search, load_context
+from pipeline.train.context import MB, Contexts, effective_search
 
 
 def study_inputs(name: str, params: Params, meta: dict) -> dict:
@@ -135,12 +135,12 @@ class LocalWorkers:
         self.watch()
 
 
-def run_trials(study, ctx: RunContext, name: str, params: Params, who: str, stop, **loop) -> int:
+def run_trials(study, contexts: Contexts, name: str, params: Params, who: str, stop, **loop) -> int:
     """This process's share of the study's trials: the worker loop around run_trial."""
     quota = budget.Budget.of(params)
     return workers.run(
         study,
-        lambda trial: run_trial(trial, ctx),
+        lambda trial: run_trial(trial, contexts),
         quota,
         who=who,
         stop=stop,
@@ -156,8 +156,8 @@ def sweep(name: str, params: Params, manifest: dict):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    ctx = load_context(name, params, manifest)
-    meta = ctx.meta
+    contexts = Contexts(name, params, manifest)
+    meta = read_meta(name)
     study = open_study(name, params, meta)
     quota = budget.Budget.of(params)
     already = studies.count_finished(study)
@@ -171,7 +171,9 @@ def sweep(name: str, params: Params, manifest: dict):
     stop = workers.StopSignal(who, forward=local.signal).install()
     failed = True
     try:
-        run_trials(study, ctx, name, params, who, stop, wait_for_running=True, watch=local.watch)
+        run_trials(
+            study, contexts, name, params, who, stop, wait_for_running=True, watch=local.watch
+        )
         failed = False
     finally:
         local.finish(failed)
@@ -185,14 +187,16 @@ def sweep(name: str, params: Params, manifest: dict):
         f"[sweep {name}] done: {workers.summary(study.get_trials(deepcopy=False), quota)}",
         file=sys.stderr,
     )
-    stats = ctx.cache.stats
-    print(
-        f"[sweep {name}] activation cache: {stats.computed} cuts computed in "
-        f"{stats.seconds:.1f} s, {stats.memory_hits} memory and {stats.disk_hits} disk hits, "
-        f"{stats.memory_bytes / MB:.1f} MB in memory, {stats.disk_bytes / MB:.1f} MB written; "
-        f"train steps: {ctx.pool.stats.traced} traced, {ctx.pool.stats.reused} reused",
-        file=sys.stderr,
-    )
+    for ctx in contexts.loaded():
+        stats = ctx.cache.stats
+        print(
+            f"[sweep {name}] {ctx.size} px: activation cache: {stats.computed} arrays "
+            f"computed in {stats.seconds:.1f} s, {stats.memory_hits} memory and "
+            f"{stats.disk_hits} disk hits, {stats.memory_bytes / MB:.1f} MB in memory, "
+            f"{stats.disk_bytes / MB:.1f} MB written; train steps: {ctx.pool.stats.traced} "
+            f"traced, {ctx.pool.stats.reused} reused",
+            file=sys.stderr,
+        )
     return study, meta
 
 
@@ -226,8 +230,8 @@ def work(name: str, params: Params, worker_id: int | None, wait: float) -> int:
         file=sys.stderr,
         flush=True,
     )
-    ctx = load_context(name, params, datasets.read_manifest(MANIFEST))
-    ran = run_trials(study, ctx, name, params, who, stop)
+    contexts = Contexts(name, params, datasets.read_manifest(MANIFEST))
+    ran = run_trials(study, contexts, name, params, who, stop)
     if stop.requested is not None:
         print(
             f"[worker {who}] stopped after {ran} trial(s); the study keeps every finished one",

@@ -9,24 +9,33 @@ import sys
 from dataclasses import dataclass
 
 from pipeline.config import SearchParams
+from pipeline.data import augment
 from pipeline.errors import ThawError
 from pipeline.models import flops, strategies
 from pipeline.search import budget, pruning
 from pipeline.train import phases
-from pipeline.train.context import RunContext
+from pipeline.train.context import Contexts, RunContext
 from pipeline.train.pool import release_memory
 
 
 @dataclass(frozen=True)
 class TrialConfig:
+    image_size: int
+    augmentation: str
     head_units: int
     dropout: float
     learning_rate: float
     plan: strategies.StrategyPlan
 
 
-def suggest(trial, search: SearchParams, info: strategies.BackboneInfo) -> TrialConfig:
-    """Every suggestion of a trial; a strategy's own only when it was chosen."""
+def suggest_size(trial, sizes: list[int]) -> int:
+    """The input size first: it picks the context (backbone and data at that size)."""
+    return int(trial.suggest_categorical("image_size", list(sizes)))
+
+
+def suggest(trial, search: SearchParams, info: strategies.BackboneInfo, size: int) -> TrialConfig:
+    """Every suggestion of a trial after its size; a strategy's own only when it was chosen."""
+    augmentation = trial.suggest_categorical("augmentation", search.augmentation)
     head_units = trial.suggest_categorical("head_units", search.head_units)
     dropout = 0.0
     if head_units > 0:
@@ -36,17 +45,30 @@ def suggest(trial, search: SearchParams, info: strategies.BackboneInfo) -> Trial
     r = search.learning_rate
     learning_rate = trial.suggest_float("learning_rate", r.low, r.high, log=True)
     plan = strategies.suggest_plan(trial, search, info, learning_rate)
-    return TrialConfig(head_units, dropout, learning_rate, plan)
+    return TrialConfig(size, augmentation, head_units, dropout, learning_rate, plan)
+
+
+def recorded_size(row) -> int | None:
+    """The input size a trials.csv row ran at (None: a study from before sizes were searched)."""
+    size = json.loads(row["params"]).get("image_size")
+    return None if size is None else int(size)
 
 
 def recorded_config(row, ctx: RunContext) -> TrialConfig:
-    """A recorded trial's configuration (a trials.csv row), rebuilt as the sweep built it."""
+    """A recorded trial's configuration (a trials.csv row), rebuilt as the sweep built it;
+    `ctx` is the context at the row's size."""
     import optuna
 
-    return suggest(optuna.trial.FixedTrial(json.loads(row["params"])), ctx.search, ctx.info)
+    params = {"image_size": ctx.size, "augmentation": augment.NONE, **json.loads(row["params"])}
+    return suggest(optuna.trial.FixedTrial(params), ctx.search, ctx.info, ctx.size)
 
 
-def run_trial(trial, ctx: RunContext) -> float:
+def context_for(row, contexts: Contexts) -> RunContext:
+    size = recorded_size(row)
+    return contexts.first if size is None else contexts[size]
+
+
+def run_trial(trial, contexts: Contexts) -> float:
     """Objective: best validation accuracy over the trial's epochs.
 
     Reports the best-so-far accuracy after each epoch; a pruner's stop is
@@ -55,8 +77,10 @@ def run_trial(trial, ctx: RunContext) -> float:
     import optuna
 
     release_memory()  # cheap: load_context froze everything alive before the first trial
+    size = suggest_size(trial, contexts.sizes)
+    ctx = contexts[size]
     ctx.restore()
-    config = suggest(trial, ctx.search, ctx.info)
+    config = suggest(trial, ctx.search, ctx.info, size)
     plan = config.plan
     trial.set_user_attr("strategy", plan.strategy)
     trial.set_user_attr("frozen_fraction", plan.frozen_fraction)
@@ -78,16 +102,17 @@ def run_trial(trial, ctx: RunContext) -> float:
             trial.set_user_attr(pruning.LAST_PHASE_FROM, len(per_epoch))
 
     try:
-        head = ctx.pool.head(config.head_units, config.dropout, ctx.seed + trial.number)
+        seed = ctx.seed + trial.number
+        head = ctx.pool.head(config.head_units, config.dropout, seed)
         model = ctx.pool.model(0, head)
         result = phases.train_plan(
             model,
             ctx.backbone,
             plan,
-            ctx.train,
+            ctx.training("train", config.augmentation, seed),
             ctx.val,
             batch_size=ctx.search.batch_size,
-            seed=ctx.seed + trial.number,
+            seed=seed,
             on_epoch=on_epoch,
             on_phase_end=on_phase_end,
             cache=ctx.cache,
@@ -147,7 +172,8 @@ class Progress:
             self.consecutive_failures = 0
             detail = (
                 f"val_acc {trial.value:.3f} | {trial.params['strategy']}: "
-                f"{trial.user_attrs.get('plan')} | head "
+                f"{trial.user_attrs.get('plan')} | {trial.params.get('image_size')} px, "
+                f"aug {trial.params.get('augmentation')} | head "
                 f"{trial.params['head_units']} | lr {trial.params['learning_rate']:.1e} | "
                 f"{trial.user_attrs.get('device_seconds', 0):.1f} s"
             )

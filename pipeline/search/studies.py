@@ -72,9 +72,9 @@ RECORDED_ATTRS = [
     "last_phase_from", "worker", "retry_of",
 ]  # fmt: skip
 TRIAL_COLUMNS = [
-    "backbone", "trial", "state", "freeze_depth", "head_units", "learning_rate",
-    "val_accuracy", "val_accuracy_per_epoch", "epochs_run", *RECORDED_ATTRS, "phase_epochs",
-    "params", "fail_reason",
+    "backbone", "trial", "state", "image_size", "augmentation", "freeze_depth", "head_units",
+    "learning_rate", "val_accuracy", "val_accuracy_per_epoch", "epochs_run", *RECORDED_ATTRS,
+    "phase_epochs", "params", "fail_reason",
 ]  # fmt: skip
 
 
@@ -90,6 +90,8 @@ def trials_table(study, backbone: str) -> pd.DataFrame:
                 "backbone": backbone,
                 "trial": t.number,
                 "state": t.state.name,
+                "image_size": t.params.get("image_size"),
+                "augmentation": t.params.get("augmentation"),
                 "freeze_depth": t.params.get("freeze_depth"),
                 "head_units": t.params.get("head_units"),
                 "learning_rate": t.params.get("learning_rate"),

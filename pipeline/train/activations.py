@@ -1,18 +1,19 @@
 """Frozen-prefix activation cache: run a frozen prefix over the data once per sweep.
 
-The backbone always runs in inference mode (BatchNorm uses its moving
-statistics, dropout and augmentation layers are off) and Thaw applies no
-augmentation before it, so the output of a frozen prefix is a pure function
-of the image. A phase that keeps layers[:n] frozen can therefore train the
-suffix layers[n:] plus the head on those outputs instead of on images.
+The backbone always runs in inference mode (BatchNorm uses its moving statistics,
+dropout is off), so the output of a frozen prefix is a pure function of the image.
+Augmentation happens before the backbone: each augmented view of the training images
+is a split of its own here (`add_inputs`), computed once. A phase that keeps
+layers[:n] frozen can therefore train the suffix layers[n:] plus the head on those
+outputs instead of on images.
 
-Caches exist only at the candidate freeze depths (block boundaries), so trials
-share them; `cut_for` picks the deepest one a phase may use. Arrays live in
-memory up to `memory_bytes` (least recently used evicted first), on disk under
-`folder` up to `disk_bytes` when they do not fit, and are recomputed when
-neither holds them. Keys hash the backbone file's digest, the cut, the split
-and the preprocessed input bytes, so a changed backbone or data set can never
-be served stale activations, and disk entries are safely reused across runs.
+Caches exist only at the candidate freeze depths (block boundaries), so trials share
+them; `cut_for` picks the deepest one a phase may use. Arrays live in memory up to
+`memory_bytes` (least recently used evicted first), on disk under `folder` up to
+`disk_bytes` when they do not fit, and are recomputed when neither holds them. Keys
+hash the backbone file's digest, the cut, the split and the preprocessed input
+bytes, so a changed backbone or data set can never be served stale activations, and
+disk entries are safely reused across runs.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def array_digest(array: np.ndarray) -> str:
 
 @dataclass
 class CacheStats:
-    computed: int = 0  # cut points whose activations were computed
+    computed: int = 0  # arrays computed (one split at one cut each)
     memory_hits: int = 0
     disk_hits: int = 0
     uncached: int = 0  # phases that fell back to a shallower cut: too big for both budgets
@@ -70,7 +71,14 @@ class ActivationCache:
         self._input_digests = {split: array_digest(x) for split, x in inputs.items()}
         self._memory: OrderedDict[str, object] = OrderedDict()  # key -> tf.Tensor
         self._suffixes: dict[int, object] = {}
+        self._prefixes: dict[int, object] = {}
         self.stats = CacheStats()
+
+    def add_inputs(self, inputs: dict[str, np.ndarray]) -> None:
+        """More splits (augmented views of a training split): computed when first asked for."""
+        for split, x in inputs.items():
+            self.inputs[split] = x
+            self._input_digests[split] = array_digest(np.asarray(x))
 
     # --- which cut a phase may use ----------------------------------------------------------
 
@@ -128,28 +136,35 @@ class ActivationCache:
         if path.is_file():
             self.stats.disk_hits += 1
             return np.load(path, mmap_mode="r")
-        self._compute(cut)
+        self._compute(cut, split)
         if key in self._memory:
             return self._memory[key]
         if path.is_file():
             return np.load(path, mmap_mode="r")
         raise RuntimeError(f"activations at cut {cut} fit neither cache budget")
 
-    def _compute(self, cut: int) -> None:
+    def _prefix(self, cut: int):
+        """layers[:cut]'s traced inference pass, built once per cut."""
         import keras
         import tensorflow as tf
 
-        start = time.perf_counter()
-        prefix = keras.Model(self.backbone.input, self._cut_tensor(cut))
-        shape = (None, *self.backbone.input_shape[1:])
-        forward = tf.function(
-            lambda x: prefix(x, training=False), input_signature=[tf.TensorSpec(shape)]
-        )
-        for split, images in self.inputs.items():
-            outputs = np.concatenate(
-                [forward(images[i : i + BATCH]).numpy() for i in range(0, len(images), BATCH)]
+        if cut not in self._prefixes:
+            prefix = keras.Model(self.backbone.input, self._cut_tensor(cut))
+            shape = (None, *self.backbone.input_shape[1:])
+            self._prefixes[cut] = tf.function(
+                lambda x: prefix(x, training=False), input_signature=[tf.TensorSpec(shape)]
             )
-            self._store(self.key(cut, split), outputs)
+        return self._prefixes[cut]
+
+    def _compute(self, cut: int, split: str) -> None:
+        """One split's activations at one cut: a split is computed when a phase first needs
+        it (an augmented view only when a trial with that augmentation runs)."""
+        start = time.perf_counter()
+        forward, images = self._prefix(cut), self.inputs[split]
+        outputs = np.concatenate(
+            [forward(images[i : i + BATCH]).numpy() for i in range(0, len(images), BATCH)]
+        )
+        self._store(self.key(cut, split), outputs)
         seconds = time.perf_counter() - start
         self.stats.computed += 1
         self.stats.seconds += seconds

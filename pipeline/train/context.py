@@ -15,10 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.config import Params, SearchParams
-from pipeline.data import datasets
+from pipeline.data import augment, datasets
 from pipeline.models import backbones, flops, strategies
 from pipeline.paths import CACHE_DIR, MODELS_DIR
 from pipeline.train import activations, devices
+from pipeline.train.loop import Views
 from pipeline.train.pool import Pool
 
 MB = 1 << 20
@@ -38,6 +39,8 @@ class RunContext:
     layer_costs: list[flops.LayerCost]  # forward FLOPs per example of each backbone layer
     feature_dims: tuple[int, ...]  # the backbone's output, the head's input
     seed: int
+    size: int  # input pixels per side
+    raw: dict[str, np.ndarray]  # training splits as uint8 pixels: what augmentation draws from
 
     @property
     def train(self) -> tuple[object, np.ndarray]:
@@ -46,6 +49,29 @@ class RunContext:
     @property
     def val(self) -> tuple[object, np.ndarray]:
         return self.splits["val"]
+
+    def training(self, split: str, level: str, seed: int) -> tuple[object, np.ndarray]:
+        """A training split as a phase trains on it: as it is for augmentation `none`, else
+        `Views`: K fixed views (drawn once per context from the run's seed, and cached
+        through frozen prefixes like any split) plus fresh draws seeded by `seed` for phases
+        that train from the input. Memory: K x the split's images at this size, as float32."""
+        images, labels = self.splits[split]
+        if level == augment.NONE:
+            return images, labels
+        import tensorflow as tf
+
+        names = tuple(f"{split}~{level}~{k}" for k in range(self.search.augment_views))
+        if names[0] not in self.cache.inputs:
+            drawn = augment.views(self.raw[split], level, len(names), self.seed)
+            self.cache.add_inputs(
+                {n: tf.convert_to_tensor(self._scaled(v)) for n, v in zip(names, drawn)}
+            )
+        fresh = augment.Augmenter(level, seed)
+        online = lambda _epoch: self._scaled(fresh(self.raw[split]))  # noqa: E731
+        return Views(tuple(self.cache.inputs[n] for n in names), names, online), labels
+
+    def _scaled(self, pixels: np.ndarray) -> np.ndarray:
+        return backbones.preprocess(self.meta["preprocess"], pixels)
 
     def restore(self) -> None:
         """The backbone's original weights, as loaded."""
@@ -59,29 +85,43 @@ def effective_search(params: Params, name: str) -> SearchParams:
     return params.search.model_copy(update={"by_name": own}) if own else params.search
 
 
+TRAINING_SPLITS = ("train", datasets.TRAINVAL)  # the splits augmentation draws from
+
+
 def load_context(
-    name: str, params: Params, manifest: dict, split_names: tuple[str, ...] = ("train", "val")
+    name: str,
+    params: Params,
+    manifest: dict,
+    split_names: tuple[str, ...] = ("train", "val"),
+    size: int | None = None,
+    share: int = 1,
 ) -> RunContext:
+    """One backbone at one input size (default: as stored); `share`: how many contexts
+    split the cache and pool budgets."""
     folder = MODELS_DIR / name
     meta = json.loads((folder / "meta.json").read_text())
     import keras
     import tensorflow as tf
 
     devices.configure(params.seed, params.deterministic)
-    backbone = keras.models.load_model(folder / "backbone.keras", compile=False)
+    size = size or manifest["image_size"]
+    loaded = keras.models.load_model(folder / "backbone.keras", compile=False)
+    backbone = backbones.at_size(loaded, size)
     search = effective_search(params, name)
     info = strategies.backbone_info(backbone, search)
+    loaded_splits = datasets.load_target_splits(manifest, split_names, size)
+    raw = {s: loaded_splits[s].images for s in TRAINING_SPLITS if s in loaded_splits}
     arrays = {
         split: (backbones.preprocess(meta["preprocess"], s.images), s.labels)
-        for split, s in datasets.load_target_splits(manifest, split_names).items()
+        for split, s in loaded_splits.items()
     }
     cache = activations.ActivationCache(
         backbone,
         meta["sha256"],
         {split: x for split, (x, _) in arrays.items()},
         [d.n_frozen_layers for d in info.depths] + [len(backbone.layers)],  # + head only
-        memory_bytes=int(params.sweep.cache.memory_mb * MB),
-        disk_bytes=int(params.sweep.cache.disk_mb * MB),
+        memory_bytes=int(params.sweep.cache.memory_mb * MB / share),
+        disk_bytes=int(params.sweep.cache.disk_mb * MB / share),
         folder=CACHE_DIR / name,
     )
     num_classes = len(manifest["target_classes"])
@@ -90,7 +130,7 @@ def load_context(
         meta=meta,
         pristine=[np.array(w.numpy(), copy=True) for w in backbone.weights],
         cache=cache,
-        pool=Pool(backbone, num_classes, cache, params.sweep.cache.traced_models),
+        pool=Pool(backbone, num_classes, cache, max(2, params.sweep.cache.traced_models // share)),
         info=info,
         # on the device, once: not copied again per phase
         splits={s: (tf.convert_to_tensor(x), y) for s, (x, y) in arrays.items()},
@@ -99,7 +139,38 @@ def load_context(
         layer_costs=flops.model_costs(backbone),
         feature_dims=tuple(backbone.output_shape[1:]),
         seed=params.seed,
+        size=size,
+        raw=raw,
     )
     gc.collect()
     gc.freeze()  # later collections skip the libraries, backbone and data: ~0.2 s less per run
     return ctx
+
+
+class Contexts:
+    """A RunContext per searched input size, loaded when a run first asks for its size."""
+
+    def __init__(self, name: str, params: Params, manifest: dict, split_names=("train", "val")):
+        self.name, self.params, self.manifest, self.split_names = (
+            name,
+            params,
+            manifest,
+            split_names,
+        )
+        self.sizes: list[int] = manifest.get("image_sizes") or [manifest["image_size"]]
+        self._loaded: dict[int, RunContext] = {}
+
+    def __getitem__(self, size: int) -> RunContext:
+        if size not in self._loaded:
+            self._loaded[size] = load_context(
+                self.name, self.params, self.manifest, self.split_names, size, len(self.sizes)
+            )
+        return self._loaded[size]
+
+    @property
+    def first(self) -> RunContext:
+        """The context of the largest size: what one-size callers and old trials use."""
+        return self[self.sizes[-1]]
+
+    def loaded(self) -> list[RunContext]:
+        return list(self._loaded.values())

@@ -143,6 +143,25 @@ class Step:
         return loss
 
 
+@dataclass(frozen=True)
+class Views:
+    """Training inputs that change with the epoch (augmented views of one split).
+
+    Epoch e trains on `fixed[e % K]`, or on `online(e)` when given (fresh draws: what a
+    phase that trains from the input uses). `names` are the fixed views' splits in the
+    activation cache, so a cached phase can train on each view's prefix outputs.
+    """
+
+    fixed: tuple
+    names: tuple[str, ...] = ()
+    online: Callable[[int], object] | None = None
+
+    def for_epoch(self, epoch: int):
+        return (
+            self.online(epoch) if self.online is not None else self.fixed[epoch % len(self.fixed)]
+        )
+
+
 def predict_function(model, input_shape: tuple[int, ...]):
     """The model's traced inference pass, one per model (it does not depend on flags)."""
     import tensorflow as tf
@@ -250,7 +269,8 @@ def run_epochs(
     import tensorflow as tf
 
     check_current(step)
-    train_x = _as_tensor(train[0])
+    views = train[0] if isinstance(train[0], Views) else None
+    train_x = None if views else _as_tensor(train[0])
     val_x = None if val is None else _as_tensor(val[0])
     train_y = train[1].astype(np.int32)
     order = np.random.default_rng(seed)
@@ -261,9 +281,10 @@ def run_epochs(
         run += 1
         losses = []
         permutation = order.permutation(len(train_y))
+        epoch_x = train_x if views is None else _as_tensor(views.for_epoch(epoch))
         for begin in range(0, len(train_y), batch_size):
             index = permutation[begin : begin + batch_size]
-            losses.append(step.train_step(_take(train_x, index), train_y[index]))
+            losses.append(step.train_step(_take(epoch_x, index), train_y[index]))
         loss = float(tf.reduce_mean(tf.stack(losses)))
         if not math.isfinite(loss):
             raise DivergedError(f"loss became {loss} in epoch {epoch + 1}")

@@ -128,6 +128,13 @@ def fit(
     )
 
 
+def _cached(cache, cut: int, images, name: str):
+    """A split's (or each augmented view's) activations at `cut`."""
+    if isinstance(images, loop.Views):
+        return loop.Views(tuple(cache.activations(cut, n) for n in images.names), images.names)
+    return cache.activations(cut, name)
+
+
 def train_plan(
     model,
     backbone,
@@ -157,6 +164,8 @@ def train_plan(
     Early stopping (`patience`) ends a phase; a pruner's stop ends the plan.
     `val` may be None (no per-epoch evaluation); `test`, when given, is evaluated
     once after the last phase. `split_names` name train, val and test in `cache`.
+    `train`'s images may be `loop.Views` (augmentation): a cached plan trains on the
+    fixed views' activations, an uncached one on the views as they come (online draws).
     """
     results: list[TrainResult] = []
     # One cut for the whole plan, below every layer any phase trains: then all
@@ -173,7 +182,7 @@ def train_plan(
         else:
             plan_model = on_features(model, cache.suffix(cut), cache.shape(cut))
         plan_splits = [
-            None if split is None else (cache.activations(cut, name), split[1])
+            None if split is None else (_cached(cache, cut, split[0], name), split[1])
             for split, name in zip(plan_splits, split_names)
         ]
     plan_train, plan_val, plan_test = plan_splits

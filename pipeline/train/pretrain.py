@@ -101,11 +101,7 @@ def load_model_file(path: str, image_size: int):
             f"data.image_size is {image_size}; set data.image_size to match"
         )
     if shape[1] is None or shape[2] is None:  # any size: fix it, so every layer's shape is known
-        fixed = keras.models.clone_model(
-            model, input_tensors=keras.Input((image_size, image_size, 3), name="image")
-        )
-        fixed.set_weights(model.get_weights())
-        return fixed
+        return backbones.at_size(model, image_size)
     return model
 
 

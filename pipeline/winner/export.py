@@ -59,6 +59,9 @@ def build(backbone, head, meta: dict, manifest: dict):
     inputs = keras.Input((None, None, 3), dtype="uint8", name="image")
     x = keras.layers.Identity(dtype="float32", name="to_float")(inputs)
     x = datasets.resizer(manifest["image_size"], manifest.get("resize", "crop"))(x)
+    size = backbone.input_shape[1]
+    if size != manifest["image_size"]:  # a searched smaller size: scaled as the data was
+        x = _rounded(datasets.resizer(size, "crop")(_rounded(x)))
     scale = scaling_layer(meta["preprocess"])
     if scale is not None:
         x = scale(x)
@@ -73,6 +76,13 @@ def build(backbone, head, meta: dict, manifest: dict):
     outputs = logits(x)
     logits.set_weights(head.logits.get_weights())
     return keras.Model(inputs, outputs, name=f"thaw_{meta['name']}")
+
+
+def _rounded(x):
+    """To whole pixel values as `prepare` stores them (uint8), so training and serving agree."""
+    import keras
+
+    return keras.ops.clip(keras.ops.round(x), 0.0, 255.0)
 
 
 def evaluate(model, images: np.ndarray, labels: np.ndarray) -> dict:
@@ -95,15 +105,20 @@ def class_names(manifest: dict) -> list[str]:
     return [manifest["class_names"][c] for c in manifest["target_classes"]]
 
 
-def input_contract(manifest: dict, preprocess: str) -> dict:
-    size, rule = manifest["image_size"], manifest.get("resize", "crop")
+def input_contract(manifest: dict, preprocess: str, size: int | None = None) -> dict:
+    stored, rule = manifest["image_size"], manifest.get("resize", "crop")
+    size = size or stored
+    if size != stored:  # what the data went through: stored at the largest size, then scaled
+        rule_text = f"to {stored}x{stored}, then to "
+    else:
+        rule_text = "to "
     square = "the centre square" if rule == "crop" else "the image padded with black to a square"
     return {
         "dtype": "uint8",
         "shape": [None, None, None, 3],
         "channels": "RGB",
         "inside_the_model": (
-            f"{square}, resized bilinearly (antialiased) to {size}x{size}, then the "
+            f"{square}, resized bilinearly (antialiased) {rule_text}{size}x{size}, then the "
             f"backbone's '{preprocess}' pixel scaling"
         ),
         "grayscale_rgba_palette_16bit": (
@@ -127,7 +142,7 @@ def card(name: str, selected: dict, seeds: dict, manifest: dict, meta: dict, tes
         "configuration": selected,
         "test": {**test, "seed": selected["seed"]},
         "test_over_seeds": seeds,
-        "input": input_contract(manifest, meta["preprocess"]),
+        "input": input_contract(manifest, meta["preprocess"], selected.get("image_size")),
         "data": {
             "dataset": manifest["dataset"],
             "data_sha256": manifest.get("data_sha256"),
@@ -155,7 +170,9 @@ def card_markdown(c: dict) -> str:
         f"- **Configuration**: strategy `{conf['strategy']}`: {conf['plan']} "
         f"({conf['frozen_fraction']:.0%} of the backbone's parameters frozen); head "
         f"{'linear' if not conf['head_units'] else str(conf['head_units']) + ' hidden units'}; "
-        f"learning rate {conf['learning_rate']:.2e}; {conf['epochs']} epoch(s); search trial "
+        f"learning rate {conf['learning_rate']:.2e}; {conf['epochs']} epoch(s); input "
+        f"{conf.get('image_size', c['data']['image_size'])} px; augmentation "
+        f"{conf.get('augmentation', 'none')}; search trial "
         f"{conf['trial']}, seed {conf['seed']}",
         f"- **Parameters**: {conf['trainable_params']:,} trainable of {conf['total_params']:,}",
         f"- **This model's test accuracy**: {test['accuracy']:.4f} (balanced "

@@ -221,7 +221,7 @@ def test_a_frozen_probe_sees_the_pretrained_features_after_a_fine_tuning_run(wor
     cut = max(d.n_frozen_layers for d in ctx.info.depths if d.n_frozen_layers < n_layers)
     for variable in ctx.backbone.weights:  # what an earlier fine-tuning run leaves behind
         variable.assign(variable.numpy() + 1.0)
-    config = objective.TrialConfig(0, 0.0, 1e-3, None)
+    config = objective.TrialConfig(ctx.size, "none", 0, 0.0, 1e-3, None)
     depth_curve.frozen_probe(ctx, cut, config, seed=0, heads={})
     pristine = context.load_context("small_cnn", params, datasets.read_manifest(MANIFEST)).backbone
     import keras
