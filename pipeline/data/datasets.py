@@ -106,7 +106,7 @@ def prepare_builder(dataset: str, data_dir: str | Path, check_network: bool = Tr
     return builder
 
 
-def resizer(image_size: int, rule: str = "crop"):
+def resizer(image_size: int, rule: str = "crop", name: str = "resize"):
     """The one resizing rule, here and inside an exported model (export.py): the centre
     square (`crop`) or the image padded with black to a square (`pad`), then bilinear
     with antialiasing to image_size x image_size. Keras's own layer, so both agree."""
@@ -121,7 +121,7 @@ def resizer(image_size: int, rule: str = "crop"):
         crop_to_aspect_ratio=rule == "crop",
         pad_to_aspect_ratio=rule == "pad",
         antialias=True,
-        name="resize",
+        name=name,
     )
 
 

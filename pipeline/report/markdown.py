@@ -49,6 +49,8 @@ def headline_markdown(table: pd.DataFrame, unit: str, balanced: bool = False) ->
             ],
             "strategy": table.strategy.fillna(""),
             "selected on val": table.val_accuracy.map("{:.3f}".format),
+            "px": table.image_size.map(lambda s: "" if pd.isna(s) else str(int(s))),
+            "augmentation": table.augmentation.fillna(""),
             "freezing / model": table.plan,
             "head": table.head_units.map(lambda u: "" if pd.isna(u) else str(int(u))),
             "lr": table.learning_rate.map("{:.1e}".format),
@@ -143,7 +145,8 @@ def recommendation_markdown(table: pd.DataFrame, winners: pd.DataFrame, unit: st
         if pick.unstable
         else ""
     )
-    return f"""- **Use** `{pick.backbone}` with **{pick.strategy}**: {pick.plan}; head \
+    return f"""- **Use** `{pick.backbone}` at **{_size(pick)}** with augmentation \
+**{pick.augmentation or "none"}** and **{pick.strategy}**: {pick.plan}; head \
 {_fmt_int(pick.head_units)} hidden units, learning rate {pick.learning_rate:.1e}. Chosen by \
 validation accuracy ({pick.val_accuracy:.3f}), the best of every backbone's pick.
 - **How much is frozen**: {pick.frozen_fraction:.0%} of the backbone's parameters; \
@@ -156,6 +159,30 @@ validation accuracy ({pick.val_accuracy:.3f}), the best of every backbone's pick
 - **Which strategy wins on test**, each strategy's best configuration (chosen on validation) \
 retrained over the same seeds:
 {textwrap.indent(winners_markdown(winners), "  ")}"""
+
+
+def _size(row) -> str:
+    return "its stored size" if pd.isna(row.image_size) else f"{int(row.image_size)} px"
+
+
+def input_markdown(trials: pd.DataFrame, unit: str) -> str:
+    """Accuracy against input size and augmentation, and what each size costs."""
+    table = tables.by_input(trials)
+    if table.empty:
+        return "One input size, no augmentation searched."
+    frame = pd.DataFrame(
+        {
+            "backbone": table.backbone,
+            "px": table.image_size.astype(int),
+            "augmentation": table.augmentation,
+            "completed trials": table.trials,
+            "best val": table.best_val.map("{:.3f}".format),
+            "median val": table.median_val.map("{:.3f}".format),
+            f"median {unit}": table.median_seconds.map("{:.1f}".format),
+            "median train GFLOPs": (table.median_gflops / 1e9).map("{:.2f}".format),
+        }
+    )
+    return _fmt_table(frame)
 
 
 def _fmt_table(frame: pd.DataFrame) -> str:
@@ -556,6 +583,16 @@ search's head and epochs got out of them.
 {_fmt_table(depth_markdown(curve))}{under_trained_note(curve, len(manifest["target_classes"]))}
 
 ![validation accuracy vs freeze depth]({FIGURES["depth"]})
+
+## Input size and augmentation
+
+What the search found at each input size and augmentation level, per backbone: its
+completed trials (of every strategy), their best and median validation accuracy, and the
+median device time and train GFLOPs of a trial (a larger input costs about the square of
+its side). A size or level with few trials says little on its own: the sampler spends
+trials where validation was high.
+
+{input_markdown(trials, unit)}
 
 ## Which search parameters mattered
 

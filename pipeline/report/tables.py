@@ -82,7 +82,8 @@ def headline(runs: pd.DataFrame) -> pd.DataFrame:
     runs = runs.assign(rank=runs["rank"].fillna(0).astype(int))
     defaults = {"strategy": "", "frozen_fraction": math.nan, "top_k": True,
                 "strategy_best": False, "test_accuracy_train_only": math.nan,
-                "test_balanced_accuracy": math.nan}  # fmt: skip
+                "test_balanced_accuracy": math.nan, "image_size": math.nan,
+                "augmentation": ""}  # fmt: skip
     for column, default in defaults.items():
         if column not in runs:  # no transfer run at all (every final stage failed)
             runs[column] = default
@@ -95,6 +96,8 @@ def headline(runs: pd.DataFrame) -> pd.DataFrame:
             top_k=("top_k", "first"),
             strategy_best=("strategy_best", "first"),
             plan=("plan", "first"),
+            image_size=("image_size", "first"),
+            augmentation=("augmentation", "first"),
             frozen_fraction=("frozen_fraction", "first"),
             head_units=("head_units", "first"),
             learning_rate=("learning_rate", "first"),
@@ -207,6 +210,27 @@ def recommendation(table: pd.DataFrame) -> pd.Series:
         ["val_accuracy", "trainable_params", "backbone"], ascending=[False, True, True]
     )
     return picks.iloc[0]
+
+
+def by_input(trials: pd.DataFrame) -> pd.DataFrame:
+    """Per backbone, input size and augmentation: the search's completed trials, their best
+    and median validation accuracy and median device time (the cost grows with the size)."""
+    done = trials[trials.state == "COMPLETE"].assign(
+        augmentation=lambda t: t.augmentation.fillna("none") if "augmentation" in t else "none"
+    )
+    if "image_size" not in done or done.image_size.isna().all():
+        return pd.DataFrame()
+    return (
+        done.groupby(["backbone", "image_size", "augmentation"], sort=True)
+        .agg(
+            trials=("trial", "count"),
+            best_val=("val_accuracy", "max"),
+            median_val=("val_accuracy", "median"),
+            median_seconds=("device_seconds", "median"),
+            median_gflops=("train_flops", "median"),
+        )
+        .reset_index()
+    )
 
 
 def strategy_winners(table: pd.DataFrame) -> pd.DataFrame:

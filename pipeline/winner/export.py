@@ -61,7 +61,7 @@ def build(backbone, head, meta: dict, manifest: dict):
     x = datasets.resizer(manifest["image_size"], manifest.get("resize", "crop"))(x)
     size = backbone.input_shape[1]
     if size != manifest["image_size"]:  # a searched smaller size: scaled as the data was
-        x = _rounded(datasets.resizer(size, "crop")(_rounded(x)))
+        x = _rounded(datasets.resizer(size, "crop", "resize_searched")(_rounded(x)))
     scale = scaling_layer(meta["preprocess"])
     if scale is not None:
         x = scale(x)

@@ -124,3 +124,54 @@ def test_memory_budget_evicts_the_least_recently_used(tmp_path):
     assert 0 < cache.stats.memory_bytes <= budget
     cache.activations(cuts[0], "train")
     assert cache.stats.computed == 3 and not list(tmp_path.glob("*.npy"))
+
+
+def test_training_on_cached_augmented_views_equals_the_frozen_full_model_fed_the_same_views(
+    tmp_path,
+):
+    """K views per image, computed once and cached through the frozen prefix, give the
+    weights the full model gets when fed the same views epoch by epoch."""
+    from pipeline.data import augment
+    from pipeline.train.loop import Views
+
+    full_backbone, cached_backbone = backbone_pair("small_cnn")
+    plan, cut = depth_plan(full_backbone, 2, epochs=4)
+    x, y = tiny_data(n=24)
+    pixels = np.clip(x * 255.0, 0, 255)
+    views = [v / 255.0 for v in augment.views(pixels, "strong", 2, seed=3)]
+    names = ("train~strong~0", "train~strong~1")
+    val = (x[:8], y[:8])
+    full = phases.build_classifier(full_backbone, 8, 3, seed=5)
+    cached = phases.build_classifier(cached_backbone, 8, 3, seed=5)
+    cached.head.set_weights(full.head.get_weights())
+    plain_backbone = keras.models.clone_model(full_backbone)
+    plain_backbone.set_weights(full_backbone.get_weights())
+    plain = phases.build_classifier(plain_backbone, 8, 3, seed=5)
+    plain.head.set_weights(full.head.get_weights())
+    cache = make_cache(cached_backbone, x, val[0], [cut], tmp_path)
+    cache.add_inputs(dict(zip(names, views)))
+    kwargs = {"batch_size": 8, "seed": 3}
+    train = (Views(tuple(views), names), y)
+    a = phases.train_plan(full, full_backbone, plan, train, val, **kwargs)
+    b = phases.train_plan(cached, cached_backbone, plan, train, val, cache=cache, **kwargs)
+    phases.train_plan(plain, plain_backbone, plan, (x, y), val, **kwargs)
+    assert (a.cached_phases, b.cached_phases) == (0, 1)
+    assert cache.stats.computed == 3  # each view once, and val; the plain train split never
+    after_full, after_cached = snapshot(full), snapshot(cached)
+    for path, value in after_full.items():
+        np.testing.assert_allclose(after_cached[path], value, rtol=1e-4, atol=1e-5, err_msg=path)
+    # the views were really trained on: the un-augmented images give other weights
+    trained_on_views, trained_plain = full.head.get_weights(), plain.head.get_weights()
+    assert any(not np.allclose(a, b) for a, b in zip(trained_on_views, trained_plain))
+
+
+def test_augmented_views_are_the_same_for_the_same_seed_and_change_the_image():
+    from pipeline.data import augment
+
+    pixels = np.random.default_rng(0).integers(0, 256, (6, 16, 16, 3)).astype(np.float32)
+    first, again = augment.views(pixels, "light", 2, 7), augment.views(pixels, "light", 2, 7)
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    assert not np.allclose(first[0], first[1]) and not np.allclose(first[0], pixels)
+    assert augment.views(pixels, "none", 1, 7)[0] is not None
+    np.testing.assert_array_equal(augment.views(pixels, "none", 1, 7)[0], pixels)
