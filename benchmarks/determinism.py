@@ -33,7 +33,7 @@ from pipeline.search import objective
 from pipeline.data import datasets
 from pipeline.train import devices
 from pipeline.config import load_params
-from pipeline.train.context import load_context
+from pipeline.train.context import Contexts
 from pipeline.paths import MANIFEST
 
 name, trials, deterministic = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
@@ -48,14 +48,14 @@ model, _ = pretrain.make_backbone(
 pretrain_seconds = time.perf_counter() - start
 digest = hashlib.sha256(b"".join(w.tobytes() for w in model.get_weights())).hexdigest()
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-ctx = load_context(name, params, manifest)
+contexts = Contexts(name, params, manifest)
 study = optuna.create_study(
     direction="maximize",
     sampler=optuna.samplers.TPESampler(seed=params.seed),
     pruner=pruning.make_pruner(params.sweep.pruner, params.search.epochs),
 )
 start = time.perf_counter()
-study.optimize(lambda t: objective.run_trial(t, ctx), n_trials=trials)
+study.optimize(lambda t: objective.run_trial(t, contexts), n_trials=trials)
 seconds = time.perf_counter() - start
 values = [t.user_attrs.get("val_accuracy_per_epoch") for t in study.trials]
 out = {"pretrain": pretrain_seconds, "sweep": seconds, "weights": digest, "values": values}

@@ -72,12 +72,17 @@ def usual_classifier(backbone, head_units: int, num_classes: int, dropout: float
     return keras.Model(inputs, layers.Dense(num_classes, activation="softmax")(x))
 
 
-def usual_objective(trial, ctx: context.RunContext, backbone_file: Path) -> float:
+def usual_objective(trial, contexts: context.Contexts, backbone_file: Path) -> float:
     import keras
 
+    from pipeline.models import backbones
+
     keras.backend.clear_session()
-    config = objective.suggest(trial, ctx.search, ctx.info)
-    backbone = keras.models.load_model(backbone_file, compile=False)
+    size = objective.suggest_size(trial, contexts.sizes)
+    ctx = contexts[size]  # its splits at this size; the usual loop ignores its cache
+    config = objective.suggest(trial, ctx.search, ctx.info, size)
+    loaded = keras.models.load_model(backbone_file, compile=False)
+    backbone = backbones.at_size(loaded, size)
     model = usual_classifier(backbone, config.head_units, ctx.num_classes, config.dropout)
     accuracies, epoch = [], 0
     for phase in config.plan.phases:
@@ -85,7 +90,7 @@ def usual_objective(trial, ctx: context.RunContext, backbone_file: Path) -> floa
         model.compile(keras.optimizers.Adam(phase.learning_rate), "sparse_categorical_crossentropy",
                       metrics=["accuracy"])  # fmt: skip
         history = model.fit(
-            *ctx.train,
+            *ctx.train,  # not augmented: the usual loop has no augmentation
             validation_data=ctx.val,
             batch_size=ctx.search.batch_size,
             initial_epoch=epoch,
@@ -105,7 +110,7 @@ def run_loop(kind: str, name: str, params, manifest, seed: int, n_trials: int, o
     import optuna
 
     start = time.perf_counter()
-    ctx = context.load_context(name, params, manifest)
+    contexts = context.Contexts(name, params, manifest)
     if kind == "usual":  # conservative: the usual loop's clock skips Thaw's one-off loading
         import tensorflow as tf
 
@@ -118,9 +123,9 @@ def run_loop(kind: str, name: str, params, manifest, seed: int, n_trials: int, o
         pruner=pruner if kind == "thaw" else optuna.pruners.NopPruner(),
     )
     if kind == "thaw":
-        objective = lambda t: objective.run_trial(t, ctx)  # noqa: E731
+        objective = lambda t: objective.run_trial(t, contexts)  # noqa: E731
     else:
-        objective = lambda t: usual_objective(t, ctx, MODELS_DIR / name / "backbone.keras")  # noqa: E731
+        objective = lambda t: usual_objective(t, contexts, MODELS_DIR / name / "backbone.keras")  # noqa: E731
     callbacks = [on_trial] if on_trial else []
     study.optimize(objective, n_trials=n_trials, catch=(Exception,), callbacks=callbacks,
                    gc_after_trial=True)  # fmt: skip
@@ -142,7 +147,7 @@ def run_loop(kind: str, name: str, params, manifest, seed: int, n_trials: int, o
         "pruned": sum(t.state.name == "PRUNED" for t in trials),
         "failed": sum(t.state.name == "FAIL" for t in trials),
         "head_only_trial_s": head_only,
-        "pool": vars(ctx.pool.stats) if kind == "thaw" else None,
+        "pool": [vars(c.pool.stats) for c in contexts.loaded()] if kind == "thaw" else None,
     }
 
 

@@ -443,6 +443,7 @@ class ReportParams(Strict):
     top_n: int = Field(10, ge=1)  # rows of the all-trials table in report.md
     top_k: int = Field(3, ge=1)  # best completed trials per backbone retrained and tested
     seeds: int = Field(3, ge=2)  # seeds per retrained configuration: mean and sd need two
+    scratch: bool = True  # the from-scratch baseline (a whole backbone trained per rate and seed)
 
 
 class Params(Strict):

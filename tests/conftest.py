@@ -32,7 +32,7 @@ TINY_PARAMS = {
         "patience": 0,  # linear_baseline declares it in dvc.yaml, so DVC needs it in the file
     },
     "sweep": {"n_trials": 2},
-    "report": {"top_n": 5},
+    "report": {"top_n": 5, "scratch": True},
 }
 
 

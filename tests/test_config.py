@@ -30,14 +30,29 @@ def error_for(**changes) -> str:
     return str(info.value)
 
 
-def test_the_shipped_params_file_is_valid():
-    params = load_params(ROOT / "params.yaml")
+def test_the_shipped_params_file_is_valid(monkeypatch):
+    """The default: shipped photos, two ImageNet backbones from shipped weight files, sizes
+    and augmentation searched; nothing from ../shared."""
+    monkeypatch.chdir(ROOT)  # its paths are relative to the project, as dvc runs it
+    params = load_params("params.yaml")
+    assert params.data.dataset == "folder" and params.data.folder.startswith("examples/")
+    assert len(params.data.sizes) > 1 and len(params.search.augmentation) > 1
+    assert len(params.backbones) >= 2
+    for spec in params.backbones.values():
+        assert spec.weights_file and (ROOT / spec.weights_file).is_file()
+        assert not spec.weights_file.startswith("..")
+
+
+def test_the_digits_example_params_file_is_valid(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    params = load_params("examples/digits/params.yaml")
     assert {"small_cnn", "mobilenet_v2"} <= set(params.backbones)
     assert params.data.dataset == "digits"
 
 
-def test_every_shipped_key_has_a_comment():
-    lines = (ROOT / "params.yaml").read_text().splitlines()
+@pytest.mark.parametrize("path", ["params.yaml", "examples/digits/params.yaml"])
+def test_every_shipped_key_has_a_comment(path):
+    lines = (ROOT / path).read_text().splitlines()
     keyed = [ln for ln in lines if ln.strip() and not ln.lstrip().startswith("#") and ":" in ln]
     bare = [ln for ln in keyed if "#" not in ln and not ln.rstrip().endswith(":")]
     # Keys without their own comment are only those explained by the line above.

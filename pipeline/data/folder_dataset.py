@@ -163,6 +163,7 @@ def store(read: Read, layout: Layout, image_size: int, data_dir: Path):
     """Write the images as one TFDS split, in the order read; return the builder."""
     import tensorflow_datasets as tfds
     from absl import logging
+    from PIL import Image  # PNG-encodes in-process: TFDS's own encoder runs a graph per image
 
     tfds.disable_progress_bar()  # prepare prints its own line
     logging.set_verbosity(logging.ERROR)  # "Variant folder … has no dataset_info.json": new
@@ -170,13 +171,13 @@ def store(read: Read, layout: Layout, image_size: int, data_dir: Path):
     shutil.rmtree(target, ignore_errors=True)  # a folder prepared before: replaced whole
     features = tfds.features.FeaturesDict(
         {
-            "image": tfds.features.Image(shape=(image_size, image_size, 3)),
+            "image": tfds.features.Image(shape=(image_size, image_size, 3), encoding_format="png"),
             "label": tfds.features.ClassLabel(names=list(layout.classes)),
             "path": tfds.features.Text(),
         }
     )
     examples = (
-        (i, {"image": image, "label": label, "path": path})
+        (i, {"image": Image.fromarray(image), "label": label, "path": path})
         for i, (image, label, path) in enumerate(zip(read.images, read.labels, read.paths))
     )
     with contextlib.redirect_stdout(io.StringIO()):  # TFDS's "Downloading … Unknown size"

@@ -62,7 +62,10 @@ def _store_folder(params: DataParams, data_dir: Path):
     from pipeline.data import folder_dataset
 
     layout = folder_dataset.scan(params.folder)
-    resize = datasets.resizer(params.stored_size, params.resize)
+    import tensorflow as tf
+
+    # traced once per input shape: eager Keras calls cost more than the resize itself
+    resize = tf.function(datasets.resizer(params.stored_size, params.resize), reduce_retracing=True)
     read = folder_dataset.read_all(
         layout, lambda px: datasets.to_uint8(resize(px.astype("float32")))
     )

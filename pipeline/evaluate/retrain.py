@@ -14,7 +14,7 @@ import pandas as pd
 
 from pipeline import provenance
 from pipeline.config import Params
-from pipeline.data import datasets
+from pipeline.data import augment, datasets
 from pipeline.data.datasets import TRAINVAL
 from pipeline.errors import ThawError
 from pipeline.evaluate import baselines, depth_curve
@@ -147,7 +147,12 @@ def run_scratch(ctx: RunContext, best, seeds: list[int], bn_momentum: float) -> 
     protocol = baselines.Protocol.of(ctx.search, seeds)
     rows = baselines.select_and_test(baseline, ctx.splits, protocol)
     for row in rows:
-        row.update(head_units=config.head_units, plan="from scratch, nothing frozen")
+        row.update(
+            head_units=config.head_units,
+            plan="from scratch, nothing frozen",
+            image_size=ctx.size,
+            augmentation=augment.NONE,
+        )
     return rows
 
 
@@ -225,8 +230,13 @@ def run_final(
                             strategy_best=row["strategy_best"])
                 )  # fmt: skip
             _log(name, rows[-1])
+    scratch = []
     try:
-        scratch = run_scratch(ctx, top.iloc[0], seeds, params.pretrain.bn_momentum)
+        if params.report.scratch:
+            # at the smallest searched size: training a whole network is the costliest run
+            # here, and a smaller input can only handicap the baseline, never flatter transfer
+            small = contexts[contexts.sizes[0]]
+            scratch = run_scratch(small, top.iloc[0], seeds, params.pretrain.bn_momentum)
     except Exception as exc:
         scratch = [_failed(exc, kind=baselines.SCRATCH, seed=seeds[0])]
     for row in scratch:

@@ -161,6 +161,21 @@ retrained over the same seeds:
 {textwrap.indent(winners_markdown(winners), "  ")}"""
 
 
+def baselines_text(params: Params) -> str:
+    pixels = "a linear classifier on raw pixels"
+    if not params.report.scratch:
+        return (
+            f"One baseline went through the same retraining and test with the same epoch cap: "
+            f"{pixels} (the from-scratch baseline is off: `report.scratch: false`)."
+        )
+    return (
+        "Two baselines went through the same retraining and test with the same epoch cap: "
+        "each backbone trained from scratch (nothing frozen, random initialisation, the "
+        "selected configuration's head, at the smallest searched input size: the costliest "
+        f"run here, and a smaller input can only handicap it) and {pixels}."
+    )
+
+
 def _size(row) -> str:
     return "its stored size" if pd.isna(row.image_size) else f"{int(row.image_size)} px"
 
@@ -526,12 +541,9 @@ Which backbone, how much of it frozen, at what cost. The search chose
 configurations by **validation** accuracy, which is therefore optimistic. Each
 backbone's top {params.report.top_k}, and each strategy's best, were retrained with
 {seeds} seeds on train+val and evaluated **once** on the held-out test split ({n_test} images);
-the headline is that test accuracy, mean ± sd over seeds. Two baselines went
-through the same retraining and test with the same epoch cap: each backbone
-trained from scratch (nothing frozen, random initialisation, the selected
-configuration's head) and a linear classifier on raw pixels. Their learning rate
-was chosen on validation from {baselines.RATE_POINTS} rates over the search's
-range, a lighter search than the transferred models' study, which favours
+the headline is that test accuracy, mean ± sd over seeds. {baselines_text(params)}
+A baseline's learning rate was chosen on validation from {baselines.RATE_POINTS} rates over
+the search's range, a lighter search than the transferred models' study, which favours
 transfer. If they match the transferred models anyway, transfer did not pay on
 this data.
 

@@ -66,8 +66,13 @@ class RunContext:
             self.cache.add_inputs(
                 {n: tf.convert_to_tensor(self._scaled(v)) for n, v in zip(names, drawn)}
             )
-        fresh = augment.Augmenter(level, seed)
-        online = lambda _epoch: self._scaled(fresh(self.raw[split]))  # noqa: E731
+        fresh: list[augment.Augmenter] = []  # built on first use: a cached plan never draws
+
+        def online(_epoch: int) -> np.ndarray:
+            if not fresh:
+                fresh.append(augment.Augmenter(level, seed))
+            return self._scaled(fresh[0](self.raw[split]))
+
         return Views(tuple(self.cache.inputs[n] for n in names), names, online), labels
 
     def _scaled(self, pixels: np.ndarray) -> np.ndarray:
@@ -97,7 +102,8 @@ def load_context(
     share: int = 1,
 ) -> RunContext:
     """One backbone at one input size (default: as stored); `share`: how many contexts
-    split the cache and pool budgets."""
+    split the activation cache's budgets (each keeps its own traced models: a re-trace
+    costs seconds, a kept model little memory)."""
     folder = MODELS_DIR / name
     meta = json.loads((folder / "meta.json").read_text())
     import keras
@@ -130,7 +136,7 @@ def load_context(
         meta=meta,
         pristine=[np.array(w.numpy(), copy=True) for w in backbone.weights],
         cache=cache,
-        pool=Pool(backbone, num_classes, cache, max(2, params.sweep.cache.traced_models // share)),
+        pool=Pool(backbone, num_classes, cache, params.sweep.cache.traced_models),
         info=info,
         # on the device, once: not copied again per phase
         splits={s: (tf.convert_to_tensor(x), y) for s, (x, y) in arrays.items()},

@@ -44,6 +44,12 @@ def test_replay_keeps_each_phase_as_run_and_stops_at_the_best_epoch():
     assert retrain.best_epoch("0.2000;0.6000;0.6000;0.4000") == 2
 
 
+def test_the_scratch_baseline_can_be_turned_off(workspace):
+    params = tiny(top_k=1, seeds=2, scratch=False)
+    runs = retrain.run_final("small_cnn", params, swept(params), FINAL_DIR / "small_cnn")
+    assert set(runs.kind) == {"transfer"} and len(runs) >= 2
+
+
 def test_final_retrains_the_top_k_on_train_and_val_and_tests_once(workspace, monkeypatch):
     params = tiny(top_k=2, seeds=2)
     manifest = swept(params)
