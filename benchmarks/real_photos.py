@@ -150,7 +150,9 @@ def run_naive(data: dict, size: int, args, epochs: int, batch: int) -> dict:
         at = trial.suggest_int("fine_tune_at", n_layers // 2, n_layers)  # the default's range
         dropout = trial.suggest_float("dropout", 0.0, 0.5)
         model, _ = naive_model(args.weights, size, classes, at, dropout)
-        model.compile(keras.optimizers.Adam(lr), "sparse_categorical_crossentropy", ["accuracy"])
+        model.compile(
+            keras.optimizers.Adam(lr), "sparse_categorical_crossentropy", metrics=["accuracy"]
+        )
         history = model.fit(
             train.images.astype("float32"), train.labels, validation_data=(
                 val.images.astype("float32"), val.labels),
@@ -170,7 +172,7 @@ def run_naive(data: dict, size: int, args, epochs: int, batch: int) -> dict:
     )
     model.compile(
         keras.optimizers.Adam(best.params["learning_rate"]), "sparse_categorical_crossentropy",
-        ["accuracy"],
+        metrics=["accuracy"],
     )  # fmt: skip
     trainval = data["trainval"]
     model.fit(trainval.images.astype("float32"), trainval.labels,

@@ -12,6 +12,7 @@ import pytest
 from pipeline import paths
 from pipeline.config import ParamsError, parse_params
 from pipeline.data import augment, datasets, preparation
+from pipeline.evaluate import retrain
 from pipeline.search import coordinator
 from pipeline.train import context
 from tests.conftest import TINY_PARAMS
@@ -53,7 +54,7 @@ def test_prepare_stores_the_largest_size_once_and_smaller_ones_are_scaled(worksp
     np.testing.assert_array_equal(small, datasets.to_size(stored, 12))
 
 
-def test_a_study_searches_sizes_and_augmentation_and_augments_only_training_images(
+def test_a_study_and_the_final_stage_search_sizes_and_augment_only_training_images(
     workspace, monkeypatch
 ):
     params = searched(augmentation=["none", "strong"], augment_views=2)
@@ -69,6 +70,13 @@ def test_a_study_searches_sizes_and_augmentation_and_augments_only_training_imag
     assert table["params"]["image_size"] in SIZES
     n_train = len(manifest["splits"]["train"])
     assert seen and set(seen) == {n_train}  # never the val or test split
+    seen.clear()
+    report = params.report.model_copy(update={"top_k": 8, "seeds": 2, "scratch": False})
+    final = params.model_copy(update={"report": report})
+    runs = retrain.run_final("small_cnn", final, manifest, paths.FINAL_DIR / "small_cnn")
+    n_trainval = n_train + len(manifest["splits"]["val"])
+    assert "strong" in set(runs.augmentation)  # some retrained configuration augments
+    assert seen and set(seen) == {n_trainval}  # retraining draws from train+val only
 
 
 def test_cost_grows_with_the_input_size(workspace):
