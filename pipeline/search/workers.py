@@ -140,9 +140,11 @@ def run(
     queued, so the finished study has none left. A worker without room waits too,
     since running trials may yet be pruned, fail or be lost.
     """
-    import optuna
+
+    started: list[int] = []  # the id of the trial this worker runs now
 
     def labelled(trial):
+        started[:] = [trial._trial_id]
         trial.set_user_attr(WORKER_ATTR, who)
         stop.in_trial = True
         try:
@@ -174,20 +176,22 @@ def run(
             strategy = quota.next_strategy(trials, pending=True)
             if strategy is not None and not waiting:
                 study.enqueue_trial({"strategy": strategy})  # stratified start-up (budget.py)
+            started.clear()
             try:
                 study.optimize(labelled, n_trials=1, catch=(Exception,), callbacks=callbacks)
-            except optuna.exceptions.UpdateFinishedTrialError:
-                print(
-                    f"[worker {who}] the trial ran past its heartbeat and another worker "
-                    "failed it as lost; its retry is queued",
-                    file=sys.stderr,
-                    flush=True,
-                )
-            except Exception as exc:  # the database gone past the limit: say that, plainly
-                outage = storage.unreachable_in(exc)
-                if outage is None:
-                    raise
-                raise outage from None
+            except Exception as exc:
+                if _lost_under_us(study, started):
+                    print(
+                        f"[worker {who}] the trial ran past its heartbeat and another worker "
+                        "failed it as lost; its retry is queued",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                else:  # the database gone past the limit: say that, plainly
+                    outage = storage.unreachable_in(exc)
+                    if outage is None:
+                        raise
+                    raise outage from None
             ran += 1
             continue
         if time.monotonic() - last_note >= report_every:
@@ -199,6 +203,19 @@ def run(
             last_note = time.monotonic()
         stop.sleep(poll)
     return ran
+
+
+def _lost_under_us(study, started: list[int]) -> bool:
+    """Another worker failed our running trial as lost (a heartbeat missed, say while
+    the database restarted): Optuna then refuses to record its end, as
+    UpdateFinishedTrialError or "Cannot tell a FAIL trial", depending on the moment."""
+    if not started:
+        return False
+    try:
+        trial = study._storage.get_trial(started[0])
+    except Exception:  # the database still away: not ours to decide here
+        return False
+    return trial.state.name == "FAIL" and trial.user_attrs.get("fail_reason") == storage.LOST
 
 
 # --- joining a study --------------------------------------------------------------------

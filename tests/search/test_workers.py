@@ -86,6 +86,26 @@ def test_a_lost_trial_fails_with_its_reason_and_is_retried_once(study):
     assert optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(trials[1]) == 0
 
 
+@pytest.mark.parametrize("then", ["returns", "writes"])
+def test_a_trial_failed_as_lost_under_its_worker_does_not_stop_the_worker(study, then):
+    """A database restart can hold a heartbeat past the grace: another worker fails the
+    running trial as lost. Its own worker, when the trial ends (or writes), goes on."""
+    from optuna.trial import TrialState
+
+    def lost_midway(trial):
+        if trial.number == 0:
+            study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", storage.LOST)
+            study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+            if then == "writes":
+                trial.set_user_attr("late", 1)
+        return quick(trial)
+
+    stop = workers.StopSignal("me")
+    workers.run(study, lost_midway, Budget(3, 0, 3, ("a",)), who="me", stop=stop, grace=2)
+    states = [t.state.name for t in study.trials]
+    assert states[0] == "FAIL" and states.count("COMPLETE") == 3, states
+
+
 def test_each_worker_samples_from_its_own_seed():
     seeds = {workers.sampler_seed(0, i, "host:1") for i in range(1, 65)}
     assert len(seeds) == 64 and workers.sampler_seed(0, 0, "x") == 0
