@@ -9,8 +9,9 @@ outputs instead of on images.
 
 Caches exist only at the candidate freeze depths (block boundaries), so trials share
 them; `cut_for` picks the deepest one a phase may use. Arrays live in memory up to
-`memory_bytes` (least recently used evicted first), on disk under `folder` up to
-`disk_bytes` when they do not fit, and are recomputed when neither holds them. Keys
+`memory_bytes` (least recently used evicted first) and, written through, on disk
+under `folder` up to `disk_bytes` (oldest dropped first), so later stages and runs
+read them; they are recomputed when neither holds them. Keys
 hash the backbone file's digest, the cut, the split and the preprocessed input
 bytes, so a changed backbone or data set can never be served stale activations, and
 disk entries are safely reused across runs.
@@ -60,7 +61,7 @@ class ActivationCache:
         *,
         memory_bytes: int,
         disk_bytes: int,
-        folder: Path,
+        folder: Path | None,
     ):
         self.backbone = backbone
         self.inputs = inputs
@@ -132,16 +133,23 @@ class ActivationCache:
             self._memory.move_to_end(key)
             self.stats.memory_hits += 1
             return self._memory[key]
-        path = self.folder / f"{key}.npy"
-        if path.is_file():
+        path = self._path(key)
+        if path is not None and path.is_file():
             self.stats.disk_hits += 1
-            return np.load(path, mmap_mode="r")
+            array = np.load(path, mmap_mode="r")
+            if array.nbytes <= self.memory_budget:  # read once, then served from memory
+                self._keep(key, np.asarray(array))
+                return self._memory[key]
+            return array
         self._compute(cut, split)
         if key in self._memory:
             return self._memory[key]
-        if path.is_file():
+        if path is not None and path.is_file():
             return np.load(path, mmap_mode="r")
         raise RuntimeError(f"activations at cut {cut} fit neither cache budget")
+
+    def _path(self, key: str) -> Path | None:
+        return None if self.folder is None or not self.disk_budget else self.folder / f"{key}.npy"
 
     def _prefix(self, cut: int):
         """layers[:cut]'s traced inference pass, built once per cut."""
@@ -170,21 +178,26 @@ class ActivationCache:
         self.stats.seconds += seconds
 
     def _store(self, key: str, array: np.ndarray) -> None:
-        if array.nbytes <= self.memory_budget:
-            import tensorflow as tf
-
-            while self.stats.memory_bytes + array.nbytes > self.memory_budget:
-                _, evicted = self._memory.popitem(last=False)
-                self.stats.memory_bytes -= evicted.shape.num_elements() * evicted.dtype.size
-            self._memory[key] = tf.convert_to_tensor(array)  # on the device, once
-            self.stats.memory_bytes += array.nbytes
-        elif array.nbytes <= self.disk_budget:
+        """Written to disk as well as kept in memory: the stages after the sweep (final's
+        depth curve, a re-run sweep) read what it computed instead of computing it again."""
+        if array.nbytes <= self.disk_budget and self.folder is not None:
             self._make_room_on_disk(array.nbytes)
             path = self.folder / f"{key}.npy"
             partial = path.with_suffix(".partial.npy")
             np.save(partial, array)
             partial.replace(path)  # atomic: a killed run never leaves half a file under the key
             self.stats.disk_bytes += array.nbytes
+        if array.nbytes <= self.memory_budget:
+            self._keep(key, array)
+
+    def _keep(self, key: str, array: np.ndarray) -> None:
+        import tensorflow as tf
+
+        while self.stats.memory_bytes + array.nbytes > self.memory_budget:
+            _, evicted = self._memory.popitem(last=False)
+            self.stats.memory_bytes -= evicted.shape.num_elements() * evicted.dtype.size
+        self._memory[key] = tf.convert_to_tensor(array)  # on the device, once
+        self.stats.memory_bytes += array.nbytes
 
     def _make_room_on_disk(self, needed: int) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)

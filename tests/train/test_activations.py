@@ -104,6 +104,24 @@ def test_too_big_for_memory_goes_to_disk_and_is_reused_by_the_next_run(tmp_path)
     assert (second.stats.computed, second.stats.disk_hits) == (0, 1)
 
 
+def test_what_fits_in_memory_is_written_through_and_read_by_a_later_stage(tmp_path):
+    """The sweep keeps its activations in memory and on disk; final (another process)
+    reads them from disk into memory instead of computing them again."""
+    backbone, _ = backbone_pair("small_cnn")
+    x, _ = tiny_data(n=8)
+    cut = len(backbone.layers)
+    sweep = make_cache(backbone, x, x, [cut], tmp_path)
+    in_memory = np.asarray(sweep.activations(cut, "train"))
+    assert len(list(tmp_path.glob("*.npy"))) == 1 and sweep.stats.memory_bytes > 0
+    final = make_cache(backbone, x, x, [cut], tmp_path)
+    again = final.activations(cut, "train")
+    assert not isinstance(again, np.memmap)  # served from memory after one read
+    np.testing.assert_array_equal(np.asarray(again), in_memory)
+    assert (final.stats.computed, final.stats.disk_hits) == (0, 1)
+    final.activations(cut, "train")
+    assert (final.stats.disk_hits, final.stats.memory_hits) == (1, 1)
+
+
 def test_a_cut_too_big_for_both_budgets_falls_back_to_a_shallower_one_or_none(tmp_path):
     backbone, _ = backbone_pair("small_cnn")
     x, _ = tiny_data(n=8)
