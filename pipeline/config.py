@@ -306,16 +306,29 @@ class SearchParams(Strict):
     head_dropout: FloatRange = FloatRange(low=0.0, high=0.5)
     learning_rate: LogRange = LogRange(low=1e-4, high=1e-2)
     epochs: int = Field(8, ge=1)
+    # a trial that trains the head alone on cached features: cheap, so it may converge
+    head_only_epochs: int | None = Field(None, ge=1)
     batch_size: int = Field(32, ge=1)
     last_n_layers: IntRange = IntRange(low=1, high=10)
     by_name: list[str] = []
     unfreeze_every: IntRange = IntRange(low=1, high=4)
     lp_ft_lr_fraction: LogRange = LogRange(low=0.01, high=1.0)
+    # a fine-tuned backbone's rate as a fraction of the head's; high = low = 1.0: one rate
+    backbone_lr_fraction: LogRange = LogRange(low=0.01, high=1.0)
     discriminative: list[bool] = [False]
     discriminative_decay: FloatRange = FloatRange(low=2.6, high=2.6)
     patience: int = Field(0, ge=0)  # early stopping: epochs without a new best; 0 = off
     augmentation: list[str] = ["none"]  # levels searched (data/augment.py)
     augment_views: int = Field(4, ge=1, le=64)  # augmented views per image a frozen prefix sees
+
+    @property
+    def head_epochs(self) -> int:
+        """Epochs of a phase that trains only the head (`epochs` unless set)."""
+        return self.head_only_epochs or self.epochs
+
+    @property
+    def max_epochs(self) -> int:
+        return max(self.epochs, self.head_epochs)
 
     @field_validator("augmentation")
     @classmethod

@@ -28,8 +28,9 @@ TINY_PARAMS = {
         "head_units": [0, 8],
         "learning_rate": {"low": 0.001, "high": 0.01},
         "epochs": 1,
+        "head_only_epochs": 2,
         "batch_size": 16,
-        "patience": 0,  # linear_baseline declares it in dvc.yaml, so DVC needs it in the file
+        "patience": 0,  # linear_baseline declares these in dvc.yaml, so DVC needs them in the file
     },
     "sweep": {"n_trials": 2},
     "report": {"top_n": 5, "scratch": True},

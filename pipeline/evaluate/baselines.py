@@ -3,7 +3,8 @@
 Both follow the retraining protocol the transferred configurations get, with
 the same epoch budget: the learning rate is chosen on the validation split
 (RATE_POINTS rates spanning the search's range, each trained for
-`search.epochs` epochs with the same early stopping), then the model is
+`search.epochs` epochs, or `search.head_only_epochs` for the linear model, which costs
+what a head does, with the same early stopping), then the model is
 retrained from a fresh initialisation with each seed on train+val for the
 epochs that the chosen run needed to reach its best validation accuracy, and
 evaluated once on the test split. That is a lighter search than the
@@ -124,9 +125,14 @@ class Protocol:
     seeds: Sequence[int]
 
     @classmethod
-    def of(cls, search: SearchParams, seeds: Sequence[int]) -> Protocol:
-        """The search's epoch cap, batch size and patience, with the rate grid over its range."""
-        return cls(rate_grid(search), search.epochs, search.batch_size, search.patience, seeds)
+    def of(cls, search: SearchParams, seeds: Sequence[int], head_like: bool = False) -> Protocol:
+        """The search's epoch cap, batch size and patience, with the rate grid over its range.
+
+        `head_like`: a model as cheap as a head on cached features (a linear model on
+        pixels) gets the cap head-only trials get, so it is not cut short beside them.
+        """
+        epochs = search.head_epochs if head_like else search.epochs
+        return cls(rate_grid(search), epochs, search.batch_size, search.patience, seeds)
 
 
 def select_and_test(baseline: Baseline, splits: dict, protocol: Protocol) -> list[dict]:
@@ -215,7 +221,8 @@ def run_linear_pixels(params: Params, manifest: dict) -> pd.DataFrame:
         for name, s in load_target_splits(manifest, ("train", "val", TRAINVAL, "test")).items()
     }
     baseline = linear_pixels(splits["train"][0].shape[1:], len(manifest["target_classes"]))
-    protocol = Protocol.of(params.search, retrain_seeds(params.seed, params.report.seeds))
+    seeds = retrain_seeds(params.seed, params.report.seeds)
+    protocol = Protocol.of(params.search, seeds, head_like=True)
     runs = pd.DataFrame(select_and_test(baseline, splits, protocol))
     runs.insert(0, "backbone", "")
     runs["plan"] = "softmax regression on raw pixels"

@@ -54,12 +54,18 @@ def settings_trial(trials: pd.DataFrame, mode: str) -> pd.Series:
     return next((rows for rows in preferred if len(rows)), done).iloc[0]
 
 
+RATE_KEYS = ("discriminative", "lr_decay", "backbone_lr_fraction")
+
+
 def _settings(ctx: RunContext, trials: pd.DataFrame, mode: str):
     """A mode's configuration, its discriminative-rate choice (fine-tuned runs use
     it) and the trial they came from."""
     row = settings_trial(trials, mode)
     params = json.loads(row["params"])
-    rates = {k: params[k] for k in ("discriminative", "lr_decay") if k in params}
+    rates = {k: params[k] for k in RATE_KEYS if k in params}
+    if "backbone_lr_fraction" not in rates:  # a trial that fine-tuned nothing: the range's middle
+        r = ctx.search.backbone_lr_fraction
+        rates["backbone_lr_fraction"] = float(np.sqrt(r.low * r.high))
     return recorded_config(row, ctx), rates, int(row["trial"])
 
 
@@ -81,7 +87,7 @@ def frozen_probe(ctx: RunContext, cut: int, config, seed: int, heads: dict) -> l
         step,
         train,
         val,
-        epochs=search.epochs,
+        epochs=search.head_epochs,
         batch_size=search.batch_size,
         seed=seed,
         patience=search.patience,
@@ -116,7 +122,7 @@ def converged_probe(ctx: RunContext, cut: int) -> tuple[float, int]:
 def fine_tuned(
     ctx: RunContext, depth: FreezePlan, config, rates: dict, seed: int
 ) -> phases.TrainResult:
-    """The `freeze_depth` strategy at this depth, with the trial's discriminative rates."""
+    """The `freeze_depth` strategy at this depth, with the trial's backbone rates."""
     import optuna
 
     ctx.restore()
@@ -174,6 +180,9 @@ def trace(ctx: RunContext, trials: pd.DataFrame, seeds: list[int]) -> pd.DataFra
                         "head_units": config.head_units,
                         "learning_rate": config.learning_rate,
                         "lr_decay": rates.get("lr_decay") if mode == FINE_TUNED else None,
+                        "backbone_lr_fraction": (
+                            rates["backbone_lr_fraction"] if mode == FINE_TUNED else None
+                        ),
                         "val_accuracy": accuracy,
                         "converged_probe_accuracy": probe[0] if mode == FROZEN else np.nan,
                         "pooled_features": probe[1] if mode == FROZEN else 0,

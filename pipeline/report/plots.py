@@ -110,8 +110,9 @@ def depth_curve(curve: pd.DataFrame, path: Path) -> None:
 
 
 def _curve_label(backbone: str, mode: str, row) -> str:
-    decay = row.get("lr_decay")
-    rates = "" if pd.isna(decay) else f", rate /{decay:.2f} per segment down"
+    decay, fraction = row.get("lr_decay"), row.get("backbone_lr_fraction")
+    rates = "" if fraction is None or pd.isna(fraction) else f", backbone {fraction:.2g}x"
+    rates += "" if pd.isna(decay) else f", rate /{decay:.2f} per segment down"
     settings = f"trial {row.settings_trial}: head {row.head_units}, lr {row.learning_rate:.1e}"
     return f"{backbone}: {mode} ({settings}{rates})"
 

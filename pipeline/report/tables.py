@@ -193,6 +193,11 @@ def depth_curve(curves: pd.DataFrame) -> pd.DataFrame:
             head_units=("head_units", "first"),
             learning_rate=("learning_rate", "first"),
             lr_decay=("lr_decay", "first"),
+            **(
+                {"backbone_lr_fraction": ("backbone_lr_fraction", "first")}
+                if "backbone_lr_fraction" in curves  # curves from before the fraction had none
+                else {}
+            ),
         )
         .reset_index()
     )

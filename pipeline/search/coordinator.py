@@ -69,7 +69,7 @@ def _storage(url: str, params: Params, create: bool):
 
 def _pruner(params: Params):
     return make_pruner(
-        params.sweep.pruner, params.search.epochs, params.sweep.min_trials_per_strategy
+        params.sweep.pruner, params.search.max_epochs, params.sweep.min_trials_per_strategy
     )
 
 

@@ -38,8 +38,12 @@ def make_backbone():
     return backbones.build("small_cnn", 32, None, BackboneParams(width=4))
 
 
-def plan_for(name: str, backbone, discriminative: bool = False, search=SEARCH, lr: float = 0.01):
-    params = {"strategy": name, "discriminative": discriminative, "lr_decay": 2.6, **CASES[name]}
+def plan_for(
+    name: str, backbone, discriminative: bool = False, search=SEARCH, lr: float = 0.01,
+    fraction: float = 1.0,
+):  # fmt: skip
+    params = {"strategy": name, "discriminative": discriminative, "lr_decay": 2.6,
+              "backbone_lr_fraction": fraction, **CASES[name]}  # fmt: skip
     info = strategies.backbone_info(backbone, search)
     return strategies.suggest_plan(optuna.trial.FixedTrial(params), search, info, lr)
 
@@ -126,6 +130,35 @@ def test_discriminative_rates_with_every_fine_tuning_strategy():
         keras.backend.clear_session()
 
 
+@pytest.mark.parametrize("name", ["freeze_depth", "last_n_layers", "gradual", "surgical"])
+def test_a_fine_tuned_backbone_trains_at_its_fraction_of_the_heads_rate(name):
+    backbone = make_backbone()
+    plain = plan_for(name, backbone, discriminative=True)
+    slow = plan_for(name, backbone, discriminative=True, fraction=0.1)
+    assert [p.learning_rate for p in slow.phases] == [p.learning_rate for p in plain.phases]
+    for fast_phase, slow_phase in zip(plain.phases, slow.phases):
+        full = dict(fast_phase.lr_scales)
+        scaled = dict(slow_phase.lr_scales)
+        assert set(scaled) == set(slow_phase.trainable_layers)  # the head is not among them
+        assert all(scaled[n] == pytest.approx(0.1 * full[n]) for n in full)
+    assert "0.1x the head's rate" in slow.description
+    assert "head's rate" not in plain.description
+
+
+def test_trials_that_train_only_the_head_get_head_only_epochs():
+    backbone = make_backbone()
+    search = SEARCH.model_copy(update={"head_only_epochs": 9})
+    info = strategies.backbone_info(backbone, search)
+    assert plan_for("head_only", backbone, search=search).phases[0].epochs == 9
+    everything = len(info.depths) - 1  # the deepest candidate freezes the whole backbone
+    assert info.depths[everything].frozen_fraction == 1.0
+    fixed = {"strategy": "freeze_depth", "freeze_depth": everything, "discriminative": False}
+    whole = strategies.suggest_plan(optuna.trial.FixedTrial(fixed), search, info, 0.01)
+    assert not whole.fine_tunes and whole.phases[0].epochs == 9
+    assert plan_for("freeze_depth", backbone, search=search).phases[0].epochs == SEARCH.epochs
+    assert SEARCH.head_epochs == SEARCH.epochs  # unset: as epochs
+
+
 def test_discriminative_rate_scales_each_layers_update():
     backbone = make_backbone()
     names = tuple(layer.name for layer in backbone.layers)
@@ -199,7 +232,7 @@ def test_a_low_surgical_window_keeps_the_full_rate_at_its_top():
     backbone = make_backbone()
     info = strategies.backbone_info(backbone, SEARCH)
     fixed = {"strategy": "surgical", "discriminative": True, "lr_decay": 2.0,
-             "surgical_start": 0, "surgical_width": 2}  # fmt: skip
+             "backbone_lr_fraction": 1.0, "surgical_start": 0, "surgical_width": 2}  # fmt: skip
     plan = strategies.suggest_plan(optuna.trial.FixedTrial(fixed), SEARCH, info, 0.01)
     scales = dict(plan.phases[0].lr_scales)
     assert max(scales.values()) == 1.0 and min(scales.values()) == 0.5  # two segments
@@ -212,7 +245,7 @@ def test_surgical_window_is_clipped_at_the_top_and_uses_the_cache_below_it():
     backbone = make_backbone()
     info = strategies.backbone_info(backbone, SEARCH)
     n = len(info.segments)
-    fixed = {"strategy": "surgical", "discriminative": False,
+    fixed = {"strategy": "surgical", "discriminative": False, "backbone_lr_fraction": 1.0,
              "surgical_start": n - 1, "surgical_width": n}  # fmt: skip
     plan = strategies.suggest_plan(optuna.trial.FixedTrial(fixed), SEARCH, info, 0.01)
     top = info.segments[-1]
@@ -245,7 +278,7 @@ def test_a_saved_model_with_custom_names_is_frozen_by_name(tmp_path):
     search = SEARCH.model_copy(update={"by_name": ["feature_*"]})
     info = strategies.backbone_info(backbone, search)
     assert info.frozen_by_name == ("feature_extractor_a", "feature_norm")
-    params = {"strategy": "by_name", "discriminative": False}
+    params = {"strategy": "by_name", "discriminative": False, "backbone_lr_fraction": 1.0}
     plan = strategies.suggest_plan(optuna.trial.FixedTrial(params), search, info, 0.05)
     _, result = run_checked(plan, backbone)
     assert result.trainable_params == (3 * 3 * 4 * 4 + 4) + (4 * 3 + 3)  # refiner + linear head
