@@ -8,7 +8,7 @@ the value it got and what would be accepted.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -457,6 +457,8 @@ class ReportParams(Strict):
     top_k: int = Field(3, ge=1)  # best completed trials per backbone retrained and tested
     seeds: int = Field(3, ge=2)  # seeds per retrained configuration: mean and sd need two
     scratch: bool = True  # the from-scratch baseline (a whole backbone trained per rate and seed)
+    # one_se: the cheapest candidate within one standard error of the best on validation
+    selection: Literal["one_se", "best"] = "one_se"
 
 
 class Params(Strict):

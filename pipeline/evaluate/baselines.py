@@ -187,14 +187,15 @@ def select_and_test(baseline: Baseline, splits: dict, protocol: Protocol) -> lis
         if baseline.calibrate is not None:
             baseline.calibrate(splits["trainval"][0])
         n_trainval = len(splits["trainval"][1])
-        test_accuracy, test_balanced = loop.test_scores(step, *splits["test"])
+        scores = loop.test_scores(step, *splits["test"])
         rows.append(
             {
                 "kind": baseline.kind,
                 "seed": seed,
                 "val_accuracy": val_accuracy,
-                "test_accuracy": test_accuracy,
-                "test_balanced_accuracy": test_balanced,
+                "test_accuracy": scores.accuracy,
+                "test_balanced_accuracy": scores.balanced_accuracy,
+                "test_correct": scores.correct,
                 "test_accuracy_train_only": train_only,
                 "learning_rate": -negative_rate,
                 "epochs": epochs,

@@ -129,6 +129,7 @@ def retrain(ctx: RunContext, row, seed: int, on_trained=None) -> dict:
         "val_accuracy": float(row["val_accuracy"]),
         "test_accuracy": result.test_accuracy,
         "test_balanced_accuracy": result.test_balanced_accuracy,
+        "test_correct": result.test_correct,
         "trainable_params": result.trainable_params,
         "total_params": result.total_params,
         "device_seconds": result.device_seconds,

@@ -131,26 +131,89 @@ def winners_markdown(winners: pd.DataFrame) -> str:
     return "\n".join(lines) or "- No strategy's best configuration was retrained."
 
 
-def recommendation_markdown(table: pd.DataFrame, winners: pd.DataFrame, unit: str) -> str:
+def _name(row) -> str:
+    if row.kind == tables.TRANSFER:
+        return f"`{row.backbone}` {row.strategy} (trial {int(row.trial)})"
+    return {tables.SCRATCH: f"`{row.backbone}` from scratch", tables.LINEAR_PIXELS: (
+        "a linear model on pixels")}[row.kind]  # fmt: skip
+
+
+def _times(more: float, less: float) -> str:
+    if not (more > 0 and less > 0):
+        return ""
+    ratio = more / less
+    return f"{ratio:,.0f}x" if ratio >= 10 else f"{ratio:.1f}x"
+
+
+def why_chosen(choice: tables.Choice) -> str:
+    """The selection rule as applied: what the pick beat or tied with, and by how little."""
+    pick, best = choice.pick, choice.best
+    among = (
+        f"{choice.candidates} candidates: every backbone's retrained configurations and "
+        "the baselines"
+    )
+    if choice.rule == "best" or pick.equals(best):
+        rule = (
+            f"; {len(choice.tied) - 1} more within one standard error ({choice.margin:.3f}, "
+            f"{choice.n_val} validation images) cost more"
+            if choice.rule == "one_se" and len(choice.tied) > 1
+            else ""
+        )
+        return (
+            f"Chosen by validation accuracy ({pick.val_accuracy:.3f}), the best of {among}{rule}."
+        )
+    params = _times(best.trainable_params, pick.trainable_params)
+    seconds = _times(best.device_seconds, pick.device_seconds)
+    savings = ", ".join(
+        text
+        for text in (
+            f"{params} fewer trainable parameters" if params else "",
+            f"{seconds} less time" if seconds and best.device_seconds > pick.device_seconds
+            else "",
+        )
+        if text
+    )  # fmt: skip
+    return (
+        f"Chosen by validation accuracy ({pick.val_accuracy:.3f}): tied with the best, "
+        f"{_name(best)} at {best.val_accuracy:.3f}, within one standard error "
+        f"({choice.margin:.3f}, {choice.n_val} validation images), and the cheapest of the "
+        f"{len(choice.tied)} so tied among {among}"
+        + (f": {savings} than the best" if savings else "")
+        + " (`report.selection: best` takes the raw maximum)."
+    )
+
+
+def recommendation_markdown(
+    table: pd.DataFrame, winners: pd.DataFrame, unit: str, n_val: int, rule: str
+) -> str:
     """One answer per question a user asks, chosen by validation as the protocol says."""
-    pick = tables.recommendation(table)
+    choice = tables.recommendation(table, n_val, rule)
+    pick = choice.pick
     gaps = tables.verdicts(table)
     paid = "; ".join(
         f"against {g.against} {g.gap:+.3f} (p = {g.p:.2g}): **{g.verdict}**"
         for g in gaps[gaps.backbone == pick.backbone].itertuples()
     )
+    if pick.kind != tables.TRANSFER:
+        paid = "No: a baseline is the pick, on validation (above)"
     stability = (
         f" **Unstable**: its seeds scored from {pick.test_accuracy_min:.3f} to "
         f"{pick.test_accuracy_max:.3f}; treat the mean with care."
         if pick.unstable
         else ""
     )
-    return f"""- **Use** `{pick.backbone}` at **{_size(pick)}** with augmentation \
+    if pick.kind == tables.TRANSFER:
+        use = f"""- **Use** `{pick.backbone}` at **{_size(pick)}** with augmentation \
 **{pick.augmentation or "none"}** and **{pick.strategy}**: {pick.plan}; head \
-{_fmt_int(pick.head_units)} hidden units, learning rate {pick.learning_rate:.1e}. Chosen by \
-validation accuracy ({pick.val_accuracy:.3f}), the best of every backbone's pick.
+{_fmt_int(pick.head_units)} hidden units, learning rate {pick.learning_rate:.1e}. \
+{why_chosen(choice)}
 - **How much is frozen**: {pick.frozen_fraction:.0%} of the backbone's parameters; \
-{_fmt_int(pick.trainable_params)} of {_fmt_int(pick.total_params)} parameters train.
+{_fmt_int(pick.trainable_params)} of {_fmt_int(pick.total_params)} parameters train."""
+    else:
+        use = f"""- **Transfer did not pay here: use {_name(pick)}**, learning rate \
+{pick.learning_rate:.1e}, {_fmt_int(pick.trainable_params)} trainable parameters. \
+{why_chosen(choice)}"""
+    return f"""{use}
 - **Test accuracy**: {pick.test_accuracy_mean:.3f} ± {pick.test_accuracy_sd:.3f} over \
 {int(pick.seeds)} seeds, retrained on train+val.{stability}
 - **Cost**: {pick.device_seconds:.1f} {unit} per training run, \
@@ -527,13 +590,14 @@ def markdown(
         importance=importances.importance.map("{:.3f}".format)
     )
     n_test = sum(manifest["counts"]["test"].values())
+    n_val = sum(manifest["counts"]["val"].values())
     top = table.test_accuracy_mean.iloc[0]
     binomial_se = (top * (1 - top) / n_test) ** 0.5
     return f"""# Thaw report
 
 ## Recommendation
 
-{recommendation_markdown(table, winners, unit)}
+{recommendation_markdown(table, winners, unit, n_val, params.report.selection)}
 
 ## How these numbers were made
 
@@ -549,12 +613,15 @@ this data.
 
 ## Verdict
 
-Gaps are in test accuracy, ± their standard error over seeds, with the p-value of
-Welch's t-test over seeds: "paid" or "lost" when p < {tables.ALPHA:g},
-"within noise" otherwise. Seeds vary initialisation and batch order only: every
-run is scored on the same {n_test} test images, whose own sampling error (one
-binomial standard error, about ±{binomial_se:.3f} at the best accuracy here) is
-not in these numbers.
+Gaps are in test accuracy, ± their standard error, with the p-value of a paired
+bootstrap over the {n_test} test images ({tables.BOOTSTRAP} resamples): every run is
+scored on the same images, so each image's correctness (averaged over a
+configuration's seeds) is compared with the other configuration's on that image. The
+test set's own sampling noise is in these numbers, as well as the seeds'. "paid" or
+"lost" when p < {tables.ALPHA:g}, "within noise" otherwise. (Results without
+per-image scores fall back to Welch's t-test over seeds, which leaves the test
+images' noise out: one binomial standard error is about ±{binomial_se:.3f} at the best
+accuracy here.)
 
 {verdict_markdown(table)}{edge_note(table, baselines.rate_grid(params.search))}\
 {data_gap_note(table, manifest["counts"])}
@@ -628,8 +695,8 @@ over {seeds} seeds and tested. {pruning_text(params.sweep.pruner.kind, trials)} 
 
 {_fmt_table(strategy_table(summary))}
 
-**Winning strategy on test**, per backbone (Welch's t-test over seeds against the
-runner-up; "within noise" when p ≥ {tables.ALPHA:g}). Each strategy's
+**Winning strategy on test**, per backbone (a paired bootstrap over the test images
+against the runner-up; "within noise" when p ≥ {tables.ALPHA:g}). Each strategy's
 configuration was chosen on validation; comparing their test scores is a description
 of this test set, not a second selection, and the winner is the highest of several, so
 even a "wins" is optimistic by that choice.

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from pipeline.errors import ThawError
@@ -26,7 +28,7 @@ COSTS = {"params": "trainable_params", "time": "device_seconds"}
 def _read(path: Path, stage: str) -> pd.DataFrame:
     if not path.is_file():
         raise ThawError(f"{path} is missing; run `dvc repro {stage}` first")
-    return pd.read_csv(path)
+    return pd.read_csv(path, dtype={"test_correct": str})  # "0110...": not a number
 
 
 def load_trials(names: list[str], sweep_dir: Path) -> pd.DataFrame:
@@ -83,7 +85,7 @@ def headline(runs: pd.DataFrame) -> pd.DataFrame:
     defaults = {"strategy": "", "frozen_fraction": math.nan, "top_k": True,
                 "strategy_best": False, "test_accuracy_train_only": math.nan,
                 "test_balanced_accuracy": math.nan, "image_size": math.nan,
-                "augmentation": ""}  # fmt: skip
+                "augmentation": "", "test_correct": ""}  # fmt: skip
     for column, default in defaults.items():
         if column not in runs:  # no transfer run at all (every final stage failed)
             runs[column] = default
@@ -118,6 +120,7 @@ def headline(runs: pd.DataFrame) -> pd.DataFrame:
             device=("device", "first"),
             device_kind=("device_kind", "first"),
             train_flops=("train_flops", "mean"),
+            test_correct=("test_correct", _seeds_bits),
         )
         .reset_index()
     )
@@ -154,27 +157,71 @@ def welch(a, b) -> tuple[float, float, float]:
     return gap, se, float(p)
 
 
+def _seeds_bits(bits: pd.Series) -> str:
+    """Each seed's per-image correctness ("0110..."), joined by ";"."""
+    return ";".join(str(b) for b in bits if isinstance(b, str) and b)
+
+
+def per_image(row) -> np.ndarray | None:
+    """Each test image's correctness averaged over the row's seeds (None: not recorded)."""
+    seeds = [b for b in str(row.get("test_correct") or "").split(";") if b]
+    if not seeds or len({len(b) for b in seeds}) != 1:
+        return None
+    return np.mean([[c == "1" for c in b] for b in seeds], axis=0)
+
+
+BOOTSTRAP = 2000  # resamples of the test images in the paired bootstrap
+PAIRED = "paired bootstrap over test images"
+WELCH = "Welch over seeds"
+
+
+def paired_bootstrap(x: np.ndarray, y: np.ndarray, seed: int = 0) -> tuple[float, float, float]:
+    """Gap in mean accuracy between two runs scored on the same images, its bootstrap
+    standard error and two-sided p-value: resample images (with replacement), keep the
+    pairs. Each image carries both runs' seeds, so the test set's own sampling noise and
+    the seeds' are both in it, which Welch over seeds leaves out."""
+    d = x - y
+    if not np.any(d):
+        return 0.0, 0.0, 1.0
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, len(d), (BOOTSTRAP, len(d)))].mean(axis=1)
+    p = 2 * min(np.mean(means <= 0), np.mean(means >= 0))
+    return float(d.mean()), float(means.std(ddof=1)), float(min(1.0, max(p, 1 / BOOTSTRAP)))
+
+
+def compare(a, b) -> tuple[float, float, float, str] | None:
+    """a against b: the paired bootstrap where both have per-image results on the same
+    test images, else Welch over seeds (two seeds a side at least); None: neither."""
+    x, y = per_image(a), per_image(b)
+    if x is not None and y is not None and len(x) == len(y):
+        return (*paired_bootstrap(x, y), PAIRED)
+    if a.seeds < 2 or b.seeds < 2:
+        return None  # one seed has no spread to test against
+    return (*welch(a, b), WELCH)
+
+
 def verdicts(table: pd.DataFrame) -> pd.DataFrame:
     """Did transfer pay? Each backbone's selected configuration against each baseline.
 
-    "paid" / "lost" when Welch's t-test over seeds rejects equal means at ALPHA,
-    "within noise" otherwise. Seeds vary the initialisation and batch order, not
-    the test images, so this is a floor on the noise (the report says so).
+    "paid" / "lost" when the paired bootstrap over test images (`compare`) rejects equal
+    accuracy at ALPHA, "within noise" otherwise.
     """
     linear = table[table.kind == LINEAR_PIXELS]
     rows = []
     for _, chosen in selected(table).iterrows():
         scratch = table[(table.kind == SCRATCH) & (table.backbone == chosen.backbone)]
         for name, other in (("scratch", scratch), ("linear on pixels", linear)):
-            if other.empty or other.iloc[0].seeds < 2 or chosen.seeds < 2:
-                continue  # one seed has no spread to test against
-            gap, se, p = welch(chosen, other.iloc[0])
+            found = None if other.empty else compare(chosen, other.iloc[0])
+            if found is None:
+                continue
+            gap, se, p, test = found
             verdict = "within noise" if p >= ALPHA else "paid" if gap > 0 else "lost"
             rows.append(
                 {"backbone": chosen.backbone, "against": name, "gap": gap, "se": se, "p": p,
-                 "verdict": verdict}
+                 "verdict": verdict, "test": test}
             )  # fmt: skip
-    return pd.DataFrame(rows, columns=["backbone", "against", "gap", "se", "p", "verdict"])
+    columns = ["backbone", "against", "gap", "se", "p", "verdict", "test"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def depth_curve(curves: pd.DataFrame) -> pd.DataFrame:
@@ -208,13 +255,53 @@ def selected(table: pd.DataFrame) -> pd.DataFrame:
     return table[(table.kind == TRANSFER) & (table["rank"] == 1)]
 
 
-def recommendation(table: pd.DataFrame) -> pd.Series:
-    """The configuration to use: the best on validation over every backbone's pick (the
-    protocol's selection; test only reports it), fewer trainable parameters on ties."""
-    picks = selected(table).sort_values(
-        ["val_accuracy", "trainable_params", "backbone"], ascending=[False, True, True]
+SELECTIONS = ("one_se", "best")  # report.selection
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The recommendation and why: the best on validation, those tied with it, the rule."""
+
+    pick: pd.Series
+    best: pd.Series
+    tied: pd.DataFrame  # candidates within `margin` of the best's validation accuracy
+    candidates: int
+    margin: float  # one binomial standard error of the best's validation accuracy (one_se)
+    n_val: int
+    rule: str
+
+
+def candidates(table: pd.DataFrame) -> pd.DataFrame:
+    """What the recommendation chooses among: every retrained configuration of every
+    backbone and every baseline that has a validation accuracy and a test run."""
+    return table[(table.seeds > 0) & table.val_accuracy.notna()]
+
+
+def cheapest_first(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.sort_values(
+        ["trainable_params", "device_seconds", "backbone", "rank"], ignore_index=True
     )
-    return picks.iloc[0]
+
+
+def recommendation(table: pd.DataFrame, n_val: int, rule: str = "one_se") -> Choice:
+    """Chosen on validation among all candidates, baselines included (test only reports).
+
+    `best`: the highest validation accuracy, the cheaper on a tie. `one_se` (Breiman et
+    al.'s one-standard-error rule): every candidate within one binomial standard error
+    of the best's validation accuracy, sqrt(p (1 - p) / n_val), is tied with it, and the
+    cheapest of those wins: fewest trainable parameters, then least device time.
+    """
+    pool = candidates(table)
+    if pool.empty:
+        raise ThawError("no configuration has a test run: every final stage failed")
+    best = pool.sort_values(
+        ["val_accuracy", "trainable_params", "device_seconds"], ascending=[False, True, True]
+    ).iloc[0]
+    p = float(best.val_accuracy)
+    margin = math.sqrt(p * (1 - p) / n_val) if rule == "one_se" and n_val else 0.0
+    tied = cheapest_first(pool[pool.val_accuracy >= p - margin - 1e-12])
+    pick = tied.iloc[0] if rule == "one_se" else best
+    return Choice(pick, best, tied, len(pool), margin, n_val, rule)
 
 
 def by_input(trials: pd.DataFrame) -> pd.DataFrame:
@@ -240,7 +327,8 @@ def by_input(trials: pd.DataFrame) -> pd.DataFrame:
 
 def strategy_winners(table: pd.DataFrame) -> pd.DataFrame:
     """Per backbone: the strategy whose best configuration scored highest on test, against
-    the runner-up strategy, with Welch's p over seeds ("within noise" when p >= ALPHA).
+    the runner-up strategy, with the paired bootstrap's p over the same test images
+    (`compare`; "within noise" when p >= ALPHA).
 
     The winner is the highest of several on the same test set, so a "wins" is optimistic
     by that selection; the report says so.
@@ -253,12 +341,17 @@ def strategy_winners(table: pd.DataFrame) -> pd.DataFrame:
         row = {"backbone": backbone, "winner": winner.strategy, "mean": winner.test_accuracy_mean,
                "sd": winner.test_accuracy_sd, "seeds": int(winner.seeds), "runner_up": "",
                "runner_up_mean": math.nan, "runner_up_sd": math.nan, "gap": math.nan,
-               "p": math.nan, "verdict": "only strategy"}  # fmt: skip
+               "p": math.nan, "verdict": "only strategy", "test": ""}  # fmt: skip
         if len(ranked) > 1:
             second = ranked.iloc[1]
-            gap, _, p = welch(winner, second)
+            found = compare(winner, second)
+            gap, _, p, test = (
+                found
+                if found
+                else (winner.test_accuracy_mean - second.test_accuracy_mean, math.nan, math.nan, "")
+            )
             row.update(runner_up=second.strategy, runner_up_mean=second.test_accuracy_mean,
-                       runner_up_sd=second.test_accuracy_sd, gap=gap, p=p,
+                       runner_up_sd=second.test_accuracy_sd, gap=gap, p=p, test=test,
                        verdict="wins" if p < ALPHA else "within noise")  # fmt: skip
         rows.append(row)
     return pd.DataFrame(rows)

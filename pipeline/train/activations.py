@@ -49,6 +49,10 @@ class CacheStats:
     disk_bytes: int = 0
 
 
+def _as_list(outputs) -> list:
+    return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+
+
 class ActivationCache:
     """Activations of `backbone.layers[:n]` for each split, at the candidate cuts."""
 
@@ -151,30 +155,45 @@ class ActivationCache:
     def _path(self, key: str) -> Path | None:
         return None if self.folder is None or not self.disk_budget else self.folder / f"{key}.npy"
 
-    def _prefix(self, cut: int):
-        """layers[:cut]'s traced inference pass, built once per cut."""
+    def _prefix(self, cuts: tuple[int, ...]):
+        """layers[:max(cuts)]'s traced inference pass with an output at each cut, built once
+        per set of cuts."""
         import keras
         import tensorflow as tf
 
-        if cut not in self._prefixes:
-            prefix = keras.Model(self.backbone.input, self._cut_tensor(cut))
+        if cuts not in self._prefixes:
+            prefix = keras.Model(self.backbone.input, [self._cut_tensor(c) for c in cuts])
             shape = (None, *self.backbone.input_shape[1:])
-            self._prefixes[cut] = tf.function(
+            self._prefixes[cuts] = tf.function(
                 lambda x: prefix(x, training=False), input_signature=[tf.TensorSpec(shape)]
             )
-        return self._prefixes[cut]
+        return self._prefixes[cuts]
+
+    def _held(self, cut: int, split: str) -> bool:
+        key = self.key(cut, split)
+        path = self._path(key)
+        return key in self._memory or (path is not None and path.is_file())
 
     def _compute(self, cut: int, split: str) -> None:
-        """One split's activations at one cut: a split is computed when a phase first needs
-        it (an augmented view only when a trial with that augmentation runs)."""
+        """One split's activations at `cut` and, in the same forward pass, at every other
+        cut not held yet: a deeper cut's prefix runs through the shallower ones anyway, so
+        this costs one pass per split instead of one per cut. A split is computed when a
+        phase first needs it (an augmented view only when a trial with that augmentation
+        runs)."""
         start = time.perf_counter()
-        forward, images = self._prefix(cut), self.inputs[split]
-        outputs = np.concatenate(
-            [forward(images[i : i + BATCH]).numpy() for i in range(0, len(images), BATCH)]
+        cuts = tuple(
+            c for c in self.cuts if c == cut or (self.fits(c) and not self._held(c, split))
         )
-        self._store(self.key(cut, split), outputs)
+        forward, images = self._prefix(cuts), self.inputs[split]
+        batches = [
+            [t.numpy() for t in _as_list(forward(images[i : i + BATCH]))]
+            for i in range(0, len(images), BATCH)
+        ]
+        order = [i for i, c in enumerate(cuts) if c != cut] + [cuts.index(cut)]
+        for index in order:  # the cut asked for last: storing the others cannot evict it
+            self._store(self.key(cuts[index], split), np.concatenate([b[index] for b in batches]))
         seconds = time.perf_counter() - start
-        self.stats.computed += 1
+        self.stats.computed += len(cuts)
         self.stats.seconds += seconds
 
     def _store(self, key: str, array: np.ndarray) -> None:

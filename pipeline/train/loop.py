@@ -240,10 +240,18 @@ def balanced_accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean([np.mean(predictions[labels == c] == c) for c in classes]))
 
 
-def test_scores(step: Step, images, labels: np.ndarray) -> tuple[float, float]:
-    """Accuracy and balanced accuracy."""
+@dataclass(frozen=True)
+class TestScores:
+    accuracy: float
+    balanced_accuracy: float
+    correct: str  # "1" or "0" per test image, in order: paired tests compare runs image by image
+
+
+def test_scores(step: Step, images, labels: np.ndarray) -> TestScores:
     found = predicted(step, images, len(labels))
-    return float(np.mean(found == labels)), balanced_accuracy(found, labels)
+    hits = found == labels
+    bits = "".join("1" if hit else "0" for hit in hits)
+    return TestScores(float(np.mean(hits)), balanced_accuracy(found, labels), bits)
 
 
 def run_epochs(

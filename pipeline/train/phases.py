@@ -38,6 +38,7 @@ class TrainResult:
     phase_epochs: list[int] = field(default_factory=list)  # epochs run in each phase
     test_accuracy: float | None = None  # train_plan's `test`, evaluated once at the end
     test_balanced_accuracy: float | None = None  # the mean of per-class recalls on `test`
+    test_correct: str | None = None  # one "1"/"0" per test image
 
     @property
     def best_val_accuracy(self) -> float:
@@ -216,7 +217,7 @@ def train_plan(
             on_phase_end(index, step)
         if result.stopped == "pruned":
             break
-    scores = (None, None) if test is None else loop.test_scores(step, *plan_test)
+    scores = None if test is None else loop.test_scores(step, *plan_test)
     total = param_count(model.weights)
     last = results[-1]
     return TrainResult(
@@ -231,6 +232,7 @@ def train_plan(
         stopped=last.stopped,
         cached_phases=sum(r.cached_phases for r in results),
         phase_epochs=[r.phase_epochs[0] for r in results],
-        test_accuracy=scores[0],
-        test_balanced_accuracy=scores[1],
+        test_accuracy=None if scores is None else scores.accuracy,
+        test_balanced_accuracy=None if scores is None else scores.balanced_accuracy,
+        test_correct=None if scores is None else scores.correct,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from pipeline.report import tables
+from pipeline.report import markdown, tables
 
 
 def run(backbone, kind, rank, accuracies, params, seconds, trial=None, strategy="freeze_depth",
@@ -185,12 +185,50 @@ def test_the_winning_strategy_on_test_against_the_runner_up():
 
 def test_the_recommendation_is_chosen_on_validation_not_test():
     table = tables.headline(strategies_runs(0.2))
-    pick = tables.recommendation(table)
-    # a and b both selected at val 0.8: b has fewer trainable parameters (its test is higher
-    # too, but that is not why); trial 7's 0.99 on test is never the pick
-    assert (pick.backbone, pick.trial) == ("b", 1)
+    for rule in tables.SELECTIONS:
+        pick = tables.recommendation(table, n_val=100, rule=rule).pick
+        # a and b both selected at val 0.8: b has fewer trainable parameters (its test is
+        # higher too, but that is not why); trial 7's 0.99 on test is never the pick
+        assert (pick.backbone, pick.trial) == ("b", 1), rule
     label = table.set_index("trial").configuration[9]
     assert label == "#5 (trial 9), best lp_ft"
+
+
+def tied_runs(linear_val: float) -> pd.DataFrame:
+    """The issue's case: a full fine-tune 0.975 on 80 validation images, head-only 0.963."""
+    return pd.DataFrame(
+        run("m", "transfer", 1, [0.86, 0.87], 2_264_930, 10.9, trial=3, strategy="gradual",
+            val=0.975)
+        + run("m", "transfer", 2, [0.86, 0.87], 164_226, 0.08, trial=5, strategy="head_only",
+              val=0.9625)
+        + run("m", "transfer", 3, [0.80, 0.81], 1_000_000, 5.0, trial=8, val=0.90)
+        + run("", "linear_pixels", None, [0.5, 0.52], 150_000, 0.05, val=linear_val)
+    )  # fmt: skip
+
+
+def test_within_one_standard_error_the_cheapest_wins_and_best_takes_the_maximum():
+    table = tables.headline(tied_runs(linear_val=0.5))
+    choice = tables.recommendation(table, n_val=80, rule="one_se")
+    assert choice.margin == pytest.approx((0.975 * 0.025 / 80) ** 0.5)  # 0.0175
+    assert choice.pick.trial == 5 and choice.best.trial == 3
+    assert set(choice.tied.trial) == {3, 5}  # trial 8 (0.90) is beyond one standard error
+    assert choice.candidates == 4  # the baseline competes too
+    text = markdown.why_chosen(choice)
+    assert "tied with the best" in text and "14x fewer trainable parameters" in text
+    assert "136x less time" in text
+    assert tables.recommendation(table, n_val=80, rule="best").pick.trial == 3
+    # with many more validation images the same gap is no longer a tie
+    assert tables.recommendation(table, n_val=100_000, rule="one_se").pick.trial == 3
+
+
+def test_a_baseline_that_wins_on_validation_is_the_recommendation():
+    table = tables.headline(tied_runs(linear_val=0.99))
+    choice = tables.recommendation(table, n_val=80, rule="one_se")
+    assert choice.pick.kind == "linear_pixels"
+    text = markdown.recommendation_markdown(table, tables.strategy_winners(table), "CPU s",
+                                            80, "one_se")  # fmt: skip
+    assert text.startswith("- **Transfer did not pay here: use a linear model on pixels**")
+    assert "**Did transfer pay here?** No: a baseline is the pick" in text
 
 
 def test_the_strategy_summary_counts_trials_and_flags_too_few():

@@ -137,11 +137,28 @@ def test_memory_budget_evicts_the_least_recently_used(tmp_path):
     probe = make_cache(backbone, x, x, cuts, tmp_path)
     budget = max(probe.nbytes(c, "train") for c in cuts)  # one array: a split at one cut
     cache = make_cache(backbone, x, x, cuts, tmp_path, memory_bytes=budget, disk_bytes=0)
-    cache.activations(cuts[0], "train")
-    cache.activations(cuts[1], "train")  # evicts cuts[0]'s arrays to make room
+    cache.activations(cuts[0], "train")  # one pass computes both cuts; cuts[0] is kept
+    assert cache.stats.computed == 2 and cache.stats.memory_hits == 0
+    cache.activations(cuts[1], "train")  # evicted by cuts[0]: computed again, evicting it
     assert 0 < cache.stats.memory_bytes <= budget
     cache.activations(cuts[0], "train")
-    assert cache.stats.computed == 3 and not list(tmp_path.glob("*.npy"))
+    assert cache.stats.computed == 4 and not list(tmp_path.glob("*.npy"))
+
+
+def test_one_forward_pass_fills_every_cut_of_a_split(tmp_path):
+    """A deeper cut's prefix runs through the shallower ones: they come in the same pass,
+    and each equals its own prefix model's output."""
+    backbone, _ = backbone_pair("small_cnn")
+    x, _ = tiny_data(n=8)
+    cuts = [p.n_frozen_layers for p in freezing.candidate_plans(backbone, 0.0, 1.0, 4)]
+    cuts = sorted({c for c in cuts if 0 < c})
+    cache = make_cache(backbone, x, x, cuts, tmp_path)
+    cache.activations(cuts[0], "train")
+    assert cache.stats.computed == len(cuts) and len(cuts) > 1
+    for cut in cuts:
+        alone = keras.Model(backbone.input, backbone.layers[cut - 1].output).predict(x, verbose=0)
+        np.testing.assert_allclose(cache.activations(cut, "train"), alone, rtol=1e-5, atol=1e-6)
+    assert cache.stats.computed == len(cuts) and cache.stats.memory_hits == len(cuts)
 
 
 def test_training_on_cached_augmented_views_equals_the_frozen_full_model_fed_the_same_views(
