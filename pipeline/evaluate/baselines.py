@@ -166,11 +166,12 @@ def select_and_test(baseline: Baseline, splits: dict, protocol: Protocol) -> lis
         train_only = loop.accuracy(step, *splits["test"])
         # sorts by accuracy, then the smaller rate on a tie
         tried.append(
-            (max(run.val_accuracy), -rate, int(np.argmax(run.val_accuracy)) + 1, train_only)
-        )
+            (max(run.val_accuracy), -rate, int(np.argmax(run.val_accuracy)) + 1, train_only,
+             run.best_val_correct)
+        )  # fmt: skip
     if not tried:
         raise loop.DivergedError(f"{baseline.kind}: every learning rate diverged")
-    val_accuracy, negative_rate, epochs, train_only = max(tried)
+    val_accuracy, negative_rate, epochs, train_only, val_correct = max(tried)
     rows = []
     for seed in protocol.seeds:
         baseline.reinit(seed)
@@ -196,6 +197,7 @@ def select_and_test(baseline: Baseline, splits: dict, protocol: Protocol) -> lis
                 "test_accuracy": scores.accuracy,
                 "test_balanced_accuracy": scores.balanced_accuracy,
                 "test_correct": scores.correct,
+                "val_correct": val_correct,
                 "test_accuracy_train_only": train_only,
                 "learning_rate": -negative_rate,
                 "epochs": epochs,

@@ -130,6 +130,7 @@ def retrain(ctx: RunContext, row, seed: int, on_trained=None) -> dict:
         "test_accuracy": result.test_accuracy,
         "test_balanced_accuracy": result.test_balanced_accuracy,
         "test_correct": result.test_correct,
+        "val_correct": row.get("val_correct", ""),  # the selecting trial's, for the report
         "trainable_params": result.trainable_params,
         "total_params": result.total_params,
         "device_seconds": result.device_seconds,
@@ -212,7 +213,7 @@ def _plain(value):
 def run_final(
     name: str, params: Params, manifest: dict, out: Path, best: Path | None = None
 ) -> pd.DataFrame:
-    trials = pd.read_csv(SWEEP_DIR / name / "trials.csv")
+    trials = pd.read_csv(SWEEP_DIR / name / "trials.csv", dtype={"val_correct": str})
     top = chosen_trials(trials, params.report.top_k)
     contexts = Contexts(name, params, manifest, SPLITS)
     ctx = context_for(top.iloc[0], contexts)  # the selected configuration's size

@@ -183,6 +183,29 @@ def why_chosen(choice: tables.Choice) -> str:
     )
 
 
+def stability_markdown(stability: pd.DataFrame, pick, n_val: int) -> str:
+    """How often the same rule picks the recommendation, and each strategy, on resampled
+    validation images."""
+    if stability.empty:
+        return "- **How stable is the pick**: not measured (no per-image validation results)."
+    mine = stability[(stability.backbone == pick.backbone) & (stability.kind == pick.kind)
+                     & (stability["rank"] == pick["rank"])]  # fmt: skip
+    share = float(mine.share.iloc[0]) if len(mine) else 0.0
+    options = stability.groupby("option", sort=False).share.sum().sort_values(ascending=False)
+    listed = ", ".join(f"{name} {value:.0%}" for name, value in options.items() if value > 0)
+    fragile = (
+        f" **Fragile**: picked in fewer than {tables.FRAGILE:.0%} of them; another draw of "
+        "validation images could well change the answer, so weigh the runners-up."
+        if share < tables.FRAGILE
+        else ""
+    )
+    return (
+        f"- **How stable is the pick**: over {tables.STABILITY_RESAMPLES:,} bootstrap resamples "
+        f"of the {n_val} validation images, the same rule picks it in {share:.0%}; by "
+        f"strategy: {listed}.{fragile}"
+    )
+
+
 def recommendation_markdown(
     table: pd.DataFrame, winners: pd.DataFrame, unit: str, n_val: int, rule: str
 ) -> str:
@@ -214,6 +237,7 @@ def recommendation_markdown(
 {pick.learning_rate:.1e}, {_fmt_int(pick.trainable_params)} trainable parameters. \
 {why_chosen(choice)}"""
     return f"""{use}
+{stability_markdown(tables.pick_stability(table, n_val, rule), pick, n_val)}
 - **Test accuracy**: {pick.test_accuracy_mean:.3f} ± {pick.test_accuracy_sd:.3f} over \
 {int(pick.seeds)} seeds, retrained on train+val.{stability}
 - **Cost**: {pick.device_seconds:.1f} {unit} per training run, \

@@ -25,10 +25,13 @@ from pipeline.report.pareto import pareto_front
 COSTS = {"params": "trainable_params", "time": "device_seconds"}
 
 
+BITS = {"test_correct": str, "val_correct": str}  # "0110...": per-image results, not numbers
+
+
 def _read(path: Path, stage: str) -> pd.DataFrame:
     if not path.is_file():
         raise ThawError(f"{path} is missing; run `dvc repro {stage}` first")
-    return pd.read_csv(path, dtype={"test_correct": str})  # "0110...": not a number
+    return pd.read_csv(path, dtype=BITS)
 
 
 def load_trials(names: list[str], sweep_dir: Path) -> pd.DataFrame:
@@ -85,7 +88,7 @@ def headline(runs: pd.DataFrame) -> pd.DataFrame:
     defaults = {"strategy": "", "frozen_fraction": math.nan, "top_k": True,
                 "strategy_best": False, "test_accuracy_train_only": math.nan,
                 "test_balanced_accuracy": math.nan, "image_size": math.nan,
-                "augmentation": "", "test_correct": ""}  # fmt: skip
+                "augmentation": "", "test_correct": "", "val_correct": ""}  # fmt: skip
     for column, default in defaults.items():
         if column not in runs:  # no transfer run at all (every final stage failed)
             runs[column] = default
@@ -121,6 +124,7 @@ def headline(runs: pd.DataFrame) -> pd.DataFrame:
             device_kind=("device_kind", "first"),
             train_flops=("train_flops", "mean"),
             test_correct=("test_correct", _seeds_bits),
+            val_correct=("val_correct", "first"),
         )
         .reset_index()
     )
@@ -302,6 +306,45 @@ def recommendation(table: pd.DataFrame, n_val: int, rule: str = "one_se") -> Cho
     tied = cheapest_first(pool[pool.val_accuracy >= p - margin - 1e-12])
     pick = tied.iloc[0] if rule == "one_se" else best
     return Choice(pick, best, tied, len(pool), margin, n_val, rule)
+
+
+STABILITY_RESAMPLES = 1000
+FRAGILE = 0.5  # a pick chosen in fewer than this share of the resamples is flagged
+
+
+def _val_bits(row, n_val: int) -> np.ndarray | None:
+    text = row.get("val_correct")
+    if not isinstance(text, str) or len(text) != n_val:
+        return None
+    return np.frombuffer(text.encode(), np.uint8) == ord("1")
+
+
+def pick_stability(table: pd.DataFrame, n_val: int, rule: str, seed: int = 0) -> pd.DataFrame:
+    """How often the selection rule picks each candidate when the validation images are
+    resampled with replacement (STABILITY_RESAMPLES times, seeded): every candidate's
+    accuracy on each resample comes from its per-image validation results. Empty when
+    fewer than two candidates kept them."""
+    pool = cheapest_first(candidates(table))  # so the first of those tied is the cheapest
+    bits = [_val_bits(row, n_val) for _, row in pool.iterrows()]
+    keep = [i for i, b in enumerate(bits) if b is not None]
+    if len(keep) < 2 or not n_val:
+        return pd.DataFrame()
+    pool, correct = pool.iloc[keep].reset_index(drop=True), np.array([bits[i] for i in keep])
+    rng = np.random.default_rng(seed)
+    counts = rng.multinomial(n_val, np.full(n_val, 1 / n_val), size=STABILITY_RESAMPLES)
+    accuracy = correct.astype(np.float64) @ counts.T / n_val  # candidates x resamples
+    best = accuracy.max(axis=0)
+    margin = np.sqrt(best * (1 - best) / n_val) if rule == "one_se" else 0.0
+    picked = np.argmax(accuracy >= best - margin - 1e-12, axis=0)  # the first (cheapest) tied
+    share = np.bincount(picked, minlength=len(pool)) / STABILITY_RESAMPLES
+    return pool.assign(share=share, option=[_option(r) for _, r in pool.iterrows()])
+
+
+def _option(row) -> str:
+    """A candidate as stability counts it: its strategy, or the baseline's name."""
+    if row.kind == TRANSFER:
+        return str(row.strategy)
+    return {SCRATCH: "scratch", LINEAR_PIXELS: "linear on pixels"}[row.kind]
 
 
 def by_input(trials: pd.DataFrame) -> pd.DataFrame:

@@ -133,6 +133,7 @@ def run_trial(trial, contexts: Contexts) -> float:
         "stopped",
         "cached_phases",
         "phase_epochs",
+        "val_correct",  # for the report's bootstrap of how stable its pick is
     ):
         trial.set_user_attr(key, getattr(result, key))
     costs = ctx.layer_costs + flops.head_costs(ctx.feature_dims, config.head_units, ctx.num_classes)

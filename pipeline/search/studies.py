@@ -74,7 +74,7 @@ RECORDED_ATTRS = [
 TRIAL_COLUMNS = [
     "backbone", "trial", "state", "image_size", "augmentation", "freeze_depth", "head_units",
     "learning_rate", "val_accuracy", "val_accuracy_per_epoch", "epochs_run", *RECORDED_ATTRS,
-    "phase_epochs", "params", "fail_reason",
+    "phase_epochs", "params", "fail_reason", "val_correct",
 ]  # fmt: skip
 
 
@@ -102,6 +102,7 @@ def trials_table(study, backbone: str) -> pd.DataFrame:
                 "fail_reason": attrs.get("fail_reason", "") if t.state.name == "FAIL" else "",
                 **{k: attrs.get(k) for k in RECORDED_ATTRS},
                 "phase_epochs": json.dumps(attrs.get("phase_epochs", [])),
+                "val_correct": attrs.get("val_correct", ""),  # "1"/"0" per val image, best epoch
             }
         )
     return pd.DataFrame(rows, columns=TRIAL_COLUMNS)

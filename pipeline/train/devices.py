@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,10 +36,25 @@ def _cpu_name() -> str:
 
 
 def configure(seed: int, deterministic: bool) -> None:
-    """Every stage that trains, before TensorFlow's first op: threads, graph optimiser, seeds."""
+    """Every stage that trains, before TensorFlow's first op: instruction set, threads,
+    graph optimiser, seeds."""
+    if deterministic:
+        pin_cpu_isa()
     tune_threads()
     tune_graph_optimizer()
     make_reproducible(seed, deterministic)
+
+
+ISA = "AVX2"
+
+
+def pin_cpu_isa() -> str:
+    """Cap oneDNN's kernels at AVX2, so an AVX-512 CPU sums in the same order as an AVX2
+    one: oneDNN picks its kernels at run time from the CPU's instruction set, and an
+    AVX-512 kernel rounds differently (seen here: the default sweep's linear baseline
+    chose another rate). oneDNN reads the variable at its first primitive, so this works
+    until TensorFlow's first op. A user's own ONEDNN_MAX_CPU_ISA wins. Returns the cap."""
+    return os.environ.setdefault("ONEDNN_MAX_CPU_ISA", ISA)
 
 
 def make_reproducible(seed: int, deterministic: bool) -> None:

@@ -37,6 +37,7 @@ class PhaseRun:
     epochs: int  # epochs run
     seconds: float  # device time, synchronised
     stopped: str | None  # None (all epochs), "plateau" (early stopping) or "pruned"
+    best_val_correct: str = ""  # "1"/"0" per validation example at the first best epoch
 
 
 def _quiet_retracing_warning() -> None:
@@ -247,11 +248,15 @@ class TestScores:
     correct: str  # "1" or "0" per test image, in order: paired tests compare runs image by image
 
 
+def bits(hits: np.ndarray) -> str:
+    """Per-example correctness as text, "1" or "0" each: a CSV cell pandas keeps as is."""
+    return "".join("1" if hit else "0" for hit in hits)
+
+
 def test_scores(step: Step, images, labels: np.ndarray) -> TestScores:
     found = predicted(step, images, len(labels))
     hits = found == labels
-    bits = "".join("1" if hit else "0" for hit in hits)
-    return TestScores(float(np.mean(hits)), balanced_accuracy(found, labels), bits)
+    return TestScores(float(np.mean(hits)), balanced_accuracy(found, labels), bits(hits))
 
 
 def run_epochs(
@@ -283,7 +288,7 @@ def run_epochs(
     train_y = train[1].astype(np.int32)
     order = np.random.default_rng(seed)
     history: list[float] = []
-    stopped, run = None, 0
+    stopped, run, best_bits = None, 0, ""
     start = time.perf_counter()
     for epoch in range(first_epoch, first_epoch + epochs):
         run += 1
@@ -300,7 +305,10 @@ def run_epochs(
             continue
         if before_eval is not None:
             before_eval()
-        history.append(accuracy(step, val_x, val[1]))
+        hits = predicted(step, val_x, len(val[1])) == val[1]
+        if not history or float(np.mean(hits)) > max(history):
+            best_bits = bits(hits)
+        history.append(float(np.mean(hits)) if len(hits) else 0.0)
         if on_epoch is not None and on_epoch(epoch, history[-1]):
             stopped = "pruned"
             break
@@ -308,4 +316,4 @@ def run_epochs(
             stopped = "plateau"
             break
     devices.synchronize(step.model)
-    return PhaseRun(history, run, time.perf_counter() - start, stopped)
+    return PhaseRun(history, run, time.perf_counter() - start, stopped, best_bits)

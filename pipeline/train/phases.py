@@ -39,6 +39,7 @@ class TrainResult:
     test_accuracy: float | None = None  # train_plan's `test`, evaluated once at the end
     test_balanced_accuracy: float | None = None  # the mean of per-class recalls on `test`
     test_correct: str | None = None  # one "1"/"0" per test image
+    val_correct: str = ""  # one "1"/"0" per validation example at the best epoch
 
     @property
     def best_val_accuracy(self) -> float:
@@ -126,6 +127,7 @@ def fit(
         max_trainable_params=trainable,
         stopped=run.stopped,
         phase_epochs=[run.epochs],
+        val_correct=run.best_val_correct,
     )
 
 
@@ -220,6 +222,7 @@ def train_plan(
     scores = None if test is None else loop.test_scores(step, *plan_test)
     total = param_count(model.weights)
     last = results[-1]
+    best = max(results, key=lambda r: max(r.val_accuracy, default=-1.0))  # the first best phase
     return TrainResult(
         val_accuracy=[a for r in results for a in r.val_accuracy],
         trainable_params=last.trainable_params,
@@ -235,4 +238,5 @@ def train_plan(
         test_accuracy=None if scores is None else scores.accuracy,
         test_balanced_accuracy=None if scores is None else scores.balanced_accuracy,
         test_correct=None if scores is None else scores.correct,
+        val_correct=best.val_correct,
     )

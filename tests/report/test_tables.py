@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -251,3 +252,40 @@ def test_the_strategy_summary_counts_trials_and_flags_too_few():
     tied = tied.assign(trainable_params=[50, 50, 50, 50, 60, 10, 40])
     summary = tables.strategy_summary(tied, table, ["freeze_depth"])
     assert summary.best_trial.iloc[0] == 7  # a tie on val goes to fewer parameters, as in final
+
+
+def with_val_bits(runs: pd.DataFrame, hits: dict[int | None, int], n: int = 80) -> pd.DataFrame:
+    """Give each trial (None: the baseline) `hits` correct of n validation images."""
+    rng = np.random.default_rng(0)
+    bits = {}
+    for key, k in hits.items():
+        row = np.zeros(n, bool)
+        row[rng.choice(n, k, replace=False)] = True
+        bits[key] = "".join("1" if b else "0" for b in row)
+    keys = [None if pd.isna(t) else int(t) for t in runs.trial]
+    return runs.assign(
+        val_correct=[bits[k] for k in keys], val_accuracy=[hits[k] / n for k in keys]
+    )
+
+
+def test_pick_stability_counts_how_often_the_rule_picks_each_candidate():
+    runs = with_val_bits(tied_runs(0.5), {3: 78, 5: 77, 8: 72, None: 40})
+    table = tables.headline(runs)
+    stability = tables.pick_stability(table, n_val=80, rule="one_se")
+    share = dict(zip(stability.trial.fillna(-1).astype(int), stability.share))
+    assert sum(share.values()) == pytest.approx(1.0)
+    assert share[5] > 0.9 and share[-1] == 0.0  # the cheap one tied nearly every time
+    best = tables.pick_stability(table, n_val=80, rule="best")
+    share_best = dict(zip(best.trial.fillna(-1).astype(int), best.share))
+    assert 0.2 < share_best[3] < 0.9 and 0.1 < share_best[5] < 0.8  # a coin toss between them
+    pick = tables.recommendation(table, 80, "best").pick
+    text = markdown.stability_markdown(best, pick, 80)
+    assert f"picks it in {share_best[3]:.0%}" in text
+    assert ("Fragile" in text) == (share_best[3] < 0.5)
+
+
+def test_without_per_image_results_stability_is_not_measured():
+    table = tables.headline(tied_runs(0.5))
+    assert tables.pick_stability(table, n_val=80, rule="one_se").empty
+    pick = tables.recommendation(table, 80, "one_se").pick
+    assert "not measured" in markdown.stability_markdown(pd.DataFrame(), pick, 80)
