@@ -282,8 +282,11 @@ def candidates(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def cheapest_first(frame: pd.DataFrame) -> pd.DataFrame:
+    """Fewest trainable parameters, then fewest training FLOPs: both the same on every
+    machine, where device seconds are not (they break what ties remain)."""
     return frame.sort_values(
-        ["trainable_params", "device_seconds", "backbone", "rank"], ignore_index=True
+        ["trainable_params", "train_flops", "device_seconds", "backbone", "rank"],
+        ignore_index=True,
     )
 
 
@@ -293,14 +296,12 @@ def recommendation(table: pd.DataFrame, n_val: int, rule: str = "one_se") -> Cho
     `best`: the highest validation accuracy, the cheaper on a tie. `one_se` (Breiman et
     al.'s one-standard-error rule): every candidate within one binomial standard error
     of the best's validation accuracy, sqrt(p (1 - p) / n_val), is tied with it, and the
-    cheapest of those wins: fewest trainable parameters, then least device time.
+    cheapest of those wins: fewest trainable parameters, then fewest training FLOPs.
     """
     pool = candidates(table)
     if pool.empty:
         raise ThawError("no configuration has a test run: every final stage failed")
-    best = pool.sort_values(
-        ["val_accuracy", "trainable_params", "device_seconds"], ascending=[False, True, True]
-    ).iloc[0]
+    best = cheapest_first(pool).sort_values("val_accuracy", ascending=False, kind="stable").iloc[0]
     p = float(best.val_accuracy)
     margin = math.sqrt(p * (1 - p) / n_val) if rule == "one_se" and n_val else 0.0
     tied = cheapest_first(pool[pool.val_accuracy >= p - margin - 1e-12])
