@@ -87,6 +87,8 @@ def run_thaw(folder: Path, args) -> dict:
     ):
         seconds[name] = stage(folder, *cmd)
         print(f"thaw: {name} {seconds[name]:.0f} s", file=sys.stderr, flush=True)
+    for cmd in ("pipeline.stages.linear_baseline", "pipeline.stages.report"):
+        stage(folder, cmd)  # the report a user reads (untimed: not part of the rows)
     trials = pd.read_csv(folder / "results/sweep" / NAME / "trials.csv")
     runs = pd.read_csv(folder / "results/final" / NAME / "runs.csv")
     picked = runs[(runs.kind == "transfer") & (runs["rank"] == 1)]
@@ -273,6 +275,8 @@ def main() -> None:
     print(f"Thaw's stages (s): {json.dumps({k: round(v) for k, v in thaw['seconds'].items()})}")
     print(where_time_goes(thaw["trials"]))
     print(f"naive best: {naive['params']} (val {naive['val']:.3f}); probe C {probe['C']}")
+    report = (folder / "reports" / "report.md").read_text()
+    print("\nThaw's recommendation on these photos:\n" + report.split("## How these")[0])
 
 
 if __name__ == "__main__":

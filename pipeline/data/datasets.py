@@ -11,6 +11,7 @@ concatenation of the builder's own splits, written to a JSON manifest.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -282,13 +283,26 @@ def to_size(images: np.ndarray, size: int) -> np.ndarray:
     )
 
 
+@functools.lru_cache(maxsize=1)
+def _stored(dataset: str, data_dir: str, image_size: int, resize: str, digest: str | None):
+    """The prepared data as stored, read once per process: a stage with a context per
+    input size reads it once, not once per size. Keyed by the data's digest too."""
+    builder = prepare_builder(dataset, data_dir)
+    images, labels = load_examples(builder, image_size, resize)
+    images.flags.writeable = False  # shared by every caller
+    labels.flags.writeable = False
+    return images, labels
+
+
 def load_splits(
     manifest: dict, names: tuple[str, ...], size: int | None = None
 ) -> dict[str, Split]:
     """The named splits as arrays at `size` (default: as stored), labels renumbered within
     source or target classes."""
-    builder = prepare_builder(manifest["dataset"], manifest["data_dir"])
-    images, labels = load_examples(builder, manifest["image_size"], manifest.get("resize", "crop"))
+    images, labels = _stored(
+        manifest["dataset"], manifest["data_dir"], manifest["image_size"],
+        manifest.get("resize", "crop"), manifest.get("data_sha256"),
+    )  # fmt: skip
     images = to_size(images, size or manifest["image_size"])
     out = {}
     for name in names:

@@ -93,8 +93,7 @@ def run_trial(trial, contexts: Contexts) -> float:
 
     def on_epoch(epoch: int, accuracy: float) -> bool:
         per_epoch.append(accuracy)
-        trial.set_user_attr("val_accuracy_per_epoch", per_epoch)
-        trial.report(max(per_epoch), epoch)
+        trial.report(max(per_epoch), epoch)  # the pruner's input: one database write an epoch
         return trial.should_prune()
 
     def on_phase_end(index: int, _step) -> None:
@@ -122,6 +121,8 @@ def run_trial(trial, contexts: Contexts) -> float:
     except Exception as exc:
         trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}"[:500])
         raise
+    finally:  # once, not per epoch: each write is a database round trip
+        trial.set_user_attr("val_accuracy_per_epoch", per_epoch)
     for key in (
         "trainable_params",
         "max_trainable_params",
