@@ -701,7 +701,10 @@ trials where validation was high.
 
 Optuna's fANOVA importance of each parameter every completed trial has, for
 validation accuracy (shares summing to 1 per backbone), from
-{importance_basis(trials)}
+{importance_basis(trials)} A strategy's own parameters (freeze depth, the backbone's
+rate fraction, LP-FT's fine-tuning rate, a surgical window) exist only in that
+strategy's trials, so fANOVA cannot rank them here: the strategy row stands for them,
+and the freeze-depth curve below shows what depth did.
 
 {_fmt_table(importance_rows) if len(importance_rows) else "Too few completed trials to tell."}
 
