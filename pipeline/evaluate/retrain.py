@@ -78,6 +78,27 @@ def replay_schedule(plan: StrategyPlan, phase_epochs: list[int], epochs: int) ->
     return dataclasses.replace(plan, phases=tuple(phases))
 
 
+def what_ran(row, replayed: StrategyPlan, full: StrategyPlan, info) -> tuple[str, float]:
+    """The row's plan text and frozen fraction for what the retraining ran: when the
+    trial's best epoch fell in an early phase (LP-FT's probe, gradual's first steps),
+    the later phases never run, and the row must not claim them."""
+    if len(replayed.phases) == len(full.phases):
+        return row["plan"], float(row["frozen_fraction"])
+    trained = {n for p in replayed.phases for n in p.trainable_layers}
+    kept = len(replayed.phases)
+    if not trained:
+        return (
+            f"head only: the trial's best epoch came in phase {kept} of {len(full.phases)}, "
+            f"before any backbone layer trained (searched as: {row['plan']})",
+            1.0,
+        )
+    return (
+        f"the first {kept} of {len(full.phases)} phases, where the trial's best epoch came "
+        f"(searched as: {row['plan']})",
+        info.fraction_frozen(replayed.phases[-1].trainable_layers),
+    )
+
+
 def _phase_epochs(row, plan: StrategyPlan) -> list[int]:
     recorded = row.get("phase_epochs")
     if isinstance(recorded, str) and recorded:
@@ -111,6 +132,7 @@ def retrain(ctx: RunContext, row, seed: int, on_trained=None) -> dict:
         on_trained(head)
     costs = ctx.layer_costs + flops.head_costs(ctx.feature_dims, config.head_units, ctx.num_classes)
     epochs_trained = [(p.epochs, p.trainable_layers) for p in plan.phases]
+    described, frozen_fraction = what_ran(row, plan, config.plan, ctx.info)
     return {
         "kind": TRANSFER,
         "rank": int(row["rank"]),
@@ -119,12 +141,12 @@ def retrain(ctx: RunContext, row, seed: int, on_trained=None) -> dict:
         "strategy_best": bool(row["strategy_best"]),
         "seed": seed,
         "strategy": plan.strategy,
-        "plan": row["plan"],
+        "plan": described,
         "image_size": ctx.size,
         "augmentation": config.augmentation,
         "head_units": config.head_units,
         "learning_rate": config.learning_rate,
-        "frozen_fraction": row["frozen_fraction"],
+        "frozen_fraction": frozen_fraction,
         "epochs": epochs,
         "val_accuracy": float(row["val_accuracy"]),
         "test_accuracy": result.test_accuracy,

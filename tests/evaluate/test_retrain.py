@@ -44,6 +44,23 @@ def test_replay_keeps_each_phase_as_run_and_stops_at_the_best_epoch():
     assert retrain.best_epoch("0.2000;0.6000;0.6000;0.4000") == 2
 
 
+def test_a_retraining_cut_short_by_the_best_epoch_says_what_ran():
+    from types import SimpleNamespace
+
+    plan = StrategyPlan(
+        "lp_ft", (Phase(5, (), 0.01), Phase(5, ("a",), 0.001)), "linear probe 5 epochs, then x",
+        0.5, True,
+    )  # fmt: skip
+    row = {"plan": plan.description, "frozen_fraction": 0.5}
+    info = SimpleNamespace(fraction_frozen=lambda trainable: 0.5 if trainable else 1.0)
+    probe_only = retrain.replay_schedule(plan, [5, 5], 3)
+    text, frozen = retrain.what_ran(row, probe_only, plan, info)
+    assert text.startswith("head only: the trial's best epoch came in phase 1 of 2")
+    assert frozen == 1.0 and "searched as: linear probe 5 epochs" in text
+    whole = retrain.replay_schedule(plan, [5, 5], 8)
+    assert retrain.what_ran(row, whole, plan, info) == (plan.description, 0.5)
+
+
 def test_the_scratch_baseline_can_be_turned_off(workspace):
     params = tiny(top_k=1, seeds=2, scratch=False)
     runs = retrain.run_final("small_cnn", params, swept(params), FINAL_DIR / "small_cnn")
