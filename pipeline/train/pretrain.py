@@ -5,6 +5,7 @@ than chance on them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -186,9 +187,46 @@ def make_backbone(
     return backbone, meta
 
 
+def content_digest(model) -> str:
+    """sha256 of a model's architecture and weight values: what a study and the activation
+    cache are keyed on. Not the file's bytes: a .keras file records its save date, so the
+    same weights saved twice hash differently, and a re-run stage would start its sweep
+    over instead of resuming it."""
+    h = hashlib.sha256(json.dumps(model.get_config(), sort_keys=True, default=str).encode())
+    for weight in model.weights:
+        array = np.ascontiguousarray(weight.numpy())
+        h.update(f"{weight.path}|{array.dtype}|{array.shape}".encode())
+        h.update(array.data)
+    return h.hexdigest()
+
+
 def save_backbone(backbone, meta: dict, out: Path) -> None:
-    """backbone.keras plus meta.json, which records the file's content hash."""
+    """backbone.keras plus meta.json, which records its content digest (`content_digest`)."""
     out.mkdir(parents=True, exist_ok=True)
     backbone.save(out / "backbone.keras")
-    meta["sha256"] = datasets.file_digest(out / "backbone.keras")
+    stable_keras_file(out / "backbone.keras")
+    meta["sha256"] = content_digest(backbone)
     (out / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+
+
+FIXED_DATE = (1980, 1, 1, 0, 0, 0)  # the zip format's earliest
+
+
+def stable_keras_file(path: Path) -> None:
+    """Rewrite a .keras file (a zip) without its save date and the entries' times, so the
+    same model gives the same bytes and DVC sees no change downstream."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as source:
+        entries = [(info, source.read(info.filename)) for info in source.infolist()]
+    partial = path.with_suffix(".partial")
+    with zipfile.ZipFile(partial, "w") as target:
+        for info, data in entries:
+            if info.filename == "metadata.json":
+                metadata = json.loads(data)
+                metadata.pop("date_saved", None)
+                data = json.dumps(metadata, sort_keys=True).encode()
+            fixed = zipfile.ZipInfo(info.filename, date_time=FIXED_DATE)
+            fixed.compress_type, fixed.external_attr = info.compress_type, info.external_attr
+            target.writestr(fixed, data)
+    partial.replace(path)
