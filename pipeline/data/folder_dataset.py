@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.data import image_files
+from pipeline.data import datasets, image_files
 from pipeline.errors import ThawError
 
 NAME = "thaw_folder"
@@ -180,7 +180,8 @@ def store(read: Read, layout: Layout, image_size: int, data_dir: Path):
         (i, {"image": Image.fromarray(image), "label": label, "path": path})
         for i, (image, label, path) in enumerate(zip(read.images, read.labels, read.paths))
     )
-    with contextlib.redirect_stdout(io.StringIO()):  # TFDS's "Downloading … Unknown size"
+    # TFDS's "Downloading … Unknown size" silenced; the same images, the same bytes
+    with contextlib.redirect_stdout(io.StringIO()), datasets.deterministic_examples():
         return tfds.dataset_builders.store_as_tfds_dataset(
             name=NAME,
             version=VERSION,
