@@ -212,10 +212,9 @@ def recommendation_markdown(
     """One answer per question a user asks, chosen by validation as the protocol says."""
     choice = tables.recommendation(table, n_val, rule)
     pick = choice.pick
-    gaps = tables.verdicts(table)
     paid = "; ".join(
-        f"against {g.against} {g.gap:+.3f} (p = {g.p:.2g}): **{g.verdict}**"
-        for g in gaps[gaps.backbone == pick.backbone].itertuples()
+        f"against {g['against']} {g['gap']:+.3f} (p = {g['p']:.2g}): **{g['verdict']}**"
+        for g in tables.against_baselines(table, pick)
     )
     if pick.kind != tables.TRANSFER:
         paid = "No: a baseline is the pick, on validation (above)"

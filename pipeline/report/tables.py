@@ -204,28 +204,32 @@ def compare(a, b) -> tuple[float, float, float, str] | None:
     return (*welch(a, b), WELCH)
 
 
-def verdicts(table: pd.DataFrame) -> pd.DataFrame:
-    """Did transfer pay? Each backbone's selected configuration against each baseline.
+VERDICT_COLUMNS = ["backbone", "against", "gap", "se", "p", "verdict", "test"]
 
-    "paid" / "lost" when the paired bootstrap over test images (`compare`) rejects equal
-    accuracy at ALPHA, "within noise" otherwise.
-    """
+
+def against_baselines(table: pd.DataFrame, chosen) -> list[dict]:
+    """Did transfer pay for `chosen`? It against its backbone's scratch twin and the linear
+    baseline: "paid" / "lost" when `compare` rejects equal accuracy at ALPHA."""
     linear = table[table.kind == LINEAR_PIXELS]
+    scratch = table[(table.kind == SCRATCH) & (table.backbone == chosen.backbone)]
     rows = []
-    for _, chosen in selected(table).iterrows():
-        scratch = table[(table.kind == SCRATCH) & (table.backbone == chosen.backbone)]
-        for name, other in (("scratch", scratch), ("linear on pixels", linear)):
-            found = None if other.empty else compare(chosen, other.iloc[0])
-            if found is None:
-                continue
-            gap, se, p, test = found
-            verdict = "within noise" if p >= ALPHA else "paid" if gap > 0 else "lost"
-            rows.append(
-                {"backbone": chosen.backbone, "against": name, "gap": gap, "se": se, "p": p,
-                 "verdict": verdict, "test": test}
-            )  # fmt: skip
-    columns = ["backbone", "against", "gap", "se", "p", "verdict", "test"]
-    return pd.DataFrame(rows, columns=columns)
+    for name, other in (("scratch", scratch), ("linear on pixels", linear)):
+        found = None if other.empty else compare(chosen, other.iloc[0])
+        if found is None:
+            continue
+        gap, se, p, test = found
+        verdict = "within noise" if p >= ALPHA else "paid" if gap > 0 else "lost"
+        rows.append(
+            {"backbone": chosen.backbone, "against": name, "gap": gap, "se": se, "p": p,
+             "verdict": verdict, "test": test}
+        )  # fmt: skip
+    return rows
+
+
+def verdicts(table: pd.DataFrame) -> pd.DataFrame:
+    """Each backbone's selected configuration against each baseline (`against_baselines`)."""
+    rows = [r for _, chosen in selected(table).iterrows() for r in against_baselines(table, chosen)]
+    return pd.DataFrame(rows, columns=VERDICT_COLUMNS)
 
 
 def depth_curve(curves: pd.DataFrame) -> pd.DataFrame:
