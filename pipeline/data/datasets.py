@@ -69,37 +69,13 @@ def network_available(timeout: float = 3.0) -> bool:
         return False
 
 
-@contextlib.contextmanager
-def deterministic_examples():
-    """While TFDS writes a dataset: protobuf's deterministic serialisation of each example.
-
-    TFDS writes a tf.train.Example, whose features are a protobuf map, and the upb
-    runtime iterates a map in an order seeded per process: the same images gave other
-    data/tfds bytes on every `prepare`, so DVC saw new data and re-ran every stage after
-    it. Deterministic serialisation writes the map's keys sorted; readers parse either.
-    """
-    from tensorflow_datasets.core import example_serializer
-
-    serializer = example_serializer.ExampleSerializer
-    original = serializer.serialize_example
-
-    def serialize_example(self, example):
-        return self.get_tf_example(example).SerializeToString(deterministic=True)
-
-    serializer.serialize_example = serialize_example
-    try:
-        yield
-    finally:
-        serializer.serialize_example = original
-
-
 def prepare_builder(dataset: str, data_dir: str | Path, check_network: bool = True):
     """Build (or find already built) the dataset under data_dir."""
     import tensorflow_datasets as tfds
 
-    if dataset == FOLDER:  # written by `prepare` (folder_dataset.store), only read here
-        from pipeline.data import folder_dataset
+    from pipeline.data import folder_dataset
 
+    if dataset == FOLDER:  # written by `prepare` (folder_dataset.store), only read here
         return folder_dataset.open_builder(data_dir)
     name = tfds_name(dataset)
     try:
@@ -111,10 +87,10 @@ def prepare_builder(dataset: str, data_dir: str | Path, check_network: bool = Tr
                 )
         if dataset == "digits":  # local data: TFDS's "Downloading … Unknown size" says nothing
             tfds.disable_progress_bar()
-            with contextlib.redirect_stdout(io.StringIO()), deterministic_examples():
+            with contextlib.redirect_stdout(io.StringIO()), folder_dataset.deterministic_examples():
                 builder.download_and_prepare()
         else:  # a real download: its size and progress are worth seeing
-            with deterministic_examples():
+            with folder_dataset.deterministic_examples():
                 builder.download_and_prepare()
     except Exception as exc:
         hint = (

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.data import datasets, image_files
+from pipeline.data import image_files
 from pipeline.errors import ThawError
 
 NAME = "thaw_folder"
@@ -159,6 +159,31 @@ def leaks(digests: list[str], split_of: dict[int, str]) -> list[dict]:
     return [{"sha256": d[:16], "splits": sorted(s)} for d, s in sorted(where.items()) if len(s) > 1]
 
 
+@contextlib.contextmanager
+def deterministic_examples():
+    """While TFDS writes a dataset (a folder here, digits in datasets.prepare_builder):
+    protobuf's deterministic serialisation of each example.
+
+    TFDS writes a tf.train.Example, whose features are a protobuf map, and the upb
+    runtime iterates a map in an order seeded per process: the same images gave other
+    data/tfds bytes on every `prepare`, so DVC saw new data and re-ran every stage after
+    it. Deterministic serialisation writes the map's keys sorted; readers parse either.
+    """
+    from tensorflow_datasets.core import example_serializer
+
+    serializer = example_serializer.ExampleSerializer
+    original = serializer.serialize_example
+
+    def serialize_example(self, example):
+        return self.get_tf_example(example).SerializeToString(deterministic=True)
+
+    serializer.serialize_example = serialize_example
+    try:
+        yield
+    finally:
+        serializer.serialize_example = original
+
+
 def store(read: Read, layout: Layout, image_size: int, data_dir: Path):
     """Write the images as one TFDS split, in the order read; return the builder."""
     import tensorflow_datasets as tfds
@@ -181,7 +206,7 @@ def store(read: Read, layout: Layout, image_size: int, data_dir: Path):
         for i, (image, label, path) in enumerate(zip(read.images, read.labels, read.paths))
     )
     # TFDS's "Downloading … Unknown size" silenced; the same images, the same bytes
-    with contextlib.redirect_stdout(io.StringIO()), datasets.deterministic_examples():
+    with contextlib.redirect_stdout(io.StringIO()), deterministic_examples():
         return tfds.dataset_builders.store_as_tfds_dataset(
             name=NAME,
             version=VERSION,

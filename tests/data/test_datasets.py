@@ -122,13 +122,13 @@ def test_class_ids_out_of_range(tmp_path, monkeypatch):
 SERIALIZE = """
 import hashlib, numpy as np, tensorflow_datasets as tfds
 from tensorflow_datasets.core import example_serializer
-from pipeline.data import datasets
+from pipeline.data import folder_dataset
 features = tfds.features.FeaturesDict({"image": tfds.features.Tensor(shape=(2,), dtype=np.int64),
     "label": tfds.features.ClassLabel(num_classes=2), "path": tfds.features.Text(),
     "zone": tfds.features.Text()})
 serializer = example_serializer.ExampleSerializer(features.get_serialized_info())
 example = features.encode_example({"image": [1, 2], "label": 1, "path": "a/b.jpg", "zone": "z"})
-with datasets.deterministic_examples():
+with folder_dataset.deterministic_examples():
     print(hashlib.sha256(serializer.serialize_example(example)).hexdigest())
 """
 
