@@ -7,6 +7,7 @@ the value it got and what would be accepted.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -329,6 +330,13 @@ class SearchParams(Strict):
     @property
     def max_epochs(self) -> int:
         return max(self.epochs, self.head_epochs)
+
+    def patience_for(self, epochs: int) -> int:
+        """Early-stopping patience of a phase of `epochs`: `patience` is set for `epochs`
+        of the search, so a longer (head-only) phase gets the same share of its budget.
+        On 100 validation images accuracy moves by noise; 3 of 30 epochs stops a
+        converging head at its first dip."""
+        return max(self.patience, math.ceil(self.patience * epochs / self.epochs))
 
     @field_validator("augmentation")
     @classmethod

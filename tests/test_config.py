@@ -7,7 +7,7 @@ import copy
 import pytest
 import yaml
 
-from pipeline.config import load_params, parse_params
+from pipeline.config import SearchParams, load_params, parse_params
 from pipeline.errors import ParamsError
 from tests.conftest import ROOT, TINY_PARAMS
 
@@ -232,6 +232,13 @@ def test_negative_cache_budget_and_patience():
         parse_params(params_with(**{"sweep.cache.memory_mb": -1, "search.patience": -2}))
     assert "sweep.cache.memory_mb = -1" in str(error.value)
     assert "search.patience = -2" in str(error.value)
+
+
+def test_a_longer_head_only_phase_gets_the_same_share_of_its_epochs_as_patience():
+    search = SearchParams(epochs=8, head_only_epochs=30, patience=3)
+    assert search.patience_for(30) == 12  # 3/8 of 30, rounded up
+    assert search.patience_for(8) == search.patience_for(4) == 3  # never less than set
+    assert SearchParams(epochs=8, patience=0).patience_for(30) == 0  # off stays off
 
 
 def test_a_budget_too_small_for_every_strategys_minimum():

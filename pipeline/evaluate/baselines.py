@@ -132,7 +132,8 @@ class Protocol:
         pixels) gets the cap head-only trials get, so it is not cut short beside them.
         """
         epochs = search.head_epochs if head_like else search.epochs
-        return cls(rate_grid(search), epochs, search.batch_size, search.patience, seeds)
+        patience = search.patience_for(epochs)
+        return cls(rate_grid(search), epochs, search.batch_size, patience, seeds)
 
 
 def select_and_test(baseline: Baseline, splits: dict, protocol: Protocol) -> list[dict]:
@@ -167,11 +168,11 @@ def select_and_test(baseline: Baseline, splits: dict, protocol: Protocol) -> lis
         # sorts by accuracy, then the smaller rate on a tie
         tried.append(
             (max(run.val_accuracy), -rate, int(np.argmax(run.val_accuracy)) + 1, train_only,
-             run.best_val_correct)
+             run.best_val_correct, run.best_val_loss)
         )  # fmt: skip
     if not tried:
         raise loop.DivergedError(f"{baseline.kind}: every learning rate diverged")
-    val_accuracy, negative_rate, epochs, train_only, val_correct = max(tried)
+    val_accuracy, negative_rate, epochs, train_only, val_correct, val_loss = max(tried)
     rows = []
     for seed in protocol.seeds:
         baseline.reinit(seed)
@@ -198,6 +199,7 @@ def select_and_test(baseline: Baseline, splits: dict, protocol: Protocol) -> lis
                 "test_balanced_accuracy": scores.balanced_accuracy,
                 "test_correct": scores.correct,
                 "val_correct": val_correct,
+                "val_loss": val_loss,
                 "test_accuracy_train_only": train_only,
                 "learning_rate": -negative_rate,
                 "epochs": epochs,

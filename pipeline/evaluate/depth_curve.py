@@ -90,7 +90,7 @@ def frozen_probe(ctx: RunContext, cut: int, config, seed: int, heads: dict) -> l
         epochs=search.head_epochs,
         batch_size=search.batch_size,
         seed=seed,
-        patience=search.patience,
+        patience=search.patience_for(search.head_epochs),
     )
 
 
@@ -139,7 +139,7 @@ def fine_tuned(
         seed=seed,
         cache=ctx.cache,
         pool=ctx.pool,
-        patience=ctx.search.patience,
+        patience_for=ctx.search.patience_for,
     )
 
 

@@ -33,9 +33,14 @@ SPLITS = ("train", "val", TRAINVAL, "test")
 
 
 def by_rank(trials: pd.DataFrame) -> pd.DataFrame:
-    """Best validation accuracy first; on a tie fewer trainable parameters, then the earlier."""
+    """Best validation accuracy first; on a tie (100 images leave many) the lower validation
+    loss, then fewer trainable parameters, then the earlier trial."""
+    if "val_loss" not in trials:  # a study from before val_loss was recorded
+        trials = trials.assign(val_loss=float("nan"))
     return trials.sort_values(
-        ["val_accuracy", "trainable_params", "trial"], ascending=[False, True, True]
+        ["val_accuracy", "val_loss", "trainable_params", "trial"],
+        ascending=[False, True, True, True],
+        na_position="last",
     )
 
 
@@ -153,6 +158,7 @@ def retrain(ctx: RunContext, row, seed: int, on_trained=None) -> dict:
         "test_balanced_accuracy": result.test_balanced_accuracy,
         "test_correct": result.test_correct,
         "val_correct": row.get("val_correct", ""),  # the selecting trial's, for the report
+        "val_loss": row.get("val_loss", float("nan")),  # the selecting trial's: breaks ties
         "trainable_params": result.trainable_params,
         "total_params": result.total_params,
         "device_seconds": result.device_seconds,

@@ -154,8 +154,8 @@ def why_chosen(choice: tables.Choice) -> str:
     )
     if choice.rule == "best" or pick.equals(best):
         rule = (
-            f"; {len(choice.tied) - 1} more within one standard error ({choice.margin:.3f}, "
-            f"{choice.n_val} validation images) cost more"
+            f"; none of the {len(choice.tied) - 1} more within one standard error "
+            f"({choice.margin:.3f}, {choice.n_val} validation images) costs less"
             if choice.rule == "one_se" and len(choice.tied) > 1
             else ""
         )

@@ -88,7 +88,8 @@ def headline(runs: pd.DataFrame) -> pd.DataFrame:
     defaults = {"strategy": "", "frozen_fraction": math.nan, "top_k": True,
                 "strategy_best": False, "test_accuracy_train_only": math.nan,
                 "test_balanced_accuracy": math.nan, "image_size": math.nan,
-                "augmentation": "", "test_correct": "", "val_correct": ""}  # fmt: skip
+                "augmentation": "", "test_correct": "", "val_correct": "",
+                "val_loss": math.nan}  # fmt: skip
     for column, default in defaults.items():
         if column not in runs:  # no transfer run at all (every final stage failed)
             runs[column] = default
@@ -125,6 +126,7 @@ def headline(runs: pd.DataFrame) -> pd.DataFrame:
             train_flops=("train_flops", "mean"),
             test_correct=("test_correct", _seeds_bits),
             val_correct=("val_correct", "first"),
+            val_loss=("val_loss", "first"),
         )
         .reset_index()
     )
@@ -286,12 +288,17 @@ def candidates(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def cheapest_first(frame: pd.DataFrame) -> pd.DataFrame:
-    """Fewest trainable parameters, then fewest training FLOPs: both the same on every
-    machine, where device seconds are not (they break what ties remain)."""
-    return frame.sort_values(
-        ["trainable_params", "train_flops", "device_seconds", "backbone", "rank"],
-        ignore_index=True,
-    )
+    """Fewest trainable parameters, then fewest training FLOPs per epoch (both the same on
+    every machine, unlike seconds): what the configuration costs. Of equal cost, the better
+    on validation (accuracy, then loss) first: a run's epoch count comes from where a noisy
+    validation curve peaked, so total FLOPs and seconds only break what ties remain."""
+    per_epoch = frame.train_flops / frame.epochs.where(frame.epochs > 0)
+    loss = frame.val_loss if "val_loss" in frame else np.nan
+    order = frame.assign(_per_epoch=per_epoch, _neg_val=-frame.val_accuracy, _loss=loss)
+    keys = ["trainable_params", "_per_epoch", "_neg_val", "_loss", "train_flops",
+            "device_seconds", "backbone", "rank"]  # fmt: skip
+    ordered = order.sort_values(keys, ignore_index=True, na_position="last")
+    return ordered.drop(columns=["_per_epoch", "_neg_val", "_loss"])
 
 
 def recommendation(table: pd.DataFrame, n_val: int, rule: str = "one_se") -> Choice:
@@ -300,7 +307,8 @@ def recommendation(table: pd.DataFrame, n_val: int, rule: str = "one_se") -> Cho
     `best`: the highest validation accuracy, the cheaper on a tie. `one_se` (Breiman et
     al.'s one-standard-error rule): every candidate within one binomial standard error
     of the best's validation accuracy, sqrt(p (1 - p) / n_val), is tied with it, and the
-    cheapest of those wins: fewest trainable parameters, then fewest training FLOPs.
+    cheapest of those wins: fewest trainable parameters, then fewest training FLOPs per
+    epoch, then the better on validation (`cheapest_first`).
     """
     pool = candidates(table)
     if pool.empty:

@@ -11,6 +11,7 @@ chooses freely.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass
 
@@ -27,9 +28,18 @@ def strategy_of(trial) -> str | None:
 
 
 def best_trial(trials):
-    """The completed trial with the highest value, or None."""
+    """The completed trial with the highest value, or None; ties as the final stage ranks
+    them (evaluate/retrain.by_rank): lower validation loss, fewer trainable parameters,
+    the earlier trial."""
     complete = [t for t in trials if t.state.name == COMPLETE]
-    return max(complete, key=lambda t: t.value) if complete else None
+    return min(complete, key=_rank_key) if complete else None
+
+
+def _rank_key(trial) -> tuple:
+    loss = trial.user_attrs.get("val_loss")
+    loss = math.inf if loss is None or math.isnan(loss) else loss
+    params = trial.user_attrs.get("trainable_params") or 0
+    return (-trial.value, loss, params, trial.number)
 
 
 @dataclass(frozen=True)

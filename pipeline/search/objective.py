@@ -116,7 +116,7 @@ def run_trial(trial, contexts: Contexts) -> float:
             on_phase_end=on_phase_end,
             cache=ctx.cache,
             pool=ctx.pool,
-            patience=ctx.search.patience,
+            patience_for=ctx.search.patience_for,
         )
     except Exception as exc:
         trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}"[:500])
@@ -135,6 +135,7 @@ def run_trial(trial, contexts: Contexts) -> float:
         "cached_phases",
         "phase_epochs",
         "val_correct",  # for the report's bootstrap of how stable its pick is
+        "val_loss",  # ranks trials tied on val accuracy (evaluate/retrain.by_rank)
     ):
         trial.set_user_attr(key, getattr(result, key))
     costs = ctx.layer_costs + flops.head_costs(ctx.feature_dims, config.head_units, ctx.num_classes)

@@ -14,6 +14,7 @@ the suffix and the head, on the prefix's cached outputs (see activations.py).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -40,6 +41,7 @@ class TrainResult:
     test_balanced_accuracy: float | None = None  # the mean of per-class recalls on `test`
     test_correct: str | None = None  # one "1"/"0" per test image
     val_correct: str = ""  # one "1"/"0" per validation example at the best epoch
+    val_loss: float = math.nan  # validation cross-entropy at the best epoch: breaks ties
 
     @property
     def best_val_accuracy(self) -> float:
@@ -128,6 +130,7 @@ def fit(
         stopped=run.stopped,
         phase_epochs=[run.epochs],
         val_correct=run.best_val_correct,
+        val_loss=run.best_val_loss,
     )
 
 
@@ -151,7 +154,7 @@ def train_plan(
     on_phase_end: Callable[[int, loop.Step], None] | None = None,
     cache=None,
     pool=None,
-    patience: int = 0,
+    patience_for: Callable[[int], int] | None = None,
     test=None,
     split_names: tuple[str, str, str] = ("train", "val", "test"),
 ) -> TrainResult:
@@ -164,7 +167,7 @@ def train_plan(
     backbone and cache), phases reuse models and traced steps of earlier
     trials. Each phase gets a fresh Adam: LP-FT restarts at
     a new rate by design, and gradual unfreezing changes the variable set.
-    Early stopping (`patience`) ends a phase; a pruner's stop ends the plan.
+    Early stopping (`patience_for(phase epochs)`) ends a phase; a pruner's stop ends the plan.
     `val` may be None (no per-epoch evaluation); `test`, when given, is evaluated
     once after the last phase. `split_names` name train, val and test in `cache`.
     `train`'s images may be `loop.Views` (augmentation): a cached plan trains on the
@@ -210,7 +213,7 @@ def train_plan(
             seed=seed + index,
             on_epoch=on_epoch,
             initial_epoch=epoch,
-            patience=patience,
+            patience=patience_for(phase.epochs) if patience_for else 0,
         )
         result.cached_phases = int(bool(cut))
         results.append(result)
@@ -239,4 +242,5 @@ def train_plan(
         test_balanced_accuracy=None if scores is None else scores.balanced_accuracy,
         test_correct=None if scores is None else scores.correct,
         val_correct=best.val_correct,
+        val_loss=best.val_loss,
     )

@@ -271,6 +271,36 @@ def test_each_strategys_best_is_retrained_beside_the_top_k():
     assert chosen.strategy_best.tolist() == [True, False, True, True]  # a pruned trial never
 
 
+def test_a_tie_on_val_accuracy_goes_to_the_lower_val_loss_then_fewer_parameters():
+    trials = pd.DataFrame(
+        {
+            "trial": [0, 1, 2, 3],
+            "state": ["COMPLETE"] * 4,
+            "strategy": ["head_only"] * 4,
+            "val_accuracy": [0.85, 0.85, 0.85, 0.80],
+            "val_loss": [0.61, 0.42, 0.42, 0.10],
+            "trainable_params": [10, 20, 15, 1],
+        }
+    )
+    assert retrain.by_rank(trials).trial.tolist() == [2, 1, 0, 3]
+    older = trials.drop(columns="val_loss")  # a study from before val_loss was recorded
+    assert retrain.by_rank(older).trial.tolist() == [0, 2, 1, 3]
+
+
+def test_the_sweeps_best_trial_breaks_ties_as_the_final_stage_does():
+    import optuna
+
+    from pipeline.search import budget
+
+    study = optuna.create_study(direction="maximize")
+    for loss, params in ((0.61, 10), (0.42, 20), (0.42, 15)):
+        trial = optuna.trial.create_trial(
+            value=0.85, user_attrs={"val_loss": loss, "trainable_params": params}
+        )
+        study.add_trial(trial)
+    assert budget.best_trial(study.trials).number == 2
+
+
 def test_traced_precise_batchnorm_matches_the_eager_recalibration():
     import keras
 

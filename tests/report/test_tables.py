@@ -295,3 +295,21 @@ def test_without_per_image_results_stability_is_not_measured():
     assert tables.pick_stability(table, n_val=80, rule="one_se").empty
     pick = tables.recommendation(table, 80, "one_se").pick
     assert "not measured" in markdown.stability_markdown(pd.DataFrame(), pick, 80)
+
+
+def test_of_equal_cost_the_better_on_validation_comes_first_not_the_fewer_epochs():
+    """Two head-only runs of one size: total FLOPs differ only by where each validation
+    curve happened to peak, so cost ties and validation (accuracy, then loss) decides."""
+    frame = pd.DataFrame(
+        {
+            "backbone": ["a"] * 4,
+            "rank": [1, 2, 3, 4],
+            "trainable_params": [100, 100, 100, 50],
+            "epochs": [5, 16, 16, 30],
+            "train_flops": [5e9, 16e9, 16e9, 90e9],  # rank 4: 3e9 per epoch, fewer parameters
+            "device_seconds": [0.2, 0.5, 0.4, 0.9],
+            "val_accuracy": [0.85, 0.85, 0.86, 0.80],
+            "val_loss": [0.61, 0.42, 0.70, 0.30],
+        }
+    )
+    assert tables.cheapest_first(frame)["rank"].tolist() == [4, 3, 2, 1]

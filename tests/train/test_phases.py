@@ -137,3 +137,16 @@ def test_early_stopping_ends_training_after_patience_epochs_without_a_new_best()
 def test_a_pruner_verdict_stops_training_at_that_epoch():
     result = plateau_run(patience=0, on_epoch=lambda epoch, accuracy: epoch == 4)
     assert result.stopped == "pruned" and len(result.val_accuracy) == 5
+
+
+def test_the_validation_loss_at_the_best_epoch_is_recorded_to_break_ties():
+    backbone = backbones.build("small_cnn", 32, None, BackboneParams(width=4))
+    model = phases.build_classifier(backbone, head_units=0, num_classes=3)
+    backbone.trainable = False
+    step = phases.compile_classifier(model, 0.0)  # rate 0: the model stays as built
+    x, y = tiny_data()
+    result = phases.fit(step, (x, y), (x, y), epochs=2, batch_size=8, seed=0)
+    probs = model.predict(x, verbose=0)
+    expected = -np.mean(np.log(probs[np.arange(len(y)), y]))
+    assert result.val_loss == pytest.approx(expected, rel=1e-5)
+    assert result.val_correct == "".join("1" if h else "0" for h in probs.argmax(1) == y)
