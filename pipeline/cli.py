@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+from pathlib import Path
 
 from pipeline.config import Params, load_params
 from pipeline.errors import ParamsError, ThawError
@@ -153,8 +154,24 @@ def predict(_: Params, args) -> int:
     return predicting.run(args.backbone, args.paths, top=args.top, as_csv=args.csv)
 
 
+def compact_weights(_: Params, args) -> int:
+    from pipeline.models import weights_file
+
+    try:
+        weights_file.compact(args.source, args.target)
+    except (OSError, ValueError) as exc:
+        raise ThawError(f"{args.source}: {exc}") from None
+    before, after = Path(args.source).stat().st_size, Path(args.target).stat().st_size
+    print(
+        f"wrote {args.target}: {after / 1e6:.1f} MB ({before / 1e6:.1f} MB in float32), large "
+        "kernels in 8 bits, small ones in 16; `weights:` takes it like the original"
+    )
+    return 0
+
+
 COMMANDS = {
     "predict": predict,
+    "compact-weights": compact_weights,
     "check": check,
     "status": status,
     "run": run,
@@ -194,6 +211,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", help="image files or folders (searched recursively)")
     p.add_argument("--top", type=int, default=3, help="classes shown per image (default 3)")
     p.add_argument("--csv", action="store_true", help="a CSV table: every class's probability")
+    k = sub.add_parser(
+        "compact-weights",
+        help="store a keras.applications weights file in 8 and 16 bits (about 3x smaller)",
+    )
+    k.add_argument("source", help="a weights-only .h5 as keras.applications publish it")
+    k.add_argument("target", help="the .h5 to write")
     s = sub.add_parser("studies", help="manage studies").add_subparsers(
         dest="action", required=True
     )
@@ -206,8 +229,9 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     command = args.action if args.command == "studies" else args.command
-    try:  # predict needs only the exported model, not a valid params.yaml
-        params = None if command == "predict" else load_params(args.params)
+    try:  # predict and compact-weights need no valid params.yaml
+        needs_params = command not in ("predict", "compact-weights")
+        params = load_params(args.params) if needs_params else None
         return COMMANDS[command](params, args)
     except ThawError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -8,12 +8,15 @@ weights-only file for the architecture (the same weights, downloaded once).
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from pipeline.errors import ThawError
+from pipeline.models import weights_file
 
 KERAS_WEIGHTS = "https://storage.googleapis.com/tensorflow/keras-applications/"
 
@@ -156,7 +159,10 @@ def build(arch: str, image_size: int, weights: str | None, spec) -> object:
     if weights is not None and not entry.imagenet:
         raise ThawError(f"{arch} has no ImageNet weights; use weights: source")
     try:
-        return entry.build(image_size, weights, spec)
+        if weights in (None, "imagenet"):
+            return entry.build(image_size, weights, spec)
+        with tempfile.TemporaryDirectory() as tmp:  # a compact file, expanded for Keras
+            return entry.build(image_size, str(weights_file.expanded(weights, Path(tmp))), spec)
     except Exception as exc:  # Keras raises a bare Exception on a failed download
         if weights == "imagenet" and _looks_like_download_failure(exc):
             raise ThawError(

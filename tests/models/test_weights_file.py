@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import keras
+import numpy as np
 import pytest
 
 from pipeline.config import parse_params
@@ -78,3 +79,41 @@ def test_a_weights_file_needs_a_published_architecture_and_an_image_stem(files):
         params_for(arch="small_cnn", weights=path)
     with pytest.raises(ParamsError, match="not the weights of an image backbone"):
         params_for(arch="mobilenet", weights=str(files / "dense.weights.h5"), alpha=0.25)
+
+
+def test_a_compact_file_loads_within_its_rounding_and_is_smaller(files, tmp_path, monkeypatch):
+    from pipeline import cli
+    from pipeline.config import BackboneParams
+    from pipeline.models import backbones
+
+    source, target = files / "mobilenet_2_5_224_tf_no_top.h5", tmp_path / "compact.h5"
+    monkeypatch.setattr(weights_file, "INT8_FROM", 500)  # a tiny net: some kernels in 8 bits
+    assert cli.main(["compact-weights", str(source), str(target)]) == 0
+    assert weights_file.is_compact(target) and not weights_file.is_compact(source)
+    assert target.stat().st_size < source.stat().st_size
+    assert weights_file.describe(target).stem_filters == 8  # thaw check reads it as before
+    spec = params_for(arch="mobilenet", weights=str(target), alpha=0.25).backbones["net"]
+    assert spec.weights_file == str(target)
+
+    model = backbones.build("mobilenet", 32, str(target), BackboneParams(alpha=0.25))
+    original = backbones.build("mobilenet", 32, str(source), BackboneParams(alpha=0.25))
+    kinds = set()
+    for got, want in zip(model.weights, original.weights):
+        got, want = got.numpy(), want.numpy()
+        if want.ndim < 2:  # BatchNorm and bias vectors: float32 as they were
+            np.testing.assert_array_equal(got, want)
+        elif want.size >= 500:  # int8: at most half a step of the channel's scale
+            _, scale = weights_file.quantise(want)
+            assert np.all(np.abs(got - want) <= scale / 2 + 1e-7) and not np.array_equal(got, want)
+            kinds.add("int8")
+        else:  # float16
+            np.testing.assert_array_equal(got, want.astype(np.float16).astype(np.float32))
+            kinds.add("float16")
+    assert kinds == {"int8", "float16"}
+
+
+def test_the_depthwise_kernel_is_scaled_per_input_channel():
+    kernel = np.ones((3, 3, 4, 1), np.float32) * np.array([1, 10, 100, 0], np.float32)[:, None]
+    q, scale = weights_file.quantise(kernel)
+    assert scale.shape == (1, 1, 4, 1) and np.all(np.abs(q[..., :3, :]) == 127)
+    np.testing.assert_array_equal(q[..., 3, :], 0)  # an all-zero channel stays zero
