@@ -9,7 +9,9 @@ layers kept frozen or fine-tuned. Here, at each candidate depth (a cut point):
 - fine-tuned: the prefix up to the cut stays frozen and everything after it
   is fine-tuned with the head (the `freeze_depth` strategy).
 
-The two meet where the whole backbone is frozen. Each mode uses the head size,
+The two meet where the whole backbone is frozen. When the search ran `surgical`
+(Lee et al. 2023), a third mode trains one segment alone, the one starting at the
+cut, with everything else frozen: which block matters on these data. Each mode uses the head size,
 dropout and learning rate of one search trial (`settings_trial`: the best
 `freeze_depth` trial for fine-tuned runs, with its discriminative rates if it
 used them; the best head-only trial for frozen ones), trains
@@ -31,7 +33,7 @@ from pipeline.search.objective import recorded_config
 from pipeline.train import loop, phases
 from pipeline.train.context import RunContext
 
-FROZEN, FINE_TUNED = "frozen", "fine-tuned"
+FROZEN, FINE_TUNED, SURGICAL = "frozen", "fine-tuned", "one segment fine-tuned"
 
 
 def settings_trial(trials: pd.DataFrame, mode: str) -> pd.Series:
@@ -40,14 +42,17 @@ def settings_trial(trials: pd.DataFrame, mode: str) -> pd.Series:
     Fine-tuned runs are the `freeze_depth` strategy, so they take its best trial:
     another strategy's learning rate means something else (lp_ft's is the probe's;
     its fine-tuning runs at a fraction of it), and reusing it can sink the curve.
-    Frozen runs take the best head-only trial. Either falls back to the best
-    trial that fine-tunes (or not), then to the best of all.
+    Frozen runs take the best head-only trial, one-segment runs the best `surgical`
+    trial. Each falls back to the best trial that fine-tunes (or not), then to the
+    best of all.
     """
     done = trials[trials.state == "COMPLETE"].sort_values(
         ["val_accuracy", "trial"], ascending=[False, True]
     )
     fine_tunes = done.fine_tunes.astype(str) == "True"
-    if mode == FINE_TUNED:
+    if mode == SURGICAL:
+        preferred = [done[done.strategy == "surgical"], done[fine_tunes]]
+    elif mode == FINE_TUNED:
         preferred = [done[done.strategy == "freeze_depth"], done[fine_tunes]]
     else:
         preferred = [done[~fine_tunes]]
@@ -143,30 +148,69 @@ def fine_tuned(
     )
 
 
+def one_segment(ctx: RunContext, start: int, config, rates: dict, seed: int):
+    """The `surgical` strategy with a window of one segment, the `start`-th."""
+    import optuna
+
+    ctx.restore()
+    chosen = {"surgical_start": start, "surgical_width": 1, "discriminative": False}
+    plan = strategies.surgical(
+        optuna.trial.FixedTrial({**chosen, **rates}), ctx.search, ctx.info, config.learning_rate
+    )
+    head = ctx.pool.head(config.head_units, config.dropout, seed)
+    return phases.train_plan(
+        ctx.pool.model(0, head),
+        ctx.backbone,
+        plan,
+        ctx.train,
+        ctx.val,
+        batch_size=ctx.search.batch_size,
+        seed=seed,
+        cache=ctx.cache,
+        pool=ctx.pool,
+        patience_for=ctx.search.patience_for,
+    )
+
+
+def _run(ctx: RunContext, mode: str, depth, config, rates: dict, seed: int, heads: dict):
+    """One run of `mode` at `depth`: (best validation accuracy, device seconds)."""
+    n = depth.n_frozen_layers
+    if mode == FROZEN:
+        run = frozen_probe(ctx, n, config, seed, heads)
+        return max(run.val_accuracy), run.seconds
+    if mode == SURGICAL:
+        start = [first for first, _ in ctx.info.segments].index(n)
+        result = one_segment(ctx, start, config, rates, seed)
+    else:
+        result = fine_tuned(ctx, depth, config, rates, seed)
+    return result.best_val_accuracy, result.device_seconds
+
+
 def trace(ctx: RunContext, trials: pd.DataFrame, seeds: list[int]) -> pd.DataFrame:
     """One row per depth x mode x seed."""
     settings = {
         FROZEN: _settings(ctx, trials, FROZEN),
         FINE_TUNED: _settings(ctx, trials, FINE_TUNED),
     }
+    done = trials[trials.state == "COMPLETE"]
+    if (done.strategy == "surgical").any():
+        settings[SURGICAL] = _settings(ctx, trials, SURGICAL)
+    starts = {first for first, _ in ctx.info.segments}
     n_layers, rows, heads = len(ctx.backbone.layers), [], {}
     for depth in ctx.info.depths:
         n = depth.n_frozen_layers
         probe = converged_probe(ctx, n) if 0 < n and ctx.cache.fits(n) else (np.nan, 0)
         for mode, (config, rates, source) in settings.items():
-            if (mode == FROZEN and (n == 0 or not ctx.cache.fits(n))) or (
-                mode == FINE_TUNED and n >= n_layers
+            if (
+                (mode == FROZEN and (n == 0 or not ctx.cache.fits(n)))
+                or (mode == FINE_TUNED and n >= n_layers)
+                or (mode == SURGICAL and n not in starts)
             ):
                 continue  # no features before the first layer; nothing to fine-tune after the last
             for seed in seeds:
                 accuracy, seconds, failure = float("nan"), float("nan"), ""
                 try:
-                    if mode == FROZEN:
-                        run = frozen_probe(ctx, n, config, seed, heads)
-                        accuracy, seconds = max(run.val_accuracy), run.seconds
-                    else:
-                        result = fine_tuned(ctx, depth, config, rates, seed)
-                        accuracy, seconds = result.best_val_accuracy, result.device_seconds
+                    accuracy, seconds = _run(ctx, mode, depth, config, rates, seed, heads)
                 except loop.DivergedError as exc:  # recorded; the curve goes on
                     failure = str(exc)
                 rows.append(
@@ -181,7 +225,7 @@ def trace(ctx: RunContext, trials: pd.DataFrame, seeds: list[int]) -> pd.DataFra
                         "learning_rate": config.learning_rate,
                         "lr_decay": rates.get("lr_decay") if mode == FINE_TUNED else None,
                         "backbone_lr_fraction": (
-                            rates["backbone_lr_fraction"] if mode == FINE_TUNED else None
+                            None if mode == FROZEN else rates["backbone_lr_fraction"]
                         ),
                         "val_accuracy": accuracy,
                         "converged_probe_accuracy": probe[0] if mode == FROZEN else np.nan,

@@ -336,7 +336,7 @@ def depth_markdown(curve: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (backbone, _, fraction, layer), row in wide.iterrows():
         cell = {}
-        for mode in ("frozen", "fine-tuned"):
+        for mode in ("frozen", "fine-tuned", "one segment fine-tuned"):
             mean = row.get(("val_accuracy_mean", mode))
             sd = row.get(("val_accuracy_sd", mode))
             cell[mode] = "" if pd.isna(mean) else f"{mean:.3f} ± {sd:.3f}"
@@ -351,9 +351,13 @@ def depth_markdown(curve: pd.DataFrame) -> pd.DataFrame:
                 "linear probe to convergence": "" if pd.isna(probe) else
                 f"{probe:.3f} ({int(width)} pooled features)",
                 "above the cut fine-tuned": cell["fine-tuned"],
+                "the segment above the cut alone": cell["one segment fine-tuned"],
             }
         )  # fmt: skip
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if not table.empty and (table["the segment above the cut alone"] == "").all():
+        table = table.drop(columns="the segment above the cut alone")  # surgical not searched
+    return table
 
 
 UNDER_TRAINED = 0.15  # a converged probe this much better: the head, not the features, fell short
@@ -681,6 +685,11 @@ the plot's legend names the trial. *Linear probe to convergence*: a standardised
 logistic regression fit to the end on the same frozen activations, pooled over space
 (deterministic, so one run): what the features allow at best, against what the
 search's head and epochs got out of them.
+When the search ran `surgical`, *the segment above the cut alone* trains just
+that one segment (up to the next cut) with the head, everything else frozen, with
+the head, rate and backbone rate of the best `surgical` trial: which block matters on
+these data (Lee et al. 2023: early blocks for input-level shifts, late ones for
+output-level shifts).
 
 {_fmt_table(depth_markdown(curve))}{under_trained_note(curve, len(manifest["target_classes"]))}
 

@@ -81,6 +81,10 @@ def accuracy_vs_cost(table: pd.DataFrame, cost: str, short: str, x_label: str, p
     plt.close(fig)
 
 
+LINES = {"fine-tuned": "-", "frozen": "--", "one segment fine-tuned": ":"}
+MARKERS = {"fine-tuned": "o", "frozen": "^", "one segment fine-tuned": "s"}
+
+
 def depth_curve(curve: pd.DataFrame, path: Path) -> None:
     """Yosinski-style: accuracy against share frozen, frozen features vs fine-tuned above."""
     plt = _pyplot()
@@ -93,12 +97,12 @@ def depth_curve(curve: pd.DataFrame, path: Path) -> None:
             group.val_accuracy_mean,
             yerr=group.val_accuracy_sd,
             color=colors[backbone],
-            ls="-" if mode == "fine-tuned" else "--",
-            marker="o" if mode == "fine-tuned" else "^",
+            ls=LINES.get(mode, "-"),
+            marker=MARKERS.get(mode, "o"),
             capsize=3,
             label=_curve_label(backbone, mode, group.iloc[0]),
         )
-    ax.set_xlabel("backbone parameters frozen (%)")
+    ax.set_xlabel("backbone parameters frozen below the cut (%)")
     ax.set_ylabel("validation accuracy (mean ± sd over seeds)")
     ax.set_xlim(-5, 105)
     ax.set_title("Freeze depth: frozen features only vs layers above the cut fine-tuned")

@@ -6,7 +6,9 @@ evidence, however many the pruner stops. Pruned trials come on top, up to
 trial is pruned still ends. Until every strategy of `search.strategies` has
 `sweep.min_trials_per_strategy` completed trials, the next trial is assigned to
 the strategy furthest behind (stratified start-up); after that the sampler
-chooses freely.
+chooses freely. `surgical` start-up trials take every window start in turn (and
+need at least one trial per start), so no block goes untried before TPE exploits:
+left alone it put 14 of 24 trials on the last segment and none on the first.
 """
 
 from __future__ import annotations
@@ -22,9 +24,14 @@ COMPLETE, PRUNED, RUNNING, WAITING = "COMPLETE", "PRUNED", "RUNNING", "WAITING"
 
 def strategy_of(trial) -> str | None:
     """The trial's strategy: drawn, or fixed by an enqueue that has not run yet."""
-    return trial.params.get("strategy") or trial.system_attrs.get("fixed_params", {}).get(
-        "strategy"
-    )
+    return _param(trial, "strategy")
+
+
+def _param(trial, name: str):
+    """A trial's value of `name`: drawn, or fixed by an enqueue that has not run yet."""
+    if name in trial.params:
+        return trial.params[name]
+    return trial.system_attrs.get("fixed_params", {}).get(name)
 
 
 def best_trial(trials):
@@ -48,16 +55,22 @@ class Budget:
     per_strategy: int  # completed trials each strategy needs at least
     cap: int  # finished trials (completed + pruned) at most
     strategies: tuple[str, ...]
+    starts: int = 0  # surgical window starts (the backbone's segments) the start-up covers
 
     @classmethod
-    def of(cls, params: Params) -> Budget:
+    def of(cls, params: Params, starts: int = 0) -> Budget:
         sweep = params.sweep
         return cls(
             sweep.n_trials,
             sweep.min_trials_per_strategy,
             sweep.trial_cap,
             tuple(params.search.strategies),
+            starts,
         )
+
+    def minimum(self, strategy: str) -> int:
+        """Completed trials `strategy` needs before the sampler chooses freely."""
+        return max(self.per_strategy, self.starts) if strategy == "surgical" else self.per_strategy
 
     def counts(self, trials, pending: bool = False) -> tuple[Counter, Counter, int]:
         """Completed trials per strategy, trials tried per strategy, finished in all.
@@ -76,16 +89,27 @@ class Budget:
 
     def done(self, trials, pending: bool = False) -> bool:
         complete, _, finished = self.counts(trials, pending)
-        covered = all(complete[s] >= self.per_strategy for s in self.strategies)
+        covered = all(complete[s] >= self.minimum(s) for s in self.strategies)
         return finished >= self.cap or (sum(complete.values()) >= self.completed and covered)
 
     def next_strategy(self, trials, pending: bool = False) -> str | None:
         """The strategy short of its minimum with the fewest completed, then tried; or None."""
         complete, tried, _ = self.counts(trials, pending)
-        short = [s for s in self.strategies if complete[s] < self.per_strategy]
+        short = [s for s in self.strategies if complete[s] < self.minimum(s)]
         if not short:
             return None
         return min(short, key=lambda s: (complete[s], tried[s], self.strategies.index(s)))
+
+    def fixed_params(self, trials, strategy: str) -> dict:
+        """What a start-up trial of `strategy` is enqueued with: the strategy and, for
+        `surgical`, the first window start no trial has tried yet (queued ones count)."""
+        fixed: dict = {"strategy": strategy}
+        if strategy == "surgical" and self.starts:
+            tried = {_param(t, "surgical_start") for t in trials if strategy_of(t) == strategy}
+            fresh = [s for s in range(self.starts) if s not in tried]
+            if fresh:
+                fixed["surgical_start"] = fresh[0]
+        return fixed
 
     def describe(self, trials) -> str:
         complete, _, finished = self.counts(trials)

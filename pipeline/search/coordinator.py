@@ -137,7 +137,9 @@ class LocalWorkers:
 
 def run_trials(study, contexts: Contexts, name: str, params: Params, who: str, stop, **loop) -> int:
     """This process's share of the study's trials: the worker loop around run_trial."""
-    quota = budget.Budget.of(params)
+    # surgical's start-up covers every window start: the segments of the backbone
+    starts = len(contexts.first.info.segments) if "surgical" in params.search.strategies else 0
+    quota = budget.Budget.of(params, starts)
     return workers.run(
         study,
         lambda trial: run_trial(trial, contexts),

@@ -175,7 +175,7 @@ def run(
         if waiting or not quota.done(trials, pending=True):
             strategy = quota.next_strategy(trials, pending=True)
             if strategy is not None and not waiting:
-                study.enqueue_trial({"strategy": strategy})  # stratified start-up (budget.py)
+                study.enqueue_trial(quota.fixed_params(trials, strategy))  # start-up (budget.py)
             started.clear()
             try:
                 study.optimize(labelled, n_trials=1, catch=(Exception,), callbacks=callbacks)

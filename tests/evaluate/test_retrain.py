@@ -320,3 +320,29 @@ def test_traced_precise_batchnorm_matches_the_eager_recalibration():
         np.testing.assert_allclose(a.moving_mean.numpy(), b.moving_mean.numpy(), rtol=1e-5)
         np.testing.assert_allclose(a.moving_variance.numpy(), b.moving_variance.numpy(), rtol=1e-5)
         assert a.momentum == b.momentum  # restored
+
+
+def test_a_surgical_search_covers_every_window_start_and_the_curve_trains_each_alone(workspace):
+    from pipeline.evaluate import depth_curve
+
+    raw = json.loads(json.dumps(TINY_PARAMS))
+    raw["sweep"].update(n_trials=1, max_trials=8)
+    raw["search"].update(epochs=1, strategies=["surgical"])
+    params = parse_params(raw)
+    swept(params)
+    trials = pd.read_csv(SWEEP_DIR / "small_cnn" / "trials.csv")
+    ctx = context.load_context("small_cnn", params, datasets.read_manifest(MANIFEST))
+    segments = ctx.info.segments
+    starts = [json.loads(p)["surgical_start"] for p in trials.params]
+    assert sorted(starts[: len(segments)]) == list(range(len(segments)))  # each start once
+    assert (trials.state == "COMPLETE").sum() == len(segments) > 1  # n_trials 1: the minimum
+
+    curve = depth_curve.trace(ctx, trials, seeds=[0])
+    alone = curve[curve["mode"] == depth_curve.SURGICAL]
+    cuts = [first for first, _ in segments]
+    assert sorted(
+        d.n_frozen_layers for d in ctx.info.depths if d.depth in set(alone.depth)
+    ) == cuts  # one run per segment, at the cut where it starts
+    assert alone.val_accuracy.notna().all()
+    best = trials[trials.state == "COMPLETE"].sort_values("val_accuracy").iloc[-1]
+    assert (alone.settings_trial == best.trial).all()

@@ -123,3 +123,27 @@ def test_the_next_strategy_is_the_one_furthest_behind_then_least_tried():
     assert quota.next_strategy(trials) == "c"
     trials.append(fake("c", "COMPLETE"))
     assert quota.next_strategy(trials) == "a"  # a and c have one each; a comes first
+
+
+def test_surgical_start_up_tries_every_window_start_before_the_sampler_chooses():
+    quota = budget.Budget(completed=4, per_strategy=2, cap=20, strategies=("a", "surgical"),
+                          starts=3)  # fmt: skip
+    assert quota.minimum("surgical") == 3 and quota.minimum("a") == 2
+
+    def surgical(start: int, state: str = "COMPLETE", queued: bool = False):
+        chosen = {"strategy": "surgical", "surgical_start": start}
+        return SimpleNamespace(
+            params={} if queued else chosen,
+            system_attrs={"fixed_params": chosen} if queued else {},
+            state=SimpleNamespace(name="WAITING" if queued else state),
+        )
+
+    trials = [fake("a", "COMPLETE"), fake("a", "COMPLETE")]
+    assert quota.fixed_params(trials, "surgical") == {"strategy": "surgical", "surgical_start": 0}
+    trials += [surgical(0, "PRUNED"), surgical(2, queued=True)]  # tried, even if not completed
+    assert quota.fixed_params(trials, "surgical")["surgical_start"] == 1
+    trials += [surgical(1), surgical(2), surgical(0)]
+    assert quota.fixed_params(trials, "surgical") == {"strategy": "surgical"}  # all covered
+    assert quota.fixed_params(trials, "a") == {"strategy": "a"}
+    two_complete = trials[:2] + [surgical(1), surgical(0)]
+    assert not quota.done(two_complete) and quota.next_strategy(two_complete) == "surgical"
