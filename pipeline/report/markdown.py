@@ -312,8 +312,9 @@ def verdict_markdown(table: pd.DataFrame) -> str:
         )
         tied = ranked[(ranked["rank"] > 1) & (ranked.val_accuracy == row.val_accuracy)]
         tie = (
-            f" It tied on validation with {', '.join(tied.configuration)} (ties go to fewer "
-            "trainable parameters); compare their test rows before acting on the pick."
+            f" It tied on validation accuracy with {', '.join(tied.configuration)} (ties go "
+            "to the lower validation loss, then fewer trainable parameters); compare their "
+            "test rows before acting on the pick."
             if len(tied)
             else ""
         )

@@ -28,7 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-BATCH = 256
+from pipeline.train import devices
+
+BATCH = 64  # small enough that a split's batches run side by side on every core
 
 
 def array_digest(array: np.ndarray) -> str:
@@ -185,10 +187,10 @@ class ActivationCache:
             c for c in self.cuts if c == cut or (self.fits(c) and not self._held(c, split))
         )
         forward, images = self._prefix(cuts), self.inputs[split]
-        batches = [
-            [t.numpy() for t in _as_list(forward(images[i : i + BATCH]))]
-            for i in range(0, len(images), BATCH)
-        ]
+        batches = devices.side_by_side(
+            lambda i: [t.numpy() for t in _as_list(forward(images[i : i + BATCH]))],
+            range(0, len(images), BATCH),
+        )
         order = [i for i, c in enumerate(cuts) if c != cut] + [cuts.index(cut)]
         for index in order:  # the cut asked for last: storing the others cannot evict it
             self._store(self.key(cuts[index], split), np.concatenate([b[index] for b in batches]))

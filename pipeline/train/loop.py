@@ -174,8 +174,9 @@ def predict_function(model, input_shape: tuple[int, ...]):
     return model._thaw_predict
 
 
-def outputs(model, images: np.ndarray, batch: int = EVAL_BATCH) -> np.ndarray:
-    """The model's inference outputs for `images`, batch by batch through one traced call.
+def outputs(model, images: np.ndarray, batch: int = 64) -> np.ndarray:
+    """The model's inference outputs for `images`, batches side by side on the cores
+    (`devices.side_by_side`) through one traced call.
 
     Not `model.predict()`: it feeds arrays through tf.data, whose parallel map TensorFlow's
     op determinism rewrites, logging an `E0000 … node_def_util … use_unbounded_threadpool`
@@ -184,7 +185,9 @@ def outputs(model, images: np.ndarray, batch: int = EVAL_BATCH) -> np.ndarray:
     import tensorflow as tf
 
     call = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-    parts = [call(tf.constant(images[i : i + batch])).numpy() for i in range(0, len(images), batch)]
+    parts = devices.side_by_side(
+        lambda i: call(tf.constant(images[i : i + batch])).numpy(), range(0, len(images), batch)
+    )
     return np.concatenate(parts)
 
 

@@ -23,7 +23,6 @@ from pipeline.data import datasets
 from pipeline.models import backbones
 from pipeline.train import loop
 
-EVAL_BATCH = 256
 _CAFFE_MEANS = (103.939, 116.779, 123.68)  # BGR, as backbones._caffe
 
 
@@ -86,7 +85,7 @@ def _rounded(x):
 
 
 def evaluate(model, images: np.ndarray, labels: np.ndarray) -> dict:
-    probabilities = loop.outputs(model, images, EVAL_BATCH)
+    probabilities = loop.outputs(model, images)
     found = np.argmax(probabilities, axis=-1)
     return {
         "accuracy": float(np.mean(found == labels)),
