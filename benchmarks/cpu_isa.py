@@ -14,14 +14,10 @@ input size, `--repeats` times, alternating settings; prints medians and the rati
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from child import run_child
 
 CHILD = """
 import json, sys, time
@@ -44,12 +40,7 @@ print(json.dumps(out))
 
 
 def measure(isa: str, backbones: list[str]) -> dict:
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT), ONEDNN_MAX_CPU_ISA=isa)
-    proc = subprocess.run([sys.executable, "-c", CHILD, *backbones],
-                          cwd=ROOT, env=env, capture_output=True, text=True)  # fmt: skip
-    if proc.returncode != 0:
-        sys.exit(proc.stderr[-3000:])
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_child(CHILD, backbones, ONEDNN_MAX_CPU_ISA=isa)
 
 
 def main() -> None:

@@ -13,14 +13,10 @@ backbone, `--repeats` times, alternating settings; prints medians and the ratio.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from child import run_child
 
 CHILD = """
 import json, sys
@@ -40,12 +36,7 @@ print(json.dumps(out))
 
 
 def measure(threads: int, backbones: list[str]) -> dict:
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(threads), *backbones],
-                          cwd=ROOT, env=env, capture_output=True, text=True)  # fmt: skip
-    if proc.returncode != 0:
-        sys.exit(proc.stderr[-3000:])
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_child(CHILD, [str(threads), *backbones])
 
 
 def main() -> None:
