@@ -81,8 +81,8 @@ def accuracy_vs_cost(table: pd.DataFrame, cost: str, short: str, x_label: str, p
     plt.close(fig)
 
 
-LINES = {"fine-tuned": "-", "frozen": "--", "one segment fine-tuned": ":"}
-MARKERS = {"fine-tuned": "o", "frozen": "^", "one segment fine-tuned": "s"}
+MODE_LINES = {"fine-tuned": "-", "frozen": "--", "one segment fine-tuned": ":"}
+MODE_MARKERS = {"fine-tuned": "o", "frozen": "^", "one segment fine-tuned": "s"}
 
 
 def depth_curve(curve: pd.DataFrame, path: Path) -> None:
@@ -97,8 +97,8 @@ def depth_curve(curve: pd.DataFrame, path: Path) -> None:
             group.val_accuracy_mean,
             yerr=group.val_accuracy_sd,
             color=colors[backbone],
-            ls=LINES.get(mode, "-"),
-            marker=MARKERS.get(mode, "o"),
+            ls=MODE_LINES.get(mode, "-"),
+            marker=MODE_MARKERS.get(mode, "o"),
             capsize=3,
             label=_curve_label(backbone, mode, group.iloc[0]),
         )
