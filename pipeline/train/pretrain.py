@@ -212,9 +212,29 @@ def save_backbone(backbone, meta: dict, out: Path) -> None:
 FIXED_DATE = (1980, 1, 1, 0, 0, 0)  # the zip format's earliest
 
 
+def canonical_shared_ids(config):
+    """`config` with each `shared_object_id` (Keras writes the shared object's id(), a
+    memory address that changes from process to process) numbered 1, 2, ... in order
+    of first appearance: the same objects stay shared, the bytes stop changing."""
+    numbers: dict = {}
+
+    def walk(node):
+        if isinstance(node, dict):
+            return {
+                k: numbers.setdefault(v, len(numbers) + 1) if k == "shared_object_id" else walk(v)
+                for k, v in node.items()
+            }
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    return walk(config)
+
+
 def stable_keras_file(path: Path) -> None:
-    """Rewrite a .keras file (a zip) without its save date and the entries' times, so the
-    same model gives the same bytes and DVC sees no change downstream."""
+    """Rewrite a .keras file (a zip) without its save date, the entries' times and the
+    shared objects' memory addresses, so the same model gives the same bytes in every
+    process and DVC sees no change downstream."""
     import zipfile
 
     with zipfile.ZipFile(path) as source:
@@ -226,6 +246,8 @@ def stable_keras_file(path: Path) -> None:
                 metadata = json.loads(data)
                 metadata.pop("date_saved", None)
                 data = json.dumps(metadata, sort_keys=True).encode()
+            elif info.filename == "config.json":
+                data = json.dumps(canonical_shared_ids(json.loads(data))).encode()
             fixed = zipfile.ZipInfo(info.filename, date_time=FIXED_DATE)
             fixed.compress_type, fixed.external_attr = info.compress_type, info.external_attr
             target.writestr(fixed, data)

@@ -340,9 +340,9 @@ def test_a_surgical_search_covers_every_window_start_and_the_curve_trains_each_a
     curve = depth_curve.trace(ctx, trials, seeds=[0])
     alone = curve[curve["mode"] == depth_curve.SURGICAL]
     cuts = [first for first, _ in segments]
-    assert sorted(
-        d.n_frozen_layers for d in ctx.info.depths if d.depth in set(alone.depth)
-    ) == cuts  # one run per segment, at the cut where it starts
+    assert (
+        sorted(d.n_frozen_layers for d in ctx.info.depths if d.depth in set(alone.depth)) == cuts
+    )  # one run per segment, at the cut where it starts
     assert alone.val_accuracy.notna().all()
     best = trials[trials.state == "COMPLETE"].sort_values("val_accuracy").iloc[-1]
     assert (alone.settings_trial == best.trial).all()

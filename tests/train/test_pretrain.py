@@ -137,7 +137,24 @@ def test_the_same_backbone_saved_twice_is_the_same_bytes(tmp_path):
         digests.append(datasets.file_digest(tmp_path / name / "backbone.keras"))
         assert keras.models.load_model(tmp_path / name / "backbone.keras", compile=False)
         time.sleep(2.1)  # the zip's clock ticks in 2-second steps
+        # as in another process: fresh names, and the dtype policy every layer shares
+        # at another address
+        weights = model.get_weights()
+        keras.backend.clear_session()
+        keras.config.set_dtype_policy("float32")
+        rebuilt = conv_bn_model(momentum=0.9)
+        rebuilt.set_weights(weights)
+        model = rebuilt
     assert digests[0] == digests[1]
+
+
+def test_shared_objects_stay_shared_under_canonical_ids():
+    config = {"a": {"shared_object_id": 99}, "b": [{"shared_object_id": 7}, {"x": 1}],
+              "c": {"shared_object_id": 99}}  # fmt: skip
+    assert pretrain.canonical_shared_ids(config) == {
+        "a": {"shared_object_id": 1}, "b": [{"shared_object_id": 2}, {"x": 1}],
+        "c": {"shared_object_id": 1},
+    }  # fmt: skip
 
 
 def test_near_chance_source_accuracy_stops_the_stage(workspace, monkeypatch):
