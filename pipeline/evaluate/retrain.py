@@ -17,7 +17,7 @@ from pipeline.config import Params
 from pipeline.data import augment, datasets
 from pipeline.data.datasets import TRAINVAL
 from pipeline.errors import ThawError
-from pipeline.evaluate import baselines, depth_curve
+from pipeline.evaluate import baselines, depth_curve, probe
 from pipeline.models import flops
 from pipeline.models.strategies import StrategyPlan
 from pipeline.paths import BEST_DIR, SWEEP_DIR
@@ -260,6 +260,14 @@ def run_final(
                             strategy_best=row["strategy_best"])
                 )  # fmt: skip
             _log(name, rows[-1])
+    try:  # the converged linear probe, at the selected configuration's size
+        probes = probe.runs(ctx, seeds)
+    except Exception as exc:
+        probes = [_failed(exc, kind=TRANSFER, rank=0, trial=-1, seed=seeds[0],
+                          strategy=probe.STRATEGY, top_k=False, strategy_best=False)]  # fmt: skip
+    for row in probes:
+        _log(name, row)
+    rows += probes
     scratch = []
     try:
         if params.report.scratch:

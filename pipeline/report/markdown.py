@@ -53,7 +53,7 @@ def headline_markdown(table: pd.DataFrame, unit: str, balanced: bool = False) ->
             "augmentation": table.augmentation.fillna(""),
             "freezing / model": table.plan,
             "head": table.head_units.map(lambda u: "" if pd.isna(u) else str(int(u))),
-            "lr": table.learning_rate.map("{:.1e}".format),
+            "lr": table.learning_rate.map(lambda r: "" if pd.isna(r) else f"{r:.1e}"),
             "epochs": table.epochs.map(lambda e: "" if pd.isna(e) else str(int(e))),
             "trainable / total params": [
                 f"{_fmt_int(t)} / {_fmt_int(n)}"
@@ -131,7 +131,16 @@ def winners_markdown(winners: pd.DataFrame) -> str:
     return "\n".join(lines) or "- No strategy's best configuration was retrained."
 
 
+def _head(row) -> str:
+    """The head and rate of a trained configuration; nothing for the probe (its plan says)."""
+    if pd.isna(row.learning_rate):
+        return ""
+    return f"; head {_fmt_int(row.head_units)} hidden units, learning rate {row.learning_rate:.1e}"
+
+
 def _name(row) -> str:
+    if row.strategy == tables.PROBE:
+        return f"`{row.backbone}` linear probe (logistic regression to convergence)"
     if row.kind == tables.TRANSFER:
         return f"`{row.backbone}` {row.strategy} (trial {int(row.trial)})"
     return {tables.SCRATCH: f"`{row.backbone}` from scratch", tables.LINEAR_PIXELS: (
@@ -226,8 +235,7 @@ def recommendation_markdown(
     )
     if pick.kind == tables.TRANSFER:
         use = f"""- **Use** `{pick.backbone}` at **{_size(pick)}** with augmentation \
-**{pick.augmentation or "none"}** and **{pick.strategy}**: {pick.plan}; head \
-{_fmt_int(pick.head_units)} hidden units, learning rate {pick.learning_rate:.1e}. \
+**{pick.augmentation or "none"}** and **{pick.strategy}**: {pick.plan}{_head(pick)}. \
 {why_chosen(choice)}
 - **How much is frozen**: {pick.frozen_fraction:.0%} of the backbone's parameters; \
 {_fmt_int(pick.trainable_params)} of {_fmt_int(pick.total_params)} parameters train."""

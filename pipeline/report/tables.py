@@ -19,6 +19,7 @@ import pandas as pd
 
 from pipeline.errors import ThawError
 from pipeline.evaluate.baselines import LINEAR_PIXELS, SCRATCH
+from pipeline.evaluate.probe import STRATEGY as PROBE
 from pipeline.evaluate.retrain import TRANSFER, by_rank
 from pipeline.report.pareto import pareto_front
 
@@ -73,6 +74,8 @@ def load_importances(names: list[str], sweep_dir: Path) -> pd.DataFrame:
 
 
 def _label(row) -> str:
+    if row.strategy == PROBE:
+        return "linear probe (converged)"
     if row.kind == TRANSFER:
         label = f"#{int(row['rank'])} (trial {int(row.trial)})"
         return label if row.top_k else f"{label}, best {row.strategy}"

@@ -81,7 +81,9 @@ def test_final_retrains_the_top_k_on_train_and_val_and_tests_once(workspace, mon
     runs = retrain.run_final("small_cnn", params, manifest, FINAL_DIR / "small_cnn")
 
     trials = pd.read_csv("results/sweep/small_cnn/trials.csv")
-    transfer = runs[runs.kind == "transfer"]
+    probed = runs.strategy == "linear_probe"
+    assert probed.sum() == 2 and (runs[probed]["rank"] == 0).all()  # one row per seed
+    transfer = runs[(runs.kind == "transfer") & ~probed]
     assert len(transfer) == 2 * 2 and sorted(set(transfer["rank"])) == [1, 2]
     top = trials[trials.state == "COMPLETE"].sort_values("val_accuracy", ascending=False)
     assert transfer[transfer["rank"] == 1].val_accuracy.iloc[0] == top.val_accuracy.iloc[0]
@@ -193,7 +195,7 @@ def test_a_failing_retrain_is_recorded_and_the_others_go_on(workspace, monkeypat
     from pipeline.report import tables
 
     table = tables.headline(runs)  # the failed seed is not counted
-    assert table[table.kind == "transfer"].seeds.iloc[0] == 1
+    assert table[(table.kind == "transfer") & (table["rank"] == 1)].seeds.iloc[0] == 1
 
 
 def test_a_diverging_depth_curve_run_is_recorded_and_the_curve_goes_on(workspace, monkeypatch):
@@ -346,3 +348,25 @@ def test_a_surgical_search_covers_every_window_start_and_the_curve_trains_each_a
     assert alone.val_accuracy.notna().all()
     best = trials[trials.state == "COMPLETE"].sort_values("val_accuracy").iloc[-1]
     assert (alone.settings_trial == best.trial).all()
+
+
+def test_the_converged_linear_probe_is_a_candidate_chosen_and_tested_like_the_others(workspace):
+    from pipeline.evaluate import probe
+
+    params = tiny()
+    manifest = datasets.read_manifest(MANIFEST)
+    ctx = context.Contexts("small_cnn", params, manifest, retrain.SPLITS).first
+    rows = probe.runs(ctx, seeds=[3, 4])
+    assert [r["seed"] for r in rows] == [3, 4]
+    first, second = rows
+    assert {k: v for k, v in first.items() if k != "seed"} == {
+        k: v for k, v in second.items() if k != "seed"
+    }  # L-BFGS from zeros: deterministic, every seed the same run
+    n_val, n_test = len(ctx.splits["val"][1]), len(ctx.splits["test"][1])
+    assert len(first["val_correct"]) == n_val and len(first["test_correct"]) == n_test
+    assert first["val_accuracy"] == first["val_correct"].count("1") / n_val
+    assert first["test_accuracy"] == first["test_correct"].count("1") / n_test
+    width = probe.pooled(ctx, "train").shape[1]
+    assert first["trainable_params"] == width * ctx.num_classes + ctx.num_classes
+    assert any(f"C {c:g} " in first["plan"] for c in probe.C_GRID)
+    assert first["strategy"] == probe.STRATEGY and first["rank"] == 0 and first["epochs"] >= 1
