@@ -10,10 +10,10 @@ Three rows, on the same splits of the same folder:
          ImageNet backbone, freeze it up to a searched layer, add pooling + dropout + a
          softmax layer, compile, `fit` on images, best validation accuracy; the best
          trial's configuration is then refit on train + val and tested once;
-  thaw:  this repository's stages (prepare, weights, backbone, sweep, final) on a copy of
-         the project whose params.yaml is the default's search with this folder and this
-         backbone; its recommended configuration's test accuracy (retrained on train + val,
-         mean over seeds) at the resolution it chose;
+  thaw:  this repository's stages (prepare, weights, backbone, sweep, final, report) on a
+         copy of the project whose params.yaml is the default's search with this folder and
+         this backbone; the report's recommended configuration's test accuracy (retrained on
+         train + val, mean over seeds) at the resolution it chose;
   probe: a standardised logistic regression on the frozen backbone's pooled features at
          Thaw's chosen resolution, C chosen on val, refit on train + val: what the
          features allow without training the backbone.
@@ -89,18 +89,22 @@ def run_thaw(folder: Path, args) -> dict:
         print(f"thaw: {name} {seconds[name]:.0f} s", file=sys.stderr, flush=True)
     for cmd in ("pipeline.stages.linear_baseline", "pipeline.stages.report"):
         stage(folder, cmd)  # the report a user reads (untimed: not part of the rows)
+    from pipeline.report import tables
+
     trials = pd.read_csv(folder / "results/sweep" / NAME / "trials.csv")
-    runs = pd.read_csv(folder / "results/final" / NAME / "runs.csv")
-    picked = runs[(runs.kind == "transfer") & (runs["rank"] == 1)]
+    table = pd.read_csv(folder / "reports/headline.csv", dtype=tables.BITS)
+    manifest = json.loads((folder / "data/manifest.json").read_text())
+    rule = yaml.safe_load((folder / "params.yaml").read_text())["report"]["selection"]
+    pick = tables.recommendation(table, len(manifest["splits"]["val"]), rule).pick
     finished = int(trials.state.isin(["COMPLETE", "PRUNED"]).sum())
     return {
         "seconds": seconds,
         "trials": trials,
         "finished": finished,
         "per_trial": seconds["sweep"] / finished,
-        "test": float(picked.test_accuracy.mean()),
-        "size": int(picked.image_size.iloc[0]),
-        "config": picked.iloc[0].to_dict(),
+        "test": float(pick.test_accuracy_mean),  # the report's recommendation
+        "size": int(pick.image_size),
+        "config": pick.to_dict(),
     }
 
 

@@ -313,15 +313,24 @@ def recommendation(table: pd.DataFrame, n_val: int, rule: str = "one_se") -> Cho
     cheapest of those wins: fewest trainable parameters, then fewest training FLOPs per
     epoch, then the better on validation (`cheapest_first`).
     """
-    pool = candidates(table)
+    pool = cheapest_first(candidates(table))
     if pool.empty:
         raise ThawError("no configuration has a test run: every final stage failed")
-    best = cheapest_first(pool).sort_values("val_accuracy", ascending=False, kind="stable").iloc[0]
+    best = pool.sort_values("val_accuracy", ascending=False, kind="stable").iloc[0]
+    tied = pool[tied_with_best(pool.val_accuracy.to_numpy()[:, None], n_val, rule)[:, 0]]
     p = float(best.val_accuracy)
     margin = math.sqrt(p * (1 - p) / n_val) if rule == "one_se" and n_val else 0.0
-    tied = cheapest_first(pool[pool.val_accuracy >= p - margin - 1e-12])
-    pick = tied.iloc[0] if rule == "one_se" else best
-    return Choice(pick, best, tied, len(pool), margin, n_val, rule)
+    return Choice(tied.iloc[0], best, tied, len(pool), margin, n_val, rule)
+
+
+def tied_with_best(accuracy: np.ndarray, n_val: int, rule: str) -> np.ndarray:
+    """Which candidates (rows, cheapest first) the rule ties with the best, per column of
+    validation accuracies (the images as they are, or a resample of them): within one
+    binomial standard error of the column's best for `one_se`, equal to it for `best`.
+    The recommendation is the first tied row; `pick_stability` applies the same rule."""
+    best = accuracy.max(axis=0)
+    margin = np.sqrt(best * (1 - best) / n_val) if rule == "one_se" and n_val else 0.0
+    return accuracy >= best - margin - 1e-12
 
 
 STABILITY_RESAMPLES = 1000
@@ -349,9 +358,7 @@ def pick_stability(table: pd.DataFrame, n_val: int, rule: str, seed: int = 0) ->
     rng = np.random.default_rng(seed)
     counts = rng.multinomial(n_val, np.full(n_val, 1 / n_val), size=STABILITY_RESAMPLES)
     accuracy = correct.astype(np.float64) @ counts.T / n_val  # candidates x resamples
-    best = accuracy.max(axis=0)
-    margin = np.sqrt(best * (1 - best) / n_val) if rule == "one_se" else 0.0
-    picked = np.argmax(accuracy >= best - margin - 1e-12, axis=0)  # the first (cheapest) tied
+    picked = np.argmax(tied_with_best(accuracy, n_val, rule), axis=0)  # the first (cheapest)
     share = np.bincount(picked, minlength=len(pool)) / STABILITY_RESAMPLES
     return pool.assign(share=share, option=[_option(r) for _, r in pool.iterrows()])
 
