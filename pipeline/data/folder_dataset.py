@@ -53,11 +53,11 @@ class Layout:
 
 
 def _subdirs(path: Path) -> list[str]:
-    return sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return sorted(p.name for p in path.iterdir() if p.is_dir() and not image_files.ignored(p.name))
 
 
 def _files(path: Path) -> list[Path]:
-    return sorted(p for p in path.iterdir() if p.is_file())
+    return sorted(p for p in path.iterdir() if p.is_file() and not image_files.ignored(p.name))
 
 
 def scan(folder: str | Path) -> Layout:
@@ -98,10 +98,14 @@ class Read:
     paths: list[str] = field(default_factory=list)  # relative to the folder
     digests: list[str] = field(default_factory=list)  # sha256 of the file's bytes
     skipped: list[image_files.Skipped] = field(default_factory=list)
+    small: list[dict] = field(default_factory=list)  # used, but upscaled more than SMALL times
 
 
-def read_all(layout: Layout, resize) -> Read:
-    """Every usable image, resized by `resize` (a callable on one uint8 image)."""
+SMALL = 4  # an image upscaled more than this many times is used, with a warning
+
+
+def read_all(layout: Layout, resize, size: int = 0) -> Read:
+    """Every usable image, resized by `resize` (a callable on one uint8 image) to `size`."""
     out = Read()
     for path in layout.stray:
         where = "a folder" if path.is_dir() else "a file"
@@ -115,6 +119,9 @@ def read_all(layout: Layout, resize) -> Read:
             except image_files.UnreadableImage as exc:
                 out.skipped.append(image_files.Skipped(_rel(path, layout.root), str(exc)))
                 continue
+            if min(pixels.shape[:2]) * SMALL < size:
+                height, width = pixels.shape[:2]
+                out.small.append({"path": _rel(path, layout.root), "size": f"{width}x{height}"})
             out.images.append(resize(pixels))
             out.labels.append(cid)
             out.given_test.append(split == "test")
@@ -151,12 +158,47 @@ def report_skipped(skipped: list[image_files.Skipped], root: Path) -> None:
         print(f"  {s.path}: {s.reason}", file=sys.stderr)
 
 
-def leaks(digests: list[str], split_of: dict[int, str]) -> list[dict]:
-    """Identical image bytes that landed in more than one split."""
-    where: dict[str, set[str]] = {}
-    for index, split in split_of.items():
-        where.setdefault(digests[index], set()).add(split)
-    return [{"sha256": d[:16], "splits": sorted(s)} for d, s in sorted(where.items()) if len(s) > 1]
+def leaks(read: Read, split_of: dict[int, str]) -> list[dict]:
+    """Identical image bytes that landed in more than one split, with their paths."""
+    where: dict[str, list[int]] = {}
+    for index in sorted(split_of):
+        where.setdefault(read.digests[index], []).append(index)
+    return [
+        {
+            "sha256": d[:16],
+            "splits": sorted({split_of[i] for i in ix}),
+            "paths": [read.paths[i] for i in ix],
+        }  # fmt: skip
+        for d, ix in sorted(where.items())
+        if len({split_of[i] for i in ix}) > 1
+    ]
+
+
+def label_conflicts(read: Read, classes: tuple[str, ...]) -> list[dict]:
+    """The same image bytes filed under more than one class: one of the labels is wrong."""
+    where: dict[str, list[int]] = {}
+    for index, digest in enumerate(read.digests):
+        where.setdefault(digest, []).append(index)
+    return [
+        {
+            "sha256": d[:16],
+            "classes": sorted({classes[read.labels[i]] for i in ix}),
+            "paths": [read.paths[i] for i in ix],
+        }  # fmt: skip
+        for d, ix in sorted(where.items())
+        if len({read.labels[i] for i in ix}) > 1
+    ]
+
+
+def warn(what: str, cases: list[str], advice: str) -> None:
+    """A data warning on stderr, naming up to five cases."""
+    if not cases:
+        return
+    print(f"prepare: warning: {len(cases)} {what} ({advice}):", file=sys.stderr)
+    for case in cases[:5]:
+        print(f"  {case}", file=sys.stderr)
+    if len(cases) > 5:
+        print(f"  … and {len(cases) - 5} more in data/manifest.json", file=sys.stderr)
 
 
 @contextlib.contextmanager

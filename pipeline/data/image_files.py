@@ -34,6 +34,8 @@ def read_rgb(path: str | Path) -> np.ndarray:
     """The file's pixels as (height, width, 3) uint8, or UnreadableImage with the reason."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    if Path(path).stat().st_size == 0:
+        raise UnreadableImage("empty file (0 bytes)")
     try:
         with Image.open(path) as image:
             if image.format not in FORMATS:
@@ -77,6 +79,18 @@ def content_digest(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+IGNORED = ("__MACOSX",)  # a macOS zip's resource forks, beside the real files
+
+
+def ignored(name: str) -> bool:
+    """Hidden entries (.DS_Store, .git) and what a macOS zip adds: never data."""
+    return name.startswith(".") or name in IGNORED
+
+
 def image_files(root: Path) -> list[Path]:
-    """Every file under `root` (recursively), in a fixed order."""
-    return sorted(p for p in root.rglob("*") if p.is_file())
+    """Every file under `root` (recursively), in a fixed order, without ignored entries."""
+    return sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and not any(ignored(part) for part in p.relative_to(root).parts)
+    )

@@ -4,7 +4,6 @@ first), its splits drawn, and the manifest that records them.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -67,9 +66,19 @@ def _store_folder(params: DataParams, data_dir: Path):
     # traced once per input shape: eager Keras calls cost more than the resize itself
     resize = tf.function(datasets.resizer(params.stored_size, params.resize), reduce_retracing=True)
     read = folder_dataset.read_all(
-        layout, lambda px: datasets.to_uint8(resize(px.astype("float32")))
+        layout, lambda px: datasets.to_uint8(resize(px.astype("float32"))), params.stored_size
     )
     folder_dataset.report_skipped(read.skipped, layout.root)
+    folder_dataset.warn(
+        f"image(s) more than {folder_dataset.SMALL}x smaller than {params.stored_size} px",
+        [f"{s['path']}: {s['size']}" for s in read.small],
+        "used, upscaled; check they are the photos you meant",
+    )
+    folder_dataset.warn(
+        "image(s) with the same bytes under more than one class",
+        [f"{', '.join(c['paths'])}" for c in folder_dataset.label_conflicts(read, layout.classes)],
+        "a label conflict: one of the labels is wrong; remove the copy that is",
+    )
     needs = {c: params.train_per_class + params.val_per_class + 1 for c in params.target_classes}
     if layout.given_splits:  # the test images are given: train and val come from train/
         needs = {c: n - 1 for c, n in needs.items()}
@@ -83,19 +92,19 @@ def _folder_record(params: DataParams, layout, read, splits: dict[str, list[int]
     from pipeline.data import folder_dataset
 
     split_of = {i: name for name, ix in splits.items() for i in ix}
-    leaks = folder_dataset.leaks(read.digests, split_of)
-    if leaks:
-        print(
-            f"prepare: warning: {len(leaks)} image(s) appear with the same bytes in more than "
-            "one split (leakage: a test image the model also trained on inflates accuracy); "
-            "data/manifest.json lists them under folder.duplicates_across_splits",
-            file=sys.stderr,
-        )
+    leaks = folder_dataset.leaks(read, split_of)
+    folder_dataset.warn(
+        "image(s) with the same bytes in more than one split",
+        [f"{', '.join(x['paths'])}: {', '.join(x['splits'])}" for x in leaks],
+        "leakage: a test image the model also trained on inflates accuracy",
+    )
     return {
         "path": str(params.folder),
         "layout": "train/ and test/" if layout.given_splits else "<class>/<image>",
         "images": len(read.paths),
         "skipped": [{"path": s.path, "reason": s.reason} for s in read.skipped],
         "duplicates_across_splits": leaks,
+        "label_conflicts": folder_dataset.label_conflicts(read, layout.classes),
+        "small_images": read.small,
         "unused": len(read.paths) - len(split_of),
     }

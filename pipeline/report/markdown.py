@@ -584,6 +584,16 @@ def folder_text(manifest: dict) -> str:
             f"; ⚠ **{len(leaks)} image(s) with identical bytes in more than one split** "
             "(leakage: test accuracy may be inflated; `folder.duplicates_across_splits`)"
         )
+    if folder.get("label_conflicts"):
+        text += (
+            f"; ⚠ **{len(folder['label_conflicts'])} image(s) filed under more than one "
+            "class** (one label is wrong; `folder.label_conflicts`)"
+        )
+    if folder.get("small_images"):
+        text += (
+            f"; {len(folder['small_images'])} image(s) far smaller than the input size, used "
+            "upscaled (`folder.small_images`)"
+        )
     return text + ". Images per class and split:\n"
 
 

@@ -85,7 +85,32 @@ def test_a_duplicate_across_splits_is_counted_and_warned(tmp_path, capsys):
     manifest = preparation.prepare(params.data, params.seed, tmp_path / "tfds")
     leaks = manifest["folder"]["duplicates_across_splits"]
     assert len(leaks) == 1 and "test" in leaks[0]["splits"]  # the eel image copied into test
-    assert "leakage" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "leakage" in err and len(leaks[0]["paths"]) == 2 and leaks[0]["paths"][0] in err
+
+
+def test_a_macos_zip_empty_tiny_and_twice_filed_images_are_named(tmp_path, capsys):
+    root = class_folder(tmp_path / "imgs", {"ant": 12, "bee": 12})
+    (root / "__MACOSX" / "ant").mkdir(parents=True)  # what a macOS zip adds
+    (root / "__MACOSX" / "ant" / "._img000.png").write_bytes(b"\x00\x05\x16\x07")
+    (root / ".DS_Store").write_bytes(b"Bud1")
+    (root / "ant" / ".DS_Store").write_bytes(b"Bud1")
+    (root / "bee" / "empty.jpg").write_bytes(b"")
+    Image.fromarray(np.full((1, 1, 3), 40, np.uint8)).save(root / "bee" / "dot.png")
+    (root / "bee" / "again.png").write_bytes((root / "ant" / "img000.png").read_bytes())
+    params = folder_params(root, image_size=32)
+    manifest = preparation.prepare(params.data, params.seed, tmp_path / "tfds")
+    err = capsys.readouterr().err
+    folder = manifest["folder"]
+    assert manifest["class_names"] == ["ant", "bee"]  # __MACOSX is no class
+    assert {s["path"]: s["reason"] for s in folder["skipped"]} == {
+        "bee/empty.jpg": "empty file (0 bytes)"
+    }  # hidden files are ignored, not skipped
+    assert folder["small_images"] == [{"path": "bee/dot.png", "size": "1x1"}]
+    assert "bee/dot.png: 1x1" in err
+    conflicts = folder["label_conflicts"]
+    assert [c["paths"] for c in conflicts] == [["ant/img000.png", "bee/again.png"]]
+    assert conflicts[0]["classes"] == ["ant", "bee"] and "ant/img000.png, bee/again.png" in err
 
 
 def test_class_layout_makes_stratified_seeded_splits_and_every_class_is_a_target(tmp_path):
