@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 
 
@@ -18,13 +19,17 @@ def run_main(main: Callable[[], None], tensorflow: bool = True) -> None:
     """Run a stage's main(); a ThawError exits with status 2 and its message only.
 
     `tensorflow`: the stage uses it, so import it first without its start-up noise.
+    Ends with the stage's name and how long it took, TensorFlow's start-up included.
     """
+    start = time.perf_counter()
     try:
         if tensorflow:
             from pipeline import quiet_tf
 
             quiet_tf.load()
         main()
+        stage = " ".join([main.__module__.rsplit(".", 1)[-1], *sys.argv[1:]])
+        print(f"{stage}: done in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     except ThawError as exc:
         print(f"\nerror: {exc}", file=sys.stderr)
         sys.exit(2)

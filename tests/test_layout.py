@@ -14,8 +14,10 @@ PACKAGE = ROOT / "pipeline"
 # Engine sub-packages, lowest first: a module may import its own layer and those below.
 LAYERS = {"data": 0, "models": 1, "train": 2, "search": 3, "winner": 3, "evaluate": 4, "report": 5}
 STAGES = ("prepare", "weights", "backbone", "sweep", "final", "linear_baseline", "report")
-# Read by every stage but not a stage's computation: params are declared key by key.
-NOT_DEPS = {"pipeline.config", "pipeline.errors", "pipeline.paths", "pipeline.quiet_tf"}
+# Read by every stage but not a stage's computation (params are declared key by key;
+# progress bars and log lines change no result).
+NOT_DEPS = {"pipeline.config", "pipeline.errors", "pipeline.paths", "pipeline.progress",
+            "pipeline.quiet_tf"}  # fmt: skip
 
 
 def module_name(path: Path) -> str:

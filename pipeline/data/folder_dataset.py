@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline import progress
 from pipeline.data import image_files
 from pipeline.errors import ThawError
 
@@ -112,21 +113,25 @@ def read_all(layout: Layout, resize, size: int = 0) -> Read:
         out.skipped.append(
             image_files.Skipped(_rel(path, layout.root), f"{where} outside any class folder")
         )
-    for split, cid, folder in layout.class_dirs():
-        for path in image_files.image_files(folder):
-            try:
-                pixels = image_files.read_rgb(path)
-            except image_files.UnreadableImage as exc:
-                out.skipped.append(image_files.Skipped(_rel(path, layout.root), str(exc)))
-                continue
-            if min(pixels.shape[:2]) * SMALL < size:
-                height, width = pixels.shape[:2]
-                out.small.append({"path": _rel(path, layout.root), "size": f"{width}x{height}"})
-            out.images.append(resize(pixels))
-            out.labels.append(cid)
-            out.given_test.append(split == "test")
-            out.paths.append(_rel(path, layout.root))
-            out.digests.append(image_files.content_digest(path))
+    files = [
+        (split, cid, path)
+        for split, cid, folder in layout.class_dirs()
+        for path in image_files.image_files(folder)
+    ]
+    for split, cid, path in progress.bar(files, "prepare: reading images", unit="img"):
+        try:
+            pixels = image_files.read_rgb(path)
+        except image_files.UnreadableImage as exc:
+            out.skipped.append(image_files.Skipped(_rel(path, layout.root), str(exc)))
+            continue
+        if min(pixels.shape[:2]) * SMALL < size:
+            height, width = pixels.shape[:2]
+            out.small.append({"path": _rel(path, layout.root), "size": f"{width}x{height}"})
+        out.images.append(resize(pixels))
+        out.labels.append(cid)
+        out.given_test.append(split == "test")
+        out.paths.append(_rel(path, layout.root))
+        out.digests.append(image_files.content_digest(path))
     return out
 
 

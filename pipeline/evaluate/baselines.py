@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from pipeline import progress
 from pipeline.config import Params, SearchParams
 from pipeline.data.datasets import TRAINVAL, load_target_splits
 from pipeline.models import flops
@@ -146,7 +147,7 @@ def select_and_test(baseline: Baseline, splits: dict, protocol: Protocol) -> lis
     # validation reads the statistics the test will: precise BN from the training inputs
     before_eval = None if calibrate is None else (lambda: calibrate(splits["train"][0]))
     tried = []
-    for rate in protocol.rates:
+    for rate in progress.bar(protocol.rates, f"{baseline.kind}: learning rates", unit="rate"):
         baseline.reinit(tuning_seed)
         step.reset(rate)
         try:

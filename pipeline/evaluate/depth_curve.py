@@ -27,6 +27,7 @@ import json
 import numpy as np
 import pandas as pd
 
+from pipeline import progress
 from pipeline.models import strategies
 from pipeline.models.freezing import FreezePlan
 from pipeline.search.objective import recorded_config
@@ -197,7 +198,7 @@ def trace(ctx: RunContext, trials: pd.DataFrame, seeds: list[int]) -> pd.DataFra
         settings[SURGICAL] = _settings(ctx, trials, SURGICAL)
     starts = {first for first, _ in ctx.info.segments}
     n_layers, rows, heads = len(ctx.backbone.layers), [], {}
-    for depth in ctx.info.depths:
+    for depth in progress.bar(ctx.info.depths, "final: freeze-depth curve", unit="depth"):
         n = depth.n_frozen_layers
         probe = converged_probe(ctx, n) if 0 < n and ctx.cache.fits(n) else (np.nan, 0)
         for mode, (config, rates, source) in settings.items():

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline import provenance
+from pipeline import progress, provenance
 from pipeline.config import Params
 from pipeline.data import augment, datasets
 from pipeline.data.datasets import TRAINVAL
@@ -197,6 +197,8 @@ class Exporter:
         return int(row["rank"]) == 1 and self.test is None
 
     def __call__(self, head) -> None:
+        print(f"final: exporting to {self.out} (model.keras, saved_model), then testing the "
+              "saved file", file=sys.stderr, flush=True)  # fmt: skip
         split = datasets.load_target_splits(self.manifest, ("test",))["test"]
         model = export.build(self.ctx.backbone, head, self.ctx.meta, self.manifest)
         export.save(model, self.out)
@@ -248,18 +250,18 @@ def run_final(
     seeds = baselines.retrain_seeds(params.seed, params.report.seeds)
     exporter = Exporter(ctx, manifest, best or BEST_DIR / name)
     rows = []
-    for _, row in top.iterrows():
-        for seed in seeds:
-            try:
-                keep = exporter if exporter.wanted(row) else None
-                rows.append(retrain(context_for(row, contexts), row, seed, keep))
-            except Exception as exc:  # recorded, and the other runs go on
-                rows.append(
-                    _failed(exc, kind=TRANSFER, rank=row["rank"], trial=row["trial"], seed=seed,
-                            strategy=row["strategy"], top_k=row["top_k"],
-                            strategy_best=row["strategy_best"])
-                )  # fmt: skip
-            _log(name, rows[-1])
+    runs_wanted = [(row, seed) for _, row in top.iterrows() for seed in seeds]
+    for row, seed in progress.bar(runs_wanted, f"final {name}: retraining", unit="run"):
+        try:
+            keep = exporter if exporter.wanted(row) else None
+            rows.append(retrain(context_for(row, contexts), row, seed, keep))
+        except Exception as exc:  # recorded, and the other runs go on
+            rows.append(
+                _failed(exc, kind=TRANSFER, rank=row["rank"], trial=row["trial"], seed=seed,
+                        strategy=row["strategy"], top_k=row["top_k"],
+                        strategy_best=row["strategy_best"])
+            )  # fmt: skip
+        _log(name, rows[-1])
     try:  # the converged linear probe, at the selected configuration's size
         probes = probe.runs(ctx, seeds)
     except Exception as exc:

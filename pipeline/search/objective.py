@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from dataclasses import dataclass
 
+from pipeline import progress
 from pipeline.config import SearchParams
 from pipeline.data import augment
 from pipeline.errors import ThawError
@@ -156,10 +158,26 @@ class Progress:
         self.backbone, self.quota, self.max_failures = backbone, quota, max_failures
         self.who = who
         self.consecutive_failures = 0
+        self.start, self.seen = time.monotonic(), 0
+
+    def left(self, trials) -> str:
+        """Time left at this process's pace so far: the trials the budget still wants
+        (overall and each strategy's minimum) times the mean seconds of a finished one."""
+        complete, _, finished = self.quota.counts(trials)
+        wanted = max(
+            self.quota.completed - sum(complete.values()),
+            sum(max(0, self.quota.minimum(s) - complete[s]) for s in self.quota.strategies),
+        )
+        wanted = min(wanted, self.quota.cap - finished)
+        if wanted <= 0:
+            return ""
+        per_trial = (time.monotonic() - self.start) / self.seen
+        return f", ~{progress.eta(wanted * per_trial)} left"
 
     def __call__(self, study, trial) -> None:
         trials = study.get_trials(deepcopy=False)
-        done = self.quota.describe(trials)
+        self.seen += 1
+        done = self.quota.describe(trials) + self.left(trials)
         state = trial.state.name
         if state == "FAIL":
             self.consecutive_failures += 1
