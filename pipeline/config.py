@@ -112,8 +112,10 @@ class DataParams(Strict):
     image_size: int | list[int] = 32  # one size, or the sizes a study searches
     source_classes: list[int] = [0, 1, 2, 3, 4]  # [] = no source task
     target_classes: list[int] = [5, 6, 7, 8, 9]
-    train_per_class: int = Field(10, ge=1)
-    val_per_class: int = Field(30, ge=1)
+    # per class: a count, a fraction of the class's images (test/ aside), or "all" that
+    # the other split and one test image leave (datasets.split_counts)
+    train_per_class: int | float | str = 10
+    val_per_class: int | float | str = 30
     source_val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
 
     @model_validator(mode="before")
@@ -163,6 +165,30 @@ class DataParams(Strict):
                 "images in data.folder) or a TFDS catalog name such as 'tf_flowers', 'cifar10'"
             )
         return name
+
+    @field_validator("train_per_class", "val_per_class")
+    @classmethod
+    def _per_class(cls, value: int | float | str) -> int | float | str:
+        fits = (
+            value == "all"
+            or (isinstance(value, int) and not isinstance(value, bool) and value >= 1)
+            or (isinstance(value, float) and 0.0 < value < 1.0)
+        )
+        if not fits:
+            raise ValueError(
+                "a count of images per class (1 or more), a fraction of each class's images "
+                "(above 0, below 1; e.g. 0.1), or all"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _one_all(self) -> DataParams:
+        if self.train_per_class == "all" and self.val_per_class == "all":
+            raise ParamsProblem(
+                ("data", "val_per_class"), "all", "train_per_class is all already: give val a "
+                "count or a fraction (e.g. 0.1)",
+            )  # fmt: skip
+        return self
 
     @field_validator("image_size")
     @classmethod

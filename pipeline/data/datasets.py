@@ -157,22 +157,43 @@ def _to_rgb(image, resize):
     return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
 
 
+PerClass = int | float | str  # a count, a fraction of the class, or "all"
+
+
+def split_counts(train: PerClass, val: PerClass, n: int, reserve: int) -> tuple[int, int]:
+    """Train and val images of a class with `n` to share, `reserve` of them kept for test:
+    a count as it is, a fraction of n (at least one), "all" what the other leaves."""
+
+    def count(spec: PerClass) -> int | None:
+        if spec == "all":
+            return None
+        return max(1, round(spec * n)) if isinstance(spec, float) else int(spec)
+
+    k_train, k_val = count(train), count(val)
+    if k_train is None:
+        k_train = n - k_val - reserve
+    if k_val is None:
+        k_val = n - k_train - reserve
+    return k_train, k_val
+
+
 def split_indices(
     labels: np.ndarray,
     *,
     seed: int,
     source_classes: list[int],
     target_classes: list[int],
-    train_per_class: int,
-    val_per_class: int,
+    train_per_class: PerClass,
+    val_per_class: PerClass,
     source_val_fraction: float,
     given_test: np.ndarray | None = None,
+    given_val: np.ndarray | None = None,
     names: list[str] | None = None,
 ) -> dict[str, list[int]]:
-    """Deterministic in the seed: per-class shuffles, then fixed-size slices.
+    """Deterministic in the seed: per-class shuffles, then slices of `split_counts` sizes.
 
-    `given_test` (a mask): a target class's test split is exactly those examples, and
-    its train and val come from the others; what they leave over is not used.
+    `given_test`, `given_val` (masks): a target class's test (val) split is exactly those
+    examples, and the other splits come from the rest; what they leave over is not used.
     """
     rng = np.random.default_rng(seed)
     splits: dict[str, list[int]] = {name: [] for name in SOURCE_SPLITS + TARGET_SPLITS}
@@ -187,22 +208,33 @@ def split_indices(
         splits["source_train"] += idx[n_val:].tolist()
     for cls in target_classes:
         idx = rng.permutation(np.flatnonzero(labels == cls))
-        test = []
-        if given_test is not None:
-            test = [int(i) for i in idx if given_test[i]]
-            idx = np.array([i for i in idx if not given_test[i]], dtype=np.int64)
-        need = train_per_class + val_per_class + (0 if test else 1)
-        if len(idx) < need:
-            label = f"{names[cls]!r}" if names else str(cls)
+        test, val = _given(idx, given_test), _given(idx, given_val)
+        taken = set(test) | set(val)
+        idx = np.array([i for i in idx if i not in taken], dtype=np.int64)
+        reserve = 0 if test else 1
+        label = f"{names[cls]!r}" if names else str(cls)
+        if val:
+            k_train = split_counts(train_per_class, 0, len(idx), reserve)[0]
+            k_val = 0
+        else:
+            k_train, k_val = split_counts(train_per_class, val_per_class, len(idx), reserve)
+        if k_train < 1 or (k_val < 1 and not val) or k_train + k_val + reserve > len(idx):
+            where = " outside test/" if test else ""
+            where += " and val/" if val else ""
             raise DatasetError(
-                f"target class {label} has {len(idx)} examples{' outside test/' if test else ''}; "
-                f"train_per_class + val_per_class{'' if test else ' + at least one test example'} "
-                f"needs {need}"
+                f"target class {label} has {len(idx)} examples{where}; train_per_class "
+                f"{train_per_class!r}{'' if val else f' and val_per_class {val_per_class!r}'} "
+                f"ask for {k_train}{'' if val else f' + {k_val}'}"
+                f"{'' if test else ' + at least one test example'}"
             )
-        splits["train"] += idx[:train_per_class].tolist()
-        splits["val"] += idx[train_per_class : train_per_class + val_per_class].tolist()
-        splits["test"] += test or idx[train_per_class + val_per_class :].tolist()
+        splits["train"] += idx[:k_train].tolist()
+        splits["val"] += val or idx[k_train : k_train + k_val].tolist()
+        splits["test"] += test or idx[k_train + k_val :].tolist()
     return {name: sorted(ix) for name, ix in splits.items()}
+
+
+def _given(idx: np.ndarray, mask: np.ndarray | None) -> list[int]:
+    return [] if mask is None else [int(i) for i in idx if mask[i]]
 
 
 def make_manifest(

@@ -2,7 +2,8 @@
 
 Two layouts: `<folder>/<class>/<image>` (Thaw makes every split), or
 `<folder>/train/<class>/…` plus `<folder>/test/<class>/…` (the given test split
-is kept; validation comes out of train). Class ids are the folder names in
+is kept; validation comes out of train, unless a `val/` or `validation/` folder
+beside them gives it too). Class ids are the folder names in
 sorted order. Every file is read (image_files.read_rgb), resized by the
 `data.resize` rule to `image_size` and stored with
 `tfds.dataset_builders.store_as_tfds_dataset` under the data_dir, so later stages
@@ -29,6 +30,7 @@ from pipeline.errors import ThawError
 NAME = "thaw_folder"
 VERSION = "1.0.0"
 GIVEN = ("train", "test")  # the split layout's two folders
+VAL = ("val", "validation")  # a given validation split beside them, under either name
 
 
 class FolderError(ThawError):
@@ -41,10 +43,13 @@ class Layout:
     classes: tuple[str, ...]  # sorted folder names: class id i is classes[i]
     given_splits: bool  # train/ and test/ folders, or one folder per class
     stray: tuple[Path, ...]  # files outside any class folder
+    val_dir: str | None = None  # val/ or validation/ beside train/ and test/
 
     def class_dirs(self) -> list[tuple[str, int, Path]]:
         """(given split, class id, folder) for every class folder present."""
         tops = [(s, self.root / s) for s in GIVEN] if self.given_splits else [("", self.root)]
+        if self.val_dir:
+            tops.append(("val", self.root / self.val_dir))
         return [
             (split, cid, top / name)
             for split, top in tops
@@ -68,6 +73,7 @@ def scan(folder: str | Path) -> Layout:
         raise FolderError(f"data.folder {str(folder)!r} is not a directory")
     top = _subdirs(root)
     given = {"train", "test"} <= set(top)
+    val_dir = None
     if given:
         train, test = _subdirs(root / "train"), _subdirs(root / "test")
         missing = sorted(set(test) - set(train))
@@ -76,9 +82,17 @@ def scan(folder: str | Path) -> Layout:
                 f"{root}/test has classes {missing} that {root}/train does not; every test "
                 "class needs training images"
             )
+        val_dir = next((d for d in VAL if d in top), None)
+        extra = sorted(set(_subdirs(root / val_dir)) - set(train)) if val_dir else []
+        if extra:
+            raise FolderError(
+                f"{root}/{val_dir} has classes {extra} that {root}/train does not; every "
+                "validation class needs training images"
+            )
         classes = train
         stray = _files(root) + _files(root / "train") + _files(root / "test")
-        stray += [root / d for d in top if d not in GIVEN]
+        stray += _files(root / val_dir) if val_dir else []
+        stray += [root / d for d in top if d not in (*GIVEN, val_dir)]
     else:
         classes, stray = top, _files(root)
     if not classes:
@@ -88,7 +102,7 @@ def scan(folder: str | Path) -> Layout:
         )
     if len(classes) < 2:
         raise FolderError(f"{root} has a single class ({classes[0]!r}); a classifier needs two")
-    return Layout(root, tuple(classes), given, tuple(stray))
+    return Layout(root, tuple(classes), given, tuple(stray), val_dir)
 
 
 @dataclass
@@ -96,6 +110,7 @@ class Read:
     images: list[np.ndarray] = field(default_factory=list)  # uint8 (size, size, 3)
     labels: list[int] = field(default_factory=list)
     given_test: list[bool] = field(default_factory=list)
+    given_val: list[bool] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)  # relative to the folder
     digests: list[str] = field(default_factory=list)  # sha256 of the file's bytes
     skipped: list[image_files.Skipped] = field(default_factory=list)
@@ -130,6 +145,7 @@ def read_all(layout: Layout, resize, size: int = 0) -> Read:
         out.images.append(resize(pixels))
         out.labels.append(cid)
         out.given_test.append(split == "test")
+        out.given_val.append(split == "val")
         out.paths.append(_rel(path, layout.root))
         out.digests.append(image_files.content_digest(path))
     return out

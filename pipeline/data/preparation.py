@@ -36,6 +36,9 @@ def prepare(params: DataParams, seed: int, data_dir: Path = DATA_DIR) -> dict:
         val_per_class=params.val_per_class,
         source_val_fraction=params.source_val_fraction,
         given_test=None if folder is None else np.asarray(folder.given_test),
+        given_val=None
+        if folder is None or not any(folder.given_val)
+        else np.asarray(folder.given_val),
         names=builder.info.features["label"].names,
     )
     manifest = datasets.make_manifest(
@@ -79,7 +82,10 @@ def _store_folder(params: DataParams, data_dir: Path):
         [f"{', '.join(c['paths'])}" for c in folder_dataset.label_conflicts(read, layout.classes)],
         "a label conflict: one of the labels is wrong; remove the copy that is",
     )
-    needs = {c: params.train_per_class + params.val_per_class + 1 for c in params.target_classes}
+    # least images a class needs (a fraction or "all" needs one); split_indices checks the rest
+    least = {k: v if isinstance(v, int) else 1 for k, v in
+             (("train", params.train_per_class), ("val", params.val_per_class))}  # fmt: skip
+    needs = {c: least["train"] + least["val"] + 1 for c in params.target_classes}
     if layout.given_splits:  # the test images are given: train and val come from train/
         needs = {c: n - 1 for c, n in needs.items()}
     needs.update({c: 2 for c in params.source_classes})

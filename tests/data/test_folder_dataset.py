@@ -124,6 +124,40 @@ def test_class_layout_makes_stratified_seeded_splits_and_every_class_is_a_target
     assert preparation.prepare(params.data, 1, tmp_path / "c")["splits"] != first["splits"]
 
 
+def test_an_imbalanced_folder_keeps_every_image_with_fractions_and_all(tmp_path):
+    root = class_folder(tmp_path / "imgs", {"ant": 40, "bee": 10})
+    params = folder_params(root, train_per_class=0.5, val_per_class=0.2)
+    counts = preparation.prepare(params.data, 0, tmp_path / "a")["counts"]
+    assert counts["train"] == {"ant": 20, "bee": 5} and counts["val"] == {"ant": 8, "bee": 2}
+    assert counts["test"] == {"ant": 12, "bee": 3}  # the rest: nothing left unused
+    params = folder_params(root, train_per_class="all", val_per_class=3)
+    counts = preparation.prepare(params.data, 0, tmp_path / "b")["counts"]
+    assert counts["train"] == {"ant": 36, "bee": 6} and counts["test"] == {"ant": 1, "bee": 1}
+
+
+def test_a_given_val_folder_is_the_validation_split(tmp_path):
+    root = split_folder(tmp_path / "imgs", {"dog": 14, "eel": 12}, {"dog": 4, "eel": 4})
+    class_folder(root / "validation", {"dog": 5, "eel": 2}, seed=7)
+    params = folder_params(root, train_per_class="all", val_per_class=4)  # val: as given
+    manifest = preparation.prepare(params.data, 0, tmp_path / "tfds")
+    assert manifest["counts"]["val"] == {"dog": 5, "eel": 2}
+    assert manifest["counts"]["train"] == {"dog": 14 + 4, "eel": 12}  # + grey, RGBA, … in dog
+    paths = manifest["folder"]
+    assert not any(s["path"].startswith("validation") for s in paths["skipped"])
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [(0, "a count of images per class"), (1.5, "above 0, below 1"), ("most", "or all")],
+)
+def test_a_bad_split_size_names_what_is_accepted(tmp_path, value, message):
+    root = class_folder(tmp_path / "imgs", {"ant": 9, "bee": 9})
+    with pytest.raises(ParamsError, match=message):
+        folder_params(root, train_per_class=value)
+    with pytest.raises(ParamsError, match="train_per_class is all already"):
+        folder_params(root, train_per_class="all", val_per_class="all")
+
+
 def test_too_few_images_names_the_class_and_its_count(tmp_path):
     root = class_folder(tmp_path / "imgs", {"ant": 12, "bee": 7})
     (root / "bee" / "junk.png").write_text("x")  # skipped: does not count
