@@ -76,7 +76,7 @@ def _pruner(params: Params):
 def local_worker_env(index: int, gpus: list[str]) -> dict[str, str]:
     """Worker `index`'s environment: one accelerator each, round robin over `gpus`
     (CUDA_VISIBLE_DEVICES's entries, or the GPUs TensorFlow sees)."""
-    env = dict(os.environ)
+    env = dict(os.environ, **{workers.PARENT_ENV: str(os.getpid())})
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
     return env
@@ -207,6 +207,7 @@ def work(name: str, params: Params, worker_id: int | None, wait: float) -> int:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    workers.die_with_parent()  # a local worker: not one trial after its stage is killed
     who = workers.label()
     meta = read_meta(name)
     inputs = study_inputs(name, params, meta)

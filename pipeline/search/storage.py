@@ -437,7 +437,8 @@ def _first_line(exc: BaseException) -> str:
 
 
 def reap_lost(study, grace: float) -> list[int]:
-    """Fail every running trial whose worker stopped beating, with its reason, and
+    """Fail every running trial whose worker stopped beating (or, on this machine, whose
+    process is gone: `dead_here`), with its reason, and
     queue one retry with the same parameters. Returns the failed trials' numbers.
 
     Run by every worker (every grace/4, between trials) and by the coordinator while
@@ -452,7 +453,8 @@ def reap_lost(study, grace: float) -> list[int]:
     if lost_trial_ids is None:
         return []
     failed = []
-    for trial_id in lost_trial_ids(study._study_id, grace):
+    lost = set(lost_trial_ids(study._study_id, grace)) | set(dead_here(study))
+    for trial_id in sorted(lost):
         try:
             storage.set_trial_user_attr(trial_id, "fail_reason", LOST)
             if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
@@ -465,6 +467,30 @@ def reap_lost(study, grace: float) -> list[int]:
         numbers.append(trial.number)
         retry(study, trial)
     return numbers
+
+
+def dead_here(study) -> list[int]:
+    """Running trials of a worker on this machine whose process is gone (a SIGKILLed
+    coordinator): lost for certain, so they need not wait out the heartbeat's grace."""
+    from optuna.trial import TrialState
+
+    host, ids = socket.gethostname(), []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = str(trial.user_attrs.get("worker", ""))
+        name, _, pid = owner.rpartition(":")
+        if name == host and pid.isdigit() and not _alive(int(pid)):
+            ids.append(trial._trial_id)
+    return ids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def retry(study, trial) -> None:

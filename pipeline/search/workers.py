@@ -32,6 +32,27 @@ from pipeline.search.studies import FINISHED
 WORKER_ATTR = "worker"
 
 
+PARENT_ENV = "THAW_PARENT_PID"  # set by the stage for the local workers it starts
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent() -> None:
+    """A local worker (PARENT_ENV set) gets SIGTERM when its stage dies, even by SIGKILL,
+    so it does not sweep on unsupervised beside the next run's workers; it then ends
+    its trial as for any SIGTERM. Linux only (prctl); elsewhere the stage's own
+    `finish` still stops its workers when it fails normally."""
+    parent = os.environ.get(PARENT_ENV)
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != int(parent):  # the stage died before the call: nothing would signal
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def label() -> str:
     """This process as the `worker` column shows it: host and process id."""
     return f"{socket.gethostname()}:{os.getpid()}"

@@ -86,6 +86,58 @@ def test_a_lost_trial_fails_with_its_reason_and_is_retried_once(study):
     assert optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(trials[1]) == 0
 
 
+def test_a_trial_whose_process_here_is_gone_is_lost_at_once(study):
+    """A SIGKILLed coordinator's trial is retried without waiting out the grace."""
+    import socket
+    import subprocess
+    import sys
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead, alive = study.ask(), study.ask()
+    for trial, pid in ((dead, gone.pid), (alive, os.getpid())):
+        trial.suggest_float("x", 0, 1)
+        trial.set_user_attr(workers.WORKER_ATTR, f"{socket.gethostname()}:{pid}")
+        study._storage.record_heartbeat(trial._trial_id)  # both beat just now
+    time.sleep(storage.SNAPSHOT_SECONDS + 0.1)  # this process's view of the others' trials
+    assert storage.reap_lost(study, grace=3600) == [dead.number]
+    states = {t.number: t.state.name for t in study.get_trials(deepcopy=False)}
+    assert states[dead.number] == "FAIL" and states[alive.number] == "RUNNING"
+
+
+def test_a_local_worker_dies_with_its_stage_even_a_killed_one(tmp_path):
+    import subprocess
+    import sys
+
+    child = (
+        "import time; from pipeline.search import workers; workers.die_with_parent(); "
+        "print('ready', flush=True); time.sleep(60)"
+    )
+    stage = (
+        "import os, subprocess, sys, time\n"
+        f"env = dict(os.environ, {workers.PARENT_ENV}=str(os.getpid()))\n"
+        f"c = subprocess.Popen([sys.executable, '-c', {child!r}], env=env,\n"
+        "                     stdout=subprocess.PIPE)\n"
+        "c.stdout.readline(); print(c.pid, flush=True); time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", stage], stdout=subprocess.PIPE, text=True)
+    worker = int(parent.stdout.readline())
+    parent.kill()  # SIGKILL: the stage cannot stop its workers itself
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _running(worker):
+        time.sleep(0.1)
+    assert not _running(worker)
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False
+
+
 @pytest.mark.parametrize("then", ["returns", "writes"])
 def test_a_trial_failed_as_lost_under_its_worker_does_not_stop_the_worker(study, then):
     """A database restart can hold a heartbeat past the grace: another worker fails the
