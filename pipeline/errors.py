@@ -28,7 +28,10 @@ def run_main(main: Callable[[], None], tensorflow: bool = True) -> None:
 
             quiet_tf.load()
         main()
-        stage = " ".join([main.__module__.rsplit(".", 1)[-1], *sys.argv[1:]])
+        module = main.__module__
+        if module == "__main__":  # `python -m pipeline.stages.sweep`: the module's own name
+            module = getattr(sys.modules["__main__"].__spec__, "name", module)
+        stage = " ".join([module.rsplit(".", 1)[-1], *sys.argv[1:]])
         print(f"{stage}: done in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     except ThawError as exc:
         print(f"\nerror: {exc}", file=sys.stderr)
