@@ -130,7 +130,9 @@ def test_repro_writes_the_report(project):
     assert set(metrics) == backbones | {f"{b}_scratch" for b in backbones} | {"linear_pixels"}
     assert 0 <= metrics["small_cnn"]["test_accuracy"] <= 1
     headline = pd.read_csv(reports / "headline.csv")
-    assert len(headline) == 2 * 3 + 1 and (headline.seeds == 2).all()  # top 1, 2 strategies
+    # per backbone: the top 1 and each strategy's best (3 rows with scratch), the probe
+    assert len(headline) == 2 * 4 + 1 and (headline.seeds == 2).all()
+    assert (headline.strategy == "linear_probe").sum() == 2
     assert headline.front_params_overall.any() and headline.front_time_overall.any()
     report = (reports / "report.md").read_text()
     opening = "# Thaw report\n\n## Recommendation\n\n- **"
