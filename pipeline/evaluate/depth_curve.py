@@ -129,35 +129,22 @@ def fine_tuned(
     ctx: RunContext, depth: FreezePlan, config, rates: dict, seed: int
 ) -> phases.TrainResult:
     """The `freeze_depth` strategy at this depth, with the trial's backbone rates."""
-    import optuna
-
-    ctx.restore()
-    fixed = optuna.trial.FixedTrial({"freeze_depth": depth.depth, "discriminative": False, **rates})
-    plan = strategies.freeze_depth(fixed, ctx.search, ctx.info, config.learning_rate)
-    head = ctx.pool.head(config.head_units, config.dropout, seed)
-    return phases.train_plan(
-        ctx.pool.model(0, head),
-        ctx.backbone,
-        plan,
-        ctx.train,
-        ctx.val,
-        batch_size=ctx.search.batch_size,
-        seed=seed,
-        cache=ctx.cache,
-        pool=ctx.pool,
-        patience_for=ctx.search.patience_for,
-    )
+    chosen = {"freeze_depth": depth.depth, "discriminative": False}
+    return _strategy_run(ctx, strategies.freeze_depth, {**chosen, **rates}, config, seed)
 
 
 def one_segment(ctx: RunContext, start: int, config, rates: dict, seed: int):
     """The `surgical` strategy with a window of one segment, the `start`-th."""
+    chosen = {"surgical_start": start, "surgical_width": 1, "discriminative": False}
+    return _strategy_run(ctx, strategies.surgical, {**chosen, **rates}, config, seed)
+
+
+def _strategy_run(ctx: RunContext, strategy, fixed: dict, config, seed: int):
+    """`strategy`'s plan for the `fixed` choices, trained as a search trial trains it."""
     import optuna
 
     ctx.restore()
-    chosen = {"surgical_start": start, "surgical_width": 1, "discriminative": False}
-    plan = strategies.surgical(
-        optuna.trial.FixedTrial({**chosen, **rates}), ctx.search, ctx.info, config.learning_rate
-    )
+    plan = strategy(optuna.trial.FixedTrial(fixed), ctx.search, ctx.info, config.learning_rate)
     head = ctx.pool.head(config.head_units, config.dropout, seed)
     return phases.train_plan(
         ctx.pool.model(0, head),
