@@ -77,11 +77,6 @@ def _store_folder(params: DataParams, data_dir: Path):
         [f"{s['path']}: {s['size']}" for s in read.small],
         "used, upscaled; check they are the photos you meant",
     )
-    folder_dataset.warn(
-        "image(s) with the same bytes under more than one class",
-        [f"{', '.join(c['paths'])}" for c in folder_dataset.label_conflicts(read, layout.classes)],
-        "a label conflict: one of the labels is wrong; remove the copy that is",
-    )
     # least images a class needs (a fraction or "all" needs one); split_indices checks the rest
     least = {k: v if isinstance(v, int) else 1 for k, v in
              (("train", params.train_per_class), ("val", params.val_per_class))}  # fmt: skip
@@ -98,6 +93,12 @@ def _folder_record(params: DataParams, layout, read, splits: dict[str, list[int]
     from pipeline.data import folder_dataset
 
     split_of = {i: name for name, ix in splits.items() for i in ix}
+    conflicts = folder_dataset.label_conflicts(read, layout.classes)
+    folder_dataset.warn(
+        "image(s) with the same bytes under more than one class",
+        [", ".join(c["paths"]) for c in conflicts],
+        "a label conflict: one of the labels is wrong; remove the copy that is",
+    )
     leaks = folder_dataset.leaks(read, split_of)
     folder_dataset.warn(
         "image(s) with the same bytes in more than one split",
@@ -110,7 +111,7 @@ def _folder_record(params: DataParams, layout, read, splits: dict[str, list[int]
         "images": len(read.paths),
         "skipped": [{"path": s.path, "reason": s.reason} for s in read.skipped],
         "duplicates_across_splits": leaks,
-        "label_conflicts": folder_dataset.label_conflicts(read, layout.classes),
+        "label_conflicts": conflicts,
         "small_images": read.small,
         "unused": len(read.paths) - len(split_of),
     }
