@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import shutil
 import sys
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -247,11 +249,21 @@ def deterministic_examples():
         serializer.serialize_example = original
 
 
+def png_bytes(image: np.ndarray) -> bytes:
+    """Lossless, as TFDS's Image feature stores it, but at zlib level 1: 6.6 ms a 224 px
+    photo against 18.5 ms at PIL's default 6, for 6 % more bytes (measured on the shipped
+    flowers). TFDS's own encoder runs a graph per image; PIL encodes in-process."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
 def store(read: Read, layout: Layout, image_size: int, data_dir: Path):
     """Write the images as one TFDS split, in the order read; return the builder."""
     import tensorflow_datasets as tfds
     from absl import logging
-    from PIL import Image  # PNG-encodes in-process: TFDS's own encoder runs a graph per image
 
     tfds.disable_progress_bar()  # prepare prints its own line
     logging.set_verbosity(logging.ERROR)  # "Variant folder … has no dataset_info.json": new
@@ -264,9 +276,11 @@ def store(read: Read, layout: Layout, image_size: int, data_dir: Path):
             "path": tfds.features.Text(),
         }
     )
+    with ThreadPoolExecutor(os.cpu_count()) as pool:  # PIL's encoder releases the GIL
+        encoded = list(pool.map(png_bytes, read.images))
     examples = (
-        (i, {"image": Image.fromarray(image), "label": label, "path": path})
-        for i, (image, label, path) in enumerate(zip(read.images, read.labels, read.paths))
+        (i, {"image": image, "label": label, "path": path})
+        for i, (image, label, path) in enumerate(zip(encoded, read.labels, read.paths))
     )
     # TFDS's "Downloading … Unknown size" silenced; the same images, the same bytes
     with contextlib.redirect_stdout(io.StringIO()), deterministic_examples():
