@@ -160,8 +160,8 @@ def run_naive(data: dict, size: int, args, epochs: int, batch: int) -> dict:
             keras.optimizers.Adam(lr), "sparse_categorical_crossentropy", metrics=["accuracy"]
         )
         history = model.fit(
-            train.images.astype("float32"), train.labels, validation_data=(
-                val.images.astype("float32"), val.labels),
+            np.asarray(train.images, "float32"), train.labels, validation_data=(
+                np.asarray(val.images, "float32"), val.labels),
             epochs=epochs, batch_size=batch, verbose=0,
         )  # fmt: skip
         seconds.append(time.perf_counter() - start)
@@ -181,9 +181,9 @@ def run_naive(data: dict, size: int, args, epochs: int, batch: int) -> dict:
         metrics=["accuracy"],
     )  # fmt: skip
     trainval = data["trainval"]
-    model.fit(trainval.images.astype("float32"), trainval.labels,
+    model.fit(np.asarray(trainval.images, "float32"), trainval.labels,
               epochs=best.user_attrs["best_epoch"], batch_size=batch, verbose=0)  # fmt: skip
-    test_accuracy = model.evaluate(test.images.astype("float32"), test.labels, verbose=0)[1]
+    test_accuracy = model.evaluate(np.asarray(test.images, "float32"), test.labels, verbose=0)[1]
     return {
         "per_trial": float(np.median(seconds)),
         "trials": len(seconds),
@@ -207,7 +207,7 @@ def run_probe(data: dict, size: int, weights: str) -> dict:
     scale = keras.applications.mobilenet_v2.preprocess_input
 
     def features(split) -> np.ndarray:
-        return base.predict(scale(split.images.astype("float32")), batch_size=64, verbose=0)
+        return base.predict(scale(np.asarray(split.images, "float32")), batch_size=64, verbose=0)
 
     x = {name: features(data[name]) for name in ("train", "val", "trainval", "test")}
     y = {name: data[name].labels for name in x}

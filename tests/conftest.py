@@ -37,6 +37,15 @@ TINY_PARAMS = {
 }
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _image_files(tmp_path_factory):
+    """The prepared images' files (image_store.py) in a temporary folder, not the repo's
+    results/cache: keyed by content, so every test can share it."""
+    from pipeline.data import image_store
+
+    image_store.FOLDER = tmp_path_factory.mktemp("image_store")
+
+
 @pytest.fixture(autouse=True)
 def _seeded():
     import keras

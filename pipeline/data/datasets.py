@@ -15,12 +15,16 @@ import functools
 import hashlib
 import io
 import json
+import operator
+import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from pipeline.data import image_store
+from pipeline.data.image_store import CHUNK
 from pipeline.errors import ThawError
 
 SOURCE_SPLITS = ("source_train", "source_val")
@@ -33,7 +37,7 @@ class DatasetError(ThawError):
 
 @dataclass(frozen=True)
 class Split:
-    images: np.ndarray  # uint8, (n, size, size, 3)
+    images: image_store.Rows  # uint8 (n, size, size, 3) on disk, read when indexed
     labels: np.ndarray  # int32 in 0..k-1, k = number of source or target classes
 
     def __len__(self) -> int:
@@ -131,8 +135,9 @@ def to_uint8(resized) -> np.ndarray:
     return np.clip(np.round(np.asarray(resized)), 0, 255).astype(np.uint8)
 
 
-def load_examples(builder, image_size: int, rule: str = "crop") -> tuple[np.ndarray, np.ndarray]:
-    """Every example of every split (TFDS's "all", in a fixed order), resized to RGB uint8."""
+def stream_examples(builder, image_size: int, rule: str = "crop", batch: int = CHUNK):
+    """Every example of every split (TFDS's "all", in a fixed order), resized to RGB uint8,
+    as (images, labels) batches: never the whole dataset in memory."""
     import tensorflow as tf
 
     supervised = bool(builder.info.supervised_keys)  # a folder dataset has image and label
@@ -141,11 +146,46 @@ def load_examples(builder, image_size: int, rule: str = "crop") -> tuple[np.ndar
         ds = ds.map(lambda ex: (ex["image"], ex["label"]))
     resize = resizer(image_size, rule)
     ds = ds.map(lambda x, y: (_to_rgb(x, resize), y), num_parallel_calls=tf.data.AUTOTUNE)
-    batches = list(ds.batch(1024).as_numpy_iterator())
+    for images, labels in ds.batch(batch).as_numpy_iterator():
+        yield images, labels.astype(np.int32)
+
+
+def load_examples(builder, image_size: int, rule: str = "crop") -> tuple[np.ndarray, np.ndarray]:
+    """Every example as one array: for small datasets and tests (stages stream them)."""
+    batches = list(stream_examples(builder, image_size, rule))
     if not batches:
         raise DatasetError(f"TFDS dataset {builder.name!r} has no examples")
     images, labels = zip(*batches)
-    return np.concatenate(images), np.concatenate(labels).astype(np.int32)
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def write_arrays(builder, image_size: int, rule: str, folder: Path) -> tuple[np.ndarray, str]:
+    """Every example streamed from TFDS into the image file `arrays_path` names (and its
+    labels beside it), hashed on the way. Returns the labels and the content digest."""
+    h, labels = hashlib.sha256(), []
+
+    def chunks():
+        for images, batch_labels in stream_examples(builder, image_size, rule):
+            h.update(np.ascontiguousarray(images).data)
+            labels.append(batch_labels)
+            yield images
+
+    pending = folder / f"pending.{os.getpid()}.npy"
+    image_store.write(pending, (image_size, image_size, 3), np.uint8, chunks())
+    if not labels:
+        pending.unlink()
+        raise DatasetError(f"TFDS dataset {builder.name!r} has no examples")
+    labels = np.concatenate(labels)
+    h.update(np.asarray(labels, np.int64).tobytes())
+    digest = h.hexdigest()
+    path = arrays_path(folder, digest, image_size, rule)
+    np.save(path.with_name(path.stem + ".labels.npy"), labels)
+    pending.replace(path)
+    return labels, digest
+
+
+def arrays_path(folder: Path, digest: str, size: int, rule: str) -> Path:
+    return Path(folder) / f"{digest[:32]}_{size}_{rule}.npy"
 
 
 def _to_rgb(image, resize):
@@ -247,7 +287,7 @@ def make_manifest(
     target_classes: list[int],
     splits: dict[str, list[int]],
     resize: str = "crop",
-    images: np.ndarray | None = None,
+    digest: str | None = None,
 ) -> dict:
     names = builder.info.features["label"].names
     counts = {
@@ -265,7 +305,7 @@ def make_manifest(
         "image_size": image_size,
         "resize": resize,
         "num_examples": int(len(labels)),
-        "data_sha256": None if images is None else content_digest(images, labels),
+        "data_sha256": digest,  # content_digest of every image and label, as read
         "class_names": names,
         "source_classes": source_classes,
         "target_classes": target_classes,
@@ -305,44 +345,51 @@ def file_digest(path: str | Path) -> str:
 def to_size(images: np.ndarray, size: int) -> np.ndarray:
     """Stored images (square, at the largest searched size) scaled to `size`: the same
     Keras resizing rule, so an exported model can do exactly this (export.py)."""
+    images = np.asarray(images)
     if images.shape[1] == size:
         return images
-    resize = resizer(size, "crop")
-    return np.concatenate(
-        [
-            to_uint8(resize(images[i : i + 256].astype(np.float32)))
-            for i in range(0, len(images), 256)
-        ]
-    )
+    return np.concatenate([_scaled(images[i : i + 256], size) for i in range(0, len(images), 256)])
 
 
-@functools.lru_cache(maxsize=1)
-def _stored(dataset: str, data_dir: str, image_size: int, resize: str, digest: str | None):
-    """The prepared data as stored, read once per process: a stage with a context per
-    input size reads it once, not once per size. Keyed by the data's digest too."""
-    builder = prepare_builder(dataset, data_dir)
-    images, labels = load_examples(builder, image_size, resize)
-    images.flags.writeable = False  # shared by every caller
-    labels.flags.writeable = False
-    return images, labels
+def _scaled(batch: np.ndarray, size: int) -> np.ndarray:
+    return to_uint8(resizer(size, "crop")(batch.astype(np.float32)))
+
+
+def stored_arrays(manifest: dict, size: int | None = None) -> tuple[image_store.Rows, np.ndarray]:
+    """Every prepared image at `size` (default: as stored) as rows of a file on disk, and
+    every label. The file is found by the data's digest, or written once: from TFDS at
+    the stored size (prepare writes that one), scaled from it for a smaller size."""
+    stored, rule = manifest["image_size"], manifest.get("resize", "crop")
+    folder, digest = image_store.folder(), manifest.get("data_sha256")
+    path = arrays_path(folder, digest, stored, rule) if digest else None
+    if path is None or not path.is_file():
+        builder = prepare_builder(manifest["dataset"], manifest["data_dir"])
+        _, digest = write_arrays(builder, stored, rule, folder)
+        path = arrays_path(folder, digest, stored, rule)
+    labels = np.load(path.with_name(path.stem + ".labels.npy"))
+    size = size or stored
+    if size == stored:
+        return image_store.Rows(path), labels
+    smaller = arrays_path(folder, digest, size, rule)
+    if not smaller.is_file():
+        rows = image_store.Rows(path)
+        scaled = (_scaled(batch, size) for batch in rows.batches())
+        image_store.write(smaller, (size, size, 3), np.uint8, scaled)
+    return image_store.Rows(smaller), labels
 
 
 def load_splits(
     manifest: dict, names: tuple[str, ...], size: int | None = None
 ) -> dict[str, Split]:
-    """The named splits as arrays at `size` (default: as stored), labels renumbered within
-    source or target classes."""
-    images, labels = _stored(
-        manifest["dataset"], manifest["data_dir"], manifest["image_size"],
-        manifest.get("resize", "crop"), manifest.get("data_sha256"),
-    )  # fmt: skip
-    images = to_size(images, size or manifest["image_size"])
+    """The named splits at `size` (default: as stored), labels renumbered within source
+    or target classes. Images are rows on disk, read when indexed (image_store.Rows)."""
+    images, labels = stored_arrays(manifest, size)
     out = {}
     for name in names:
         classes = _classes_of(name, manifest["source_classes"], manifest["target_classes"])
         remap = {c: i for i, c in enumerate(classes)}
         ix = np.asarray(manifest["splits"][name], dtype=np.int64)
-        out[name] = Split(images[ix], np.array([remap[c] for c in labels[ix]], dtype=np.int32))
+        out[name] = Split(images.select(ix), np.array([remap[c] for c in labels[ix]], np.int32))
     return out
 
 
@@ -355,13 +402,12 @@ def load_target_splits(
     """Target splits by name at `size`; `trainval` is train followed by val."""
     stored = tuple(dict.fromkeys(n for s in names for n in _parts(s)))
     loaded = load_splits(manifest, stored, size)
-    return {
-        name: Split(
-            np.concatenate([loaded[p].images for p in _parts(name)]),
-            np.concatenate([loaded[p].labels for p in _parts(name)]),
-        )
-        for name in names
-    }
+    out = {}
+    for name in names:
+        parts = [loaded[p] for p in _parts(name)]
+        images = functools.reduce(operator.add, [p.images for p in parts])
+        out[name] = Split(images, np.concatenate([p.labels for p in parts]))
+    return out
 
 
 def _parts(name: str) -> tuple[str, ...]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import DataParams, out_of_range, range_problem
-from pipeline.data import datasets
+from pipeline.data import datasets, image_store
 from pipeline.paths import DATA_DIR
 
 
@@ -18,7 +18,10 @@ def prepare(params: DataParams, seed: int, data_dir: Path = DATA_DIR) -> dict:
     if params.dataset == datasets.FOLDER:
         layout, folder = _store_folder(params, data_dir)
     builder = datasets.prepare_builder(params.dataset, data_dir)
-    images, labels = datasets.load_examples(builder, params.stored_size, params.resize)
+    # streamed into the image file later stages read (never whole in memory), hashed
+    labels, digest = datasets.write_arrays(
+        builder, params.stored_size, params.resize, image_store.folder()
+    )
     num_classes = builder.info.features["label"].num_classes
     for key in ("source_classes", "target_classes"):  # params.yaml checked them unless
         bad = out_of_range(getattr(params, key), num_classes)  # the metadata was not there
@@ -51,7 +54,7 @@ def prepare(params: DataParams, seed: int, data_dir: Path = DATA_DIR) -> dict:
         params.target_classes,
         splits,
         params.resize,
-        images,
+        digest,
     )
     manifest["image_sizes"] = params.sizes  # searched; smaller ones are scaled from the stored
     if folder is not None:

@@ -223,7 +223,7 @@ def select_and_test(baseline: Baseline, splits: dict, protocol: Protocol) -> lis
 def run_linear_pixels(params: Params, manifest: dict) -> pd.DataFrame:
     devices.configure(params.seed, params.deterministic)
     splits = {
-        name: ((s.images / np.float32(255.0)).astype(np.float32), s.labels)
+        name: (np.asarray(s.images, np.float32) / np.float32(255.0), s.labels)
         for name, s in load_target_splits(manifest, ("train", "val", TRAINVAL, "test")).items()
     }
     baseline = linear_pixels(splits["train"][0].shape[1:], len(manifest["target_classes"]))

@@ -193,8 +193,9 @@ def _looks_like_download_failure(exc: Exception) -> bool:
     return any(s in text for s in ("url", "fetch", "download", "resolve", "network", "connection"))
 
 
-def preprocess(name: str, images: np.ndarray) -> np.ndarray:
-    return PREPROCESSORS[name](images.astype(np.float32))
+def preprocess(name: str, images) -> np.ndarray:
+    """A float32 copy of `images` (an array, or rows on disk: image_store.Rows), scaled."""
+    return PREPROCESSORS[name](np.array(images, dtype=np.float32))
 
 
 def at_size(model, image_size: int):
