@@ -435,7 +435,7 @@ class PrunerParams(Strict):
 
 
 class CacheParams(Strict):
-    memory_mb: float = Field(1024, ge=0)  # activations kept in RAM
+    memory_mb: float = Field(1024, ge=0)  # activations kept in RAM; and images, else streamed
     disk_mb: float = Field(4096, ge=0)  # spill-over under results/cache/<backbone>/
     traced_models: int = Field(8, ge=1)  # models with traced steps kept for later trials
 

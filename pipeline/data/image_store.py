@@ -19,13 +19,14 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.paths import CACHE_DIR
 
+MB = 1 << 20
 CHUNK = 512  # rows per write, and per read when a whole selection is walked
 FOLDER = CACHE_DIR / "_images"  # beside each backbone's activation cache
 
@@ -34,26 +35,49 @@ def folder() -> Path:
     return FOLDER
 
 
+class Writer:
+    """An `.npy` file appended to a chunk at a time, its row count written at `close`.
+    Atomic: the file appears under `path` complete or not at all (two processes may
+    write the same one)."""
+
+    def __init__(self, path: Path, row_shape: tuple[int, ...], dtype):
+        self.path, self.row_shape, self.dtype = Path(path), tuple(row_shape), np.dtype(dtype)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.partial = self.path.with_name(f"{self.path.name}.{os.getpid()}.partial")
+        self.rows = 0
+        self._file = open(self.partial, "wb")
+        self._file.write(_header((0, *self.row_shape), self.dtype))  # the count comes last
+
+    def append(self, chunk) -> None:
+        chunk = np.ascontiguousarray(chunk, dtype=self.dtype)
+        if chunk.shape[1:] != self.row_shape:
+            self.abort()
+            raise ValueError(f"chunk of shape {chunk.shape}, rows of {self.row_shape} expected")
+        self._file.write(chunk.data)
+        self.rows += len(chunk)
+
+    def close(self) -> Path:
+        self._file.seek(0)
+        self._file.write(_header((self.rows, *self.row_shape), self.dtype))
+        self._file.close()
+        self.partial.replace(self.path)
+        return self.path
+
+    def abort(self) -> None:
+        self._file.close()
+        self.partial.unlink(missing_ok=True)
+
+
 def write(path: Path, row_shape: tuple[int, ...], dtype, chunks: Iterable) -> Path:
-    """An `.npy` file of the rows of `chunks`, never whole in memory. Atomic: the file
-    appears under `path` complete or not at all (two processes may write the same one)."""
-    dtype = np.dtype(dtype)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-    written = 0
-    with open(partial, "wb") as f:
-        f.write(_header((0, *row_shape), dtype))  # the count is known at the end
+    """An `.npy` file of the rows of `chunks`, never whole in memory (Writer)."""
+    writer = Writer(path, row_shape, dtype)
+    try:
         for chunk in chunks:
-            chunk = np.ascontiguousarray(chunk, dtype=dtype)
-            if chunk.shape[1:] != tuple(row_shape):
-                partial.unlink()
-                raise ValueError(f"chunk of shape {chunk.shape}, rows of {row_shape} expected")
-            f.write(chunk.data)
-            written += len(chunk)
-        f.seek(0)
-        f.write(_header((written, *row_shape), dtype))
-    partial.replace(path)
-    return path
+            writer.append(chunk)
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.close()
 
 
 HEADER_BYTES = 128  # an .npy version 1.0 header, padded to a fixed length to be rewritten
@@ -67,7 +91,57 @@ def _header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
     return np.lib.format.magic(1, 0) + struct.pack("<H", length) + text.encode("latin1")
 
 
-class Rows:
+class Streamed:
+    """Array-like data read from disk a batch at a time: indexing (an int, a slice, an
+    index array) returns a NumPy array; `len`, `shape`, `batches` and `digest` never
+    read more than a batch at once. The training loop and the activation cache take it
+    wherever they take an array."""
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def __getitem__(self, index) -> np.ndarray:
+        raise NotImplementedError
+
+    def batches(self, size: int = CHUNK) -> Iterator[np.ndarray]:
+        for begin in range(0, len(self), size):
+            yield self[begin : begin + size]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for batch in self.batches():
+            yield from batch
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        parts = list(self.batches())
+        array = np.concatenate(parts) if parts else self[0:0]
+        return array if dtype is None else array.astype(dtype)
+
+    def digest(self) -> str:
+        """What `activations.array_digest` gives for the array this stands for."""
+        first = self[0:1]
+        h = hashlib.sha256(f"{first.dtype}{(len(self), *first.shape[1:])}".encode())
+        for batch in self.batches():
+            h.update(np.ascontiguousarray(batch).data)
+        return h.hexdigest()
+
+
+class Mapped(Streamed):
+    """`fn` applied to each batch read from `source` (a backbone's pixel scaling, a fresh
+    augmentation): the transformed data is never whole in memory either."""
+
+    def __init__(self, source: Streamed, fn: Callable[[np.ndarray], np.ndarray]):
+        self.source, self.fn = source, fn
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index) -> np.ndarray:
+        if isinstance(index, (int, np.integer)):
+            return self.fn(self.source[index : index + 1])[0]
+        return self.fn(self.source[index])
+
+
+class Rows(Streamed):
     """Rows of an `.npy` file in a given order, read from disk only when indexed.
 
     Indexing by an int, a slice or an index array returns a NumPy array, like the array
@@ -127,21 +201,6 @@ class Rows:
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         array = self._read(self.rows)
         return array if dtype is None else array.astype(dtype)
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        for batch in self.batches():
-            yield from batch
-
-    def batches(self, size: int = CHUNK) -> Iterator[np.ndarray]:
-        for begin in range(0, len(self.rows), size):
-            yield self._read(self.rows[begin : begin + size])
-
-    def digest(self) -> str:
-        """What `activations.array_digest` gives for the array these rows stand for."""
-        h = hashlib.sha256(f"{self.dtype}{self.shape}".encode())
-        for batch in self.batches():
-            h.update(batch.data)
-        return h.hexdigest()
 
     def _read(self, rows: np.ndarray) -> np.ndarray:
         out = np.empty((len(rows), *self.row_shape), self.dtype)

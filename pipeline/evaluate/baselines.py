@@ -21,7 +21,9 @@ import pandas as pd
 
 from pipeline import progress
 from pipeline.config import Params, SearchParams
+from pipeline.data import image_store
 from pipeline.data.datasets import TRAINVAL, load_target_splits
+from pipeline.data.image_store import MB
 from pipeline.models import flops
 from pipeline.models.freezing import param_count
 from pipeline.train import devices, loop
@@ -222,14 +224,21 @@ def select_and_test(baseline: Baseline, splits: dict, protocol: Protocol) -> lis
 
 def run_linear_pixels(params: Params, manifest: dict) -> pd.DataFrame:
     devices.configure(params.seed, params.deterministic)
+    loaded = load_target_splits(manifest, ("train", "val", TRAINVAL, "test"))
+    # held in memory as float32 within sweep.cache.memory_mb, else read a batch at a time
+    streamed = sum(4 * s.images.nbytes for s in loaded.values()) > params.sweep.cache.memory_mb * MB
     splits = {
-        name: (np.asarray(s.images, np.float32) / np.float32(255.0), s.labels)
-        for name, s in load_target_splits(manifest, ("train", "val", TRAINVAL, "test")).items()
+        name: (image_store.Mapped(s.images, _unit) if streamed else _unit(s.images), s.labels)
+        for name, s in loaded.items()
     }
-    baseline = linear_pixels(splits["train"][0].shape[1:], len(manifest["target_classes"]))
+    baseline = linear_pixels(loaded["train"].images.row_shape, len(manifest["target_classes"]))
     seeds = retrain_seeds(params.seed, params.report.seeds)
     protocol = Protocol.of(params.search, seeds, head_like=True)
     runs = pd.DataFrame(select_and_test(baseline, splits, protocol))
     runs.insert(0, "backbone", "")
     runs["plan"] = "softmax regression on raw pixels"
     return runs
+
+
+def _unit(pixels) -> np.ndarray:
+    return np.asarray(pixels, np.float32) / np.float32(255.0)

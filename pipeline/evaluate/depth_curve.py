@@ -31,7 +31,7 @@ from pipeline import progress
 from pipeline.models import strategies
 from pipeline.models.freezing import FreezePlan
 from pipeline.search.objective import recorded_config
-from pipeline.train import loop, phases
+from pipeline.train import activations, loop, phases
 from pipeline.train.context import RunContext
 
 FROZEN, FINE_TUNED, SURGICAL = "frozen", "fine-tuned", "one segment fine-tuned"
@@ -115,11 +115,7 @@ def converged_probe(ctx: RunContext, cut: int) -> tuple[float, int]:
 
     ctx.restore()
 
-    def pooled(split: str) -> np.ndarray:
-        x = np.asarray(ctx.cache.activations(cut, split))
-        return x.mean(axis=(1, 2)) if x.ndim == 4 else x.reshape(len(x), -1)
-
-    train, val = pooled("train"), pooled("val")
+    train, val = (activations.pooled(ctx.cache.activations(cut, s)) for s in ("train", "val"))
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
     probe.fit(train, ctx.splits["train"][1])
     return float(probe.score(val, ctx.splits["val"][1])), train.shape[1]

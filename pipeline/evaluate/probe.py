@@ -20,7 +20,7 @@ import numpy as np
 
 from pipeline.models import flops
 from pipeline.models.freezing import param_count
-from pipeline.train import devices, loop
+from pipeline.train import activations, devices, loop
 from pipeline.train.context import RunContext
 
 TRANSFER = "transfer"  # retrain.TRANSFER (retrain imports this module)
@@ -45,8 +45,7 @@ def _scores(probe, x: np.ndarray, y: np.ndarray) -> tuple[float, str, float]:
 
 def pooled(ctx: RunContext, split: str) -> np.ndarray:
     """The whole frozen backbone's output for a split, averaged over space."""
-    x = np.asarray(ctx.cache.activations(len(ctx.backbone.layers), split))
-    return x.mean(axis=(1, 2)) if x.ndim == 4 else x.reshape(len(x), -1)
+    return activations.pooled(ctx.cache.activations(len(ctx.backbone.layers), split))
 
 
 def runs(ctx: RunContext, seeds: list[int]) -> list[dict]:

@@ -28,16 +28,30 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.data.image_store import Rows, Streamed, Writer
 from pipeline.train import devices
 
 BATCH = 64  # small enough that a split's batches run side by side on every core
+GROUP = 8 * BATCH  # images per forward pass whose outputs are written out together
 
 
-def array_digest(array: np.ndarray) -> str:
-    """Content hash of an array: its dtype, shape and bytes."""
+def array_digest(array) -> str:
+    """Content hash of an array: its dtype, shape and bytes (read a batch at a time from
+    data on disk, image_store.Streamed: the same hash as the array it stands for)."""
+    if isinstance(array, Streamed):
+        return array.digest()
+    array = np.asarray(array)
     h = hashlib.sha256(f"{array.dtype}{array.shape}".encode())
     h.update(np.ascontiguousarray(array).data)
     return h.hexdigest()
+
+
+def pooled(x) -> np.ndarray:
+    """Activations averaged over space (flattened when they have none), a batch at a
+    time for data on disk: at 224 px MobileNetV2's output is 250 kB an image."""
+    parts = x.batches() if isinstance(x, Streamed) else [np.asarray(x)]
+    out = [b.mean(axis=(1, 2)) if b.ndim == 4 else b.reshape(len(b), -1) for b in parts]
+    return np.concatenate(out)
 
 
 @dataclass
@@ -85,7 +99,7 @@ class ActivationCache:
         """More splits (augmented views of a training split): computed when first asked for."""
         for split, x in inputs.items():
             self.inputs[split] = x
-            self._input_digests[split] = array_digest(np.asarray(x))
+            self._input_digests[split] = array_digest(x)
 
     # --- which cut a phase may use ----------------------------------------------------------
 
@@ -142,7 +156,7 @@ class ActivationCache:
         path = self._path(key)
         if path is not None and path.is_file():
             self.stats.disk_hits += 1
-            array = np.load(path, mmap_mode="r")
+            array = Rows(path)  # read a batch at a time, never mapped
             if array.nbytes <= self.memory_budget:  # read once, then served from memory
                 self._keep(key, np.asarray(array))
                 return self._memory[key]
@@ -151,7 +165,7 @@ class ActivationCache:
         if key in self._memory:
             return self._memory[key]
         if path is not None and path.is_file():
-            return np.load(path, mmap_mode="r")
+            return Rows(path)
         raise RuntimeError(f"activations at cut {cut} fit neither cache budget")
 
     def _path(self, key: str) -> Path | None:
@@ -181,35 +195,52 @@ class ActivationCache:
         cut not held yet: a deeper cut's prefix runs through the shallower ones anyway, so
         this costs one pass per split instead of one per cut. A split is computed when a
         phase first needs it (an augmented view only when a trial with that augmentation
-        runs)."""
+        runs). The pass goes GROUP images at a time, each group written to disk as it
+        comes: only arrays that fit the memory budget are ever whole in memory."""
         start = time.perf_counter()
         cuts = tuple(
             c for c in self.cuts if c == cut or (self.fits(c) and not self._held(c, split))
         )
         forward, images = self._prefix(cuts), self.inputs[split]
-        batches = devices.side_by_side(
-            lambda i: [t.numpy() for t in _as_list(forward(images[i : i + BATCH]))],
-            range(0, len(images), BATCH),
-        )
-        order = [i for i, c in enumerate(cuts) if c != cut] + [cuts.index(cut)]
-        for index in order:  # the cut asked for last: storing the others cannot evict it
-            self._store(self.key(cuts[index], split), np.concatenate([b[index] for b in batches]))
-        seconds = time.perf_counter() - start
+        writers = {c: self._writer(c, split) for c in cuts}
+        kept: dict[int, list] = {c: [] for c in cuts if self.nbytes(c, split) <= self.memory_budget}
+        try:
+            for group in range(0, len(images), GROUP):
+                batches = devices.side_by_side(
+                    lambda i: [t.numpy() for t in _as_list(forward(images[i : i + BATCH]))],
+                    range(group, min(group + GROUP, len(images)), BATCH),
+                )
+                for index, c in enumerate(cuts):
+                    part = np.concatenate([b[index] for b in batches])
+                    if writers[c] is not None:
+                        writers[c].append(part)
+                    if c in kept:
+                        kept[c].append(part)
+        except BaseException:
+            for writer in writers.values():
+                if writer is not None:
+                    writer.abort()
+            raise
+        for c, writer in writers.items():
+            if writer is not None:
+                writer.close()  # atomic: a killed run never leaves half a file under the key
+                self.stats.disk_bytes += self.nbytes(c, split)
+        order = [c for c in cuts if c != cut] + [cut]
+        for c in order:  # the cut asked for last: keeping the others cannot evict it
+            if c in kept:
+                self._keep(self.key(c, split), np.concatenate(kept.pop(c)))
         self.stats.computed += len(cuts)
-        self.stats.seconds += seconds
+        self.stats.seconds += time.perf_counter() - start
 
-    def _store(self, key: str, array: np.ndarray) -> None:
+    def _writer(self, cut: int, split: str) -> Writer | None:
         """Written to disk as well as kept in memory: the stages after the sweep (final's
         depth curve, a re-run sweep) read what it computed instead of computing it again."""
-        if array.nbytes <= self.disk_budget and self.folder is not None:
-            self._make_room_on_disk(array.nbytes)
-            path = self.folder / f"{key}.npy"
-            partial = path.with_suffix(".partial.npy")
-            np.save(partial, array)
-            partial.replace(path)  # atomic: a killed run never leaves half a file under the key
-            self.stats.disk_bytes += array.nbytes
-        if array.nbytes <= self.memory_budget:
-            self._keep(key, array)
+        nbytes = self.nbytes(cut, split)
+        path = self._path(self.key(cut, split))
+        if path is None or nbytes > self.disk_budget:
+            return None
+        self._make_room_on_disk(nbytes)
+        return Writer(path, self.shape(cut), np.float32)
 
     def _keep(self, key: str, array: np.ndarray) -> None:
         import tensorflow as tf

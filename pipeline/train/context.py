@@ -8,21 +8,22 @@ activation cache's prefixes valid.
 
 from __future__ import annotations
 
+import functools
 import gc
+import hashlib
 import json
 from dataclasses import dataclass
 
 import numpy as np
 
 from pipeline.config import Params, SearchParams
-from pipeline.data import augment, datasets
+from pipeline.data import augment, datasets, image_store
+from pipeline.data.image_store import MB, Rows
 from pipeline.models import backbones, flops, strategies
 from pipeline.paths import CACHE_DIR, MODELS_DIR
 from pipeline.train import activations, devices
 from pipeline.train.loop import Views
 from pipeline.train.pool import Pool
-
-MB = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,8 @@ class RunContext:
     feature_dims: tuple[int, ...]  # the backbone's output, the head's input
     seed: int
     size: int  # input pixels per side
-    raw: dict[str, np.ndarray]  # training splits as uint8 pixels: what augmentation draws from
+    raw: dict[str, Rows]  # training splits as uint8 pixels on disk: what augmentation draws from
+    streamed: bool = False  # splits read from disk a batch at a time (too big to hold)
 
     @property
     def train(self) -> tuple[object, np.ndarray]:
@@ -54,26 +56,46 @@ class RunContext:
         """A training split as a phase trains on it: as it is for augmentation `none`, else
         `Views`: K fixed views (drawn once per context from the run's seed, and cached
         through frozen prefixes like any split) plus fresh draws seeded by `seed` for phases
-        that train from the input. Memory: K x the split's images at this size, as float32."""
+        that train from the input. Memory: K x the split's images at this size, as float32
+        (streamed: on disk as uint8)."""
         images, labels = self.splits[split]
         if level == augment.NONE:
             return images, labels
-        import tensorflow as tf
-
         names = tuple(f"{split}~{level}~{k}" for k in range(self.search.augment_views))
         if names[0] not in self.cache.inputs:
-            drawn = augment.views(self.raw[split], level, len(names), self.seed)
-            self.cache.add_inputs(
-                {n: tf.convert_to_tensor(self._scaled(v)) for n, v in zip(names, drawn)}
-            )
+            self.cache.add_inputs(dict(zip(names, self._fixed_views(split, level, len(names)))))
+        fixed = tuple(self.cache.inputs[n] for n in names)
         fresh: list[augment.Augmenter] = []  # built on first use: a cached plan never draws
 
-        def online(_epoch: int) -> np.ndarray:
+        def draw(pixels: np.ndarray) -> np.ndarray:
             if not fresh:
                 fresh.append(augment.Augmenter(level, seed))
-            return self._scaled(fresh[0](self.raw[split]))
+            return self._scaled(fresh[0](pixels))
 
-        return Views(tuple(self.cache.inputs[n] for n in names), names, online), labels
+        if self.streamed:  # fresh draws a batch at a time, as the loop reads them
+            online = image_store.Mapped(self.raw[split], draw)
+            return Views(fixed, names, lambda _epoch: online), labels
+        return Views(fixed, names, lambda _epoch: draw(self.raw[split])), labels
+
+    def _fixed_views(self, split: str, level: str, k: int) -> list:
+        """K augmented views of a training split, drawn from the context's seed: in memory
+        as float32, or when the split is streamed, written to disk as uint8 pixels (a
+        quarter of the bytes) and scaled as they are read."""
+        import tensorflow as tf
+
+        if not self.streamed:
+            drawn = augment.views(self.raw[split], level, k, self.seed)
+            return [tf.convert_to_tensor(self._scaled(v)) for v in drawn]
+        draw, rows = augment.Augmenter(level, self.seed), self.raw[split]
+        key = hashlib.sha256(f"{rows.digest()}|{level}|{self.seed}".encode()).hexdigest()[:32]
+        views = []
+        for j in range(k):  # view j of image i is the j-th draw, as augment.views draws
+            path = self.cache.folder / f"views_{key}_{j}.npy"
+            if not path.is_file():
+                chunks = (datasets.to_uint8(draw(b)) for b in rows.batches(draw.BATCH))
+                image_store.write(path, rows.row_shape, np.uint8, chunks)
+            views.append(image_store.Mapped(image_store.Rows(path), self._scaled))
+        return views
 
     def _scaled(self, pixels: np.ndarray) -> np.ndarray:
         return backbones.preprocess(self.meta["preprocess"], pixels)
@@ -117,19 +139,29 @@ def load_context(
     info = strategies.backbone_info(backbone, search)
     loaded_splits = datasets.load_target_splits(manifest, split_names, size)
     raw = {s: loaded_splits[s].images for s in TRAINING_SPLITS if s in loaded_splits}
-    arrays = {
-        split: (backbones.preprocess(meta["preprocess"], s.images), s.labels)
-        for split, s in loaded_splits.items()
-    }
+    # sweep.cache.memory_mb bounds the images held as well as the activations: splits that
+    # would take more as float32 are read from disk and scaled a batch at a time
+    budget = int(params.sweep.cache.memory_mb * MB / share)
+    streamed = sum(4 * split.images.nbytes for split in loaded_splits.values()) > budget
+    scale = functools.partial(backbones.preprocess, meta["preprocess"])
+    if streamed:
+        inputs = {s: image_store.Mapped(split.images, scale) for s, split in loaded_splits.items()}
+    else:
+        inputs = {s: scale(split.images) for s, split in loaded_splits.items()}
     cache = activations.ActivationCache(
         backbone,
         meta["sha256"],
-        {split: x for split, (x, _) in arrays.items()},
+        dict(inputs),
         [d.n_frozen_layers for d in info.depths] + [len(backbone.layers)],  # + head only
-        memory_bytes=int(params.sweep.cache.memory_mb * MB / share),
+        memory_bytes=budget,
         disk_bytes=int(params.sweep.cache.disk_mb * MB / share),
         folder=CACHE_DIR / name,
     )
+    # held: on the device, once, not copied again per phase
+    splits = {
+        s: (x if streamed else tf.convert_to_tensor(x), loaded_splits[s].labels)
+        for s, x in inputs.items()
+    }
     num_classes = len(manifest["target_classes"])
     ctx = RunContext(
         backbone=backbone,
@@ -138,8 +170,7 @@ def load_context(
         cache=cache,
         pool=Pool(backbone, num_classes, cache, params.sweep.cache.traced_models),
         info=info,
-        # on the device, once: not copied again per phase
-        splits={s: (tf.convert_to_tensor(x), y) for s, (x, y) in arrays.items()},
+        splits=splits,
         num_classes=num_classes,
         search=search,
         layer_costs=flops.model_costs(backbone),
@@ -147,6 +178,7 @@ def load_context(
         seed=params.seed,
         size=size,
         raw=raw,
+        streamed=streamed,
     )
     gc.collect()
     gc.freeze()  # later collections skip the libraries, backbone and data: ~0.2 s less per run

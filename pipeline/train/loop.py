@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.data.image_store import Streamed
 from pipeline.train import devices
 
 EVAL_BATCH = 512
@@ -205,14 +206,15 @@ def check_current(step: Step) -> None:
 
 
 def _as_tensor(array):
-    """A tensor as it is; a memory-mapped array stays on disk; any other array is copied.
+    """A tensor as it is; data on disk (image_store.Streamed, a memory map) stays there;
+    any other array is copied.
 
     Callers that train on the same arrays again (the sweep's splits, the activation
     cache) hold them as tensors already, so nothing is copied per phase.
     """
     import tensorflow as tf
 
-    if isinstance(array, np.memmap):
+    if isinstance(array, (np.memmap, Streamed)):
         return array
     return tf.convert_to_tensor(array, dtype=tf.float32)
 
@@ -220,8 +222,8 @@ def _as_tensor(array):
 def _take(images, index: np.ndarray):
     import tensorflow as tf
 
-    if isinstance(images, np.ndarray):  # memory-mapped: read just this batch
-        return tf.convert_to_tensor(images[index])
+    if isinstance(images, (np.ndarray, Streamed)):  # on disk: read just this batch
+        return tf.convert_to_tensor(images[index], dtype=tf.float32)
     return tf.gather(images, index)
 
 

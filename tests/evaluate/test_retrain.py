@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from pipeline.config import parse_params
-from pipeline.data import datasets
+from pipeline.data import datasets, image_store
 from pipeline.evaluate import baselines, retrain
 from pipeline.models.strategies import Phase, StrategyPlan
 from pipeline.paths import FINAL_DIR, MANIFEST, SWEEP_DIR
@@ -113,6 +113,45 @@ def test_a_retrained_configuration_is_reproducible_per_seed(workspace):
     first = retrain.run_final("small_cnn", params, manifest, FINAL_DIR / "a")
     second = retrain.run_final("small_cnn", params, manifest, FINAL_DIR / "b")
     pd.testing.assert_series_equal(first.test_accuracy, second.test_accuracy)
+
+
+def streamed(params, light: bool = False):
+    """The same params with a memory budget too small to hold any split or activation."""
+    cache = params.sweep.cache.model_copy(update={"memory_mb": 0.001})
+    search = params.search.model_copy(update={"augmentation": ["light"]}) if light else None
+    return params.model_copy(
+        update={"sweep": params.sweep.model_copy(update={"cache": cache}),
+                **({"search": search} if light else {})}
+    )  # fmt: skip
+
+
+def test_a_run_streamed_from_disk_gives_the_numbers_of_the_run_held_in_memory(workspace):
+    params = tiny(top_k=2, seeds=2)
+    manifest = swept(params)
+    held = retrain.run_final("small_cnn", params, manifest, FINAL_DIR / "held")
+    ctx = context.load_context("small_cnn", streamed(params), manifest, retrain.SPLITS)
+    assert ctx.streamed and all(isinstance(x, image_store.Streamed) for x, _ in ctx.splits.values())
+    on_disk = retrain.run_final("small_cnn", streamed(params), manifest, FINAL_DIR / "disk")
+    for column in ("test_accuracy", "test_correct", "trainable_params"):
+        pd.testing.assert_series_equal(held[column], on_disk[column])
+    cache = ctx.cache
+    cache.activations(len(ctx.backbone.layers), "test")
+    assert cache.stats.memory_bytes == 0 and cache.stats.disk_hits + cache.stats.computed > 0
+
+
+def test_augmented_views_of_a_streamed_split_are_drawn_to_disk_and_read_back(workspace):
+    params = streamed(tiny(top_k=1, seeds=2), light=True)
+    manifest = datasets.read_manifest(MANIFEST)
+    ctx = context.load_context("small_cnn", params, manifest)
+    views, labels = ctx.training("train", "light", seed=3)
+    assert len(views.fixed) == params.search.augment_views
+    first, second = (np.asarray(v) for v in views.fixed[:2])
+    assert first.shape == (len(labels), 16, 16, 3) and not np.array_equal(first, second)
+    assert len(list(ctx.cache.folder.glob("views_*.npy"))) == len(views.fixed)
+    online = views.for_epoch(0)  # fresh draws, a batch at a time
+    assert online[np.arange(4)].shape == (4, 16, 16, 3)
+    again = context.load_context("small_cnn", params, manifest).training("train", "light", 3)[0]
+    np.testing.assert_array_equal(np.asarray(again.fixed[0]), first)  # read back, not redrawn
 
 
 def separable(n: int, seed: int):
@@ -370,3 +409,12 @@ def test_the_converged_linear_probe_is_a_candidate_chosen_and_tested_like_the_ot
     assert first["trainable_params"] == width * ctx.num_classes + ctx.num_classes
     assert any(f"C {c:g} " in first["plan"] for c in probe.C_GRID)
     assert first["strategy"] == probe.STRATEGY and first["rank"] == 0 and first["epochs"] >= 1
+
+
+def test_the_linear_baseline_streamed_from_disk_gives_the_numbers_held_in_memory(workspace):
+    params = tiny(seeds=2)
+    manifest = datasets.read_manifest(MANIFEST)
+    held = baselines.run_linear_pixels(params, manifest)
+    on_disk = baselines.run_linear_pixels(streamed(params), manifest)
+    for column in ("test_accuracy", "test_correct", "learning_rate"):
+        pd.testing.assert_series_equal(held[column], on_disk[column])
