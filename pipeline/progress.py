@@ -24,8 +24,11 @@ class _Lines:
         sys.stderr.flush()
 
 
-def bar(items: Iterable[T], desc: str, total: int | None = None, unit: str = "it") -> Iterator[T]:
-    """`items` with a progress bar (count, rate, time left) on stderr."""
+def bar(
+    items: Iterable[T] | None, desc: str, total: int | None = None, unit: str = "it"
+) -> Iterator[T]:
+    """`items` with a progress bar (count, rate, time left) on stderr; with `items` None, a
+    bar of `total` steps that the caller advances (`update()`)."""
     from tqdm import tqdm
 
     terminal = sys.stderr.isatty()

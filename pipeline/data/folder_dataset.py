@@ -18,7 +18,9 @@ import io
 import os
 import shutil
 import sys
+import tempfile
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,9 +109,31 @@ def scan(folder: str | Path) -> Layout:
     return Layout(root, tuple(classes), given, tuple(stray), val_dir)
 
 
+class Spool:
+    """Each image read, PNG-encoded, in a temporary file until the dataset is written:
+    a folder of any size is read in bounded memory, and nothing is written under the
+    data_dir until every file is read and checked."""
+
+    def __init__(self):
+        self._file = tempfile.TemporaryFile()
+        self._offsets = [0]
+
+    def append(self, encoded: bytes) -> None:
+        self._file.write(encoded)
+        self._offsets.append(self._offsets[-1] + len(encoded))
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def __iter__(self) -> Iterator[bytes]:
+        self._file.seek(0)
+        for begin, end in zip(self._offsets, self._offsets[1:]):
+            yield self._file.read(end - begin)
+
+
 @dataclass
 class Read:
-    images: list[np.ndarray] = field(default_factory=list)  # uint8 (size, size, 3)
+    images: Spool = field(default_factory=Spool)  # PNG bytes, (size, size, 3) each
     labels: list[int] = field(default_factory=list)
     given_test: list[bool] = field(default_factory=list)
     given_val: list[bool] = field(default_factory=list)
@@ -135,22 +159,43 @@ def read_all(layout: Layout, resize, size: int = 0) -> Read:
         for split, cid, folder in layout.class_dirs()
         for path in image_files.image_files(folder)
     ]
-    for split, cid, path in progress.bar(files, "prepare: reading images", unit="img"):
+    bar = progress.bar(None, "prepare: reading images", total=len(files), unit="img")
+    with bar, ThreadPoolExecutor(os.cpu_count()) as pool:  # decoders release the GIL
+        for begin in range(0, len(files), READ_CHUNK):  # bounded: a chunk in flight
+            chunk = files[begin : begin + READ_CHUNK]
+            for (split, cid, path), got in zip(chunk, pool.map(_read_one(resize), chunk)):
+                bar.update()
+                if isinstance(got, image_files.UnreadableImage):
+                    out.skipped.append(image_files.Skipped(_rel(path, layout.root), str(got)))
+                    continue
+                (height, width), encoded, digest = got
+                if min(height, width) * SMALL < size:
+                    out.small.append({"path": _rel(path, layout.root), "size": f"{width}x{height}"})
+                out.images.append(encoded)
+                out.labels.append(cid)
+                out.given_test.append(split == "test")
+                out.given_val.append(split == "val")
+                out.paths.append(_rel(path, layout.root))
+                out.digests.append(digest)
+    return out
+
+
+READ_CHUNK = 256  # files read side by side before their results are stored
+
+
+def _read_one(resize):
+    """A file's size, its resized pixels PNG-encoded and its bytes' digest, or why not."""
+
+    def read(item) -> tuple | image_files.UnreadableImage:
+        _, _, path = item
         try:
             pixels = image_files.read_rgb(path)
         except image_files.UnreadableImage as exc:
-            out.skipped.append(image_files.Skipped(_rel(path, layout.root), str(exc)))
-            continue
-        if min(pixels.shape[:2]) * SMALL < size:
-            height, width = pixels.shape[:2]
-            out.small.append({"path": _rel(path, layout.root), "size": f"{width}x{height}"})
-        out.images.append(resize(pixels))
-        out.labels.append(cid)
-        out.given_test.append(split == "test")
-        out.given_val.append(split == "val")
-        out.paths.append(_rel(path, layout.root))
-        out.digests.append(image_files.content_digest(path))
-    return out
+            return exc
+        encoded = png_bytes(resize(pixels))
+        return pixels.shape[:2], encoded, image_files.content_digest(path)
+
+    return read
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -276,11 +321,9 @@ def store(read: Read, layout: Layout, image_size: int, data_dir: Path):
             "path": tfds.features.Text(),
         }
     )
-    with ThreadPoolExecutor(os.cpu_count()) as pool:  # PIL's encoder releases the GIL
-        encoded = list(pool.map(png_bytes, read.images))
-    examples = (
+    examples = (  # already PNG-encoded (read_all): TFDS stores the bytes as they are
         (i, {"image": image, "label": label, "path": path})
-        for i, (image, label, path) in enumerate(zip(encoded, read.labels, read.paths))
+        for i, (image, label, path) in enumerate(zip(read.images, read.labels, read.paths))
     )
     # TFDS's "Downloading … Unknown size" silenced; the same images, the same bytes
     with contextlib.redirect_stdout(io.StringIO()), deterministic_examples():
