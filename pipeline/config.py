@@ -347,6 +347,7 @@ class SearchParams(Strict):
     patience: int = Field(0, ge=0)  # early stopping: epochs without a new best; 0 = off
     augmentation: list[str] = ["none"]  # levels searched (data/augment.py)
     augment_views: int = Field(4, ge=1, le=64)  # augmented views per image a frozen prefix sees
+    class_weight: list[str] = ["none"]  # loss weight per class (train/loop.py); two: searched
 
     @property
     def head_epochs(self) -> int:
@@ -376,6 +377,19 @@ class SearchParams(Strict):
                 f"{list(LEVELS)}"
             )
         return levels
+
+    @field_validator("class_weight")
+    @classmethod
+    def _class_weight(cls, choices: list[str]) -> list[str]:
+        from pipeline.train.loop import CLASS_WEIGHTS
+
+        unknown = [c for c in choices if c not in CLASS_WEIGHTS]
+        if not choices or unknown or len(set(choices)) != len(choices):
+            raise ValueError(
+                f"unknown or repeated choices {unknown or choices}; a non-empty list of: "
+                f"{list(CLASS_WEIGHTS)}"
+            )
+        return choices
 
     @field_validator("head_units")
     @classmethod

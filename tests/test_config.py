@@ -294,3 +294,9 @@ def test_a_model_file_that_cannot_fit_is_caught_before_any_work(prepared_workspa
     assert "backbones.mine.by_name" in message and "'block9_conv' matches no layer" in message
     raw["backbones"]["mine"]["by_name"] = ["block1_*"]
     assert parse_params(raw).backbones["mine"].by_name == ["block1_*"]  # fits: accepted
+
+
+def test_an_unknown_class_weight_names_the_key_and_the_choices():
+    message = error_for(**{"search.class_weight": ["none", "inverse"]})
+    assert "search.class_weight" in message and "inverse" in message and "balanced" in message
+    assert parse_params(params_with(**{"search.class_weight": ["balanced"]})).search.class_weight

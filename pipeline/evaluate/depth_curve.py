@@ -87,6 +87,7 @@ def frozen_probe(ctx: RunContext, cut: int, config, seed: int, heads: dict) -> l
     step = heads[cut]
     step.model.head.reset(seed, config.dropout)
     step.reset(config.learning_rate)
+    step.weigh_classes(ctx.class_weights(config.class_weight, "train"))
     train, val = ((ctx.cache.activations(cut, s), ctx.splits[s][1]) for s in ("train", "val"))
     search = ctx.search
     return loop.run_epochs(
@@ -153,6 +154,7 @@ def _strategy_run(ctx: RunContext, strategy, fixed: dict, config, seed: int):
         cache=ctx.cache,
         pool=ctx.pool,
         patience_for=ctx.search.patience_for,
+        class_weights=ctx.class_weights(config.class_weight, "train"),
     )
 
 

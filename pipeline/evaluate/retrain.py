@@ -132,6 +132,7 @@ def retrain(ctx: RunContext, row, seed: int, on_trained=None) -> dict:
         pool=ctx.pool,
         test=ctx.splits["test"],
         split_names=(TRAINVAL, "val", "test"),
+        class_weights=ctx.class_weights(config.class_weight, TRAINVAL),
     )
     if on_trained is not None:
         on_trained(head)
@@ -149,6 +150,7 @@ def retrain(ctx: RunContext, row, seed: int, on_trained=None) -> dict:
         "plan": described,
         "image_size": ctx.size,
         "augmentation": config.augmentation,
+        "class_weight": config.class_weight,
         "head_units": config.head_units,
         "learning_rate": config.learning_rate,
         "frozen_fraction": frozen_fraction,

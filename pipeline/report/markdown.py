@@ -38,6 +38,13 @@ def _unstable(row) -> str:
     return f" ⚠ unstable ({row.test_accuracy_min:.2f}–{row.test_accuracy_max:.2f})"
 
 
+def _weighted(pick) -> str:
+    """The loss's class weighting, when it is not the plain mean."""
+    weight = getattr(pick, "class_weight", "none")
+    weighted = isinstance(weight, str) and weight not in ("none", "")
+    return f", the loss weighted **{weight}** per class" if weighted else ""
+
+
 def headline_markdown(table: pd.DataFrame, unit: str, balanced: bool = False) -> pd.DataFrame:
     frame = pd.DataFrame(
         {
@@ -235,8 +242,8 @@ def recommendation_markdown(
     )
     if pick.kind == tables.TRANSFER:
         use = f"""- **Use** `{pick.backbone}` at **{_size(pick)}** with augmentation \
-**{pick.augmentation or "none"}** and **{pick.strategy}**: {pick.plan}{_head(pick)}. \
-{why_chosen(choice)}
+**{pick.augmentation or "none"}**{_weighted(pick)} and **{pick.strategy}**: \
+{pick.plan}{_head(pick)}. {why_chosen(choice)}
 - **How much is frozen**: {pick.frozen_fraction:.0%} of the backbone's parameters; \
 {_fmt_int(pick.trainable_params)} of {_fmt_int(pick.total_params)} parameters train."""
     else:

@@ -92,7 +92,7 @@ def headline(runs: pd.DataFrame) -> pd.DataFrame:
                 "strategy_best": False, "test_accuracy_train_only": math.nan,
                 "test_balanced_accuracy": math.nan, "image_size": math.nan,
                 "augmentation": "", "test_correct": "", "val_correct": "",
-                "val_loss": math.nan}  # fmt: skip
+                "val_loss": math.nan, "class_weight": "none"}  # fmt: skip
     for column, default in defaults.items():
         if column not in runs:  # no transfer run at all (every final stage failed)
             runs[column] = default
@@ -107,6 +107,7 @@ def headline(runs: pd.DataFrame) -> pd.DataFrame:
             plan=("plan", "first"),
             image_size=("image_size", "first"),
             augmentation=("augmentation", "first"),
+            class_weight=("class_weight", "first"),
             frozen_fraction=("frozen_fraction", "first"),
             head_units=("head_units", "first"),
             learning_rate=("learning_rate", "first"),

@@ -28,6 +28,7 @@ class TrialConfig:
     dropout: float
     learning_rate: float
     plan: strategies.StrategyPlan
+    class_weight: str = "none"  # loop.CLASS_WEIGHTS
 
 
 def suggest_size(trial, sizes: list[int]) -> int:
@@ -47,7 +48,14 @@ def suggest(trial, search: SearchParams, info: strategies.BackboneInfo, size: in
     r = search.learning_rate
     learning_rate = trial.suggest_float("learning_rate", r.low, r.high, log=True)
     plan = strategies.suggest_plan(trial, search, info, learning_rate)
-    return TrialConfig(size, augmentation, head_units, dropout, learning_rate, plan)
+    # suggested only when searched: a fixed choice leaves the sampler's draws as they were
+    choices = search.class_weight
+    weight = trial.suggest_categorical("class_weight", choices) if len(choices) > 1 else choices[0]
+    return TrialConfig(size, augmentation, head_units, dropout, learning_rate, plan, weight)
+
+
+def weighted(trial) -> bool:
+    return trial.user_attrs.get("class_weight", "none") != "none"
 
 
 def recorded_size(row) -> int | None:
@@ -89,6 +97,7 @@ def run_trial(trial, contexts: Contexts) -> float:
     trial.set_user_attr("fine_tunes", plan.fine_tunes)
     trial.set_user_attr("phases", len(plan.phases))
     trial.set_user_attr("plan", plan.description)
+    trial.set_user_attr("class_weight", config.class_weight)
     per_epoch: list[float] = []
     if len(plan.phases) == 1:
         trial.set_user_attr(pruning.LAST_PHASE_FROM, 0)
@@ -119,6 +128,7 @@ def run_trial(trial, contexts: Contexts) -> float:
             cache=ctx.cache,
             pool=ctx.pool,
             patience_for=ctx.search.patience_for,
+            class_weights=ctx.class_weights(config.class_weight, "train"),
         )
     except Exception as exc:
         trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}"[:500])
@@ -194,7 +204,8 @@ class Progress:
             detail = (
                 f"val_acc {trial.value:.3f} | {trial.params['strategy']}: "
                 f"{trial.user_attrs.get('plan')} | {trial.params.get('image_size')} px, "
-                f"aug {trial.params.get('augmentation')} | head "
+                f"aug {trial.params.get('augmentation')}"
+                f"{' | classes balanced' if weighted(trial) else ''} | head "
                 f"{trial.params['head_units']} | lr {trial.params['learning_rate']:.1e} | "
                 f"{trial.user_attrs.get('device_seconds', 0):.1f} s"
             )

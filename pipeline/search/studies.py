@@ -69,7 +69,7 @@ RECORDED_ATTRS = [
     "strategy", "plan", "frozen_fraction", "fine_tunes", "phases", "trainable_params",
     "max_trainable_params", "frozen_params", "total_params", "device_kind", "device",
     "device_seconds", "train_flops", "stopped", "pruned_at_epoch", "cached_phases",
-    "last_phase_from", "worker", "retry_of", "val_loss",
+    "last_phase_from", "worker", "retry_of", "val_loss", "class_weight",
 ]  # fmt: skip
 TRIAL_COLUMNS = [
     "backbone", "trial", "state", "image_size", "augmentation", "freeze_depth", "head_units",

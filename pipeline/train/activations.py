@@ -203,7 +203,11 @@ class ActivationCache:
         )
         forward, images = self._prefix(cuts), self.inputs[split]
         writers = {c: self._writer(c, split) for c in cuts}
-        kept: dict[int, list] = {c: [] for c in cuts if self.nbytes(c, split) <= self.memory_budget}
+        kept, room = {}, self.memory_budget  # the cut asked for first, within the budget
+        for c in sorted(cuts, key=lambda c: c != cut):
+            if self.nbytes(c, split) <= room:  # filled in place: no second copy
+                kept[c] = np.empty((len(images), *self.shape(c)), np.float32)
+                room -= self.nbytes(c, split)
         try:
             for group in range(0, len(images), GROUP):
                 batches = devices.side_by_side(
@@ -215,7 +219,7 @@ class ActivationCache:
                     if writers[c] is not None:
                         writers[c].append(part)
                     if c in kept:
-                        kept[c].append(part)
+                        kept[c][group : group + len(part)] = part
         except BaseException:
             for writer in writers.values():
                 if writer is not None:
@@ -228,7 +232,7 @@ class ActivationCache:
         order = [c for c in cuts if c != cut] + [cut]
         for c in order:  # the cut asked for last: keeping the others cannot evict it
             if c in kept:
-                self._keep(self.key(c, split), np.concatenate(kept.pop(c)))
+                self._keep(self.key(c, split), kept.pop(c))
         self.stats.computed += len(cuts)
         self.stats.seconds += time.perf_counter() - start
 

@@ -21,7 +21,7 @@ from pipeline.data import augment, datasets, image_store
 from pipeline.data.image_store import MB, Rows
 from pipeline.models import backbones, flops, strategies
 from pipeline.paths import CACHE_DIR, MODELS_DIR
-from pipeline.train import activations, devices
+from pipeline.train import activations, devices, loop
 from pipeline.train.loop import Views
 from pipeline.train.pool import Pool
 
@@ -100,6 +100,10 @@ class RunContext:
     def _scaled(self, pixels: np.ndarray) -> np.ndarray:
         return backbones.preprocess(self.meta["preprocess"], pixels)
 
+    def class_weights(self, choice: str, split: str) -> np.ndarray | None:
+        """The loss weight of each class for training on `split` (loop.class_weights)."""
+        return loop.class_weights(choice, self.splits[split][1], self.num_classes)
+
     def restore(self) -> None:
         """The backbone's original weights, as loaded."""
         for variable, value in zip(self.backbone.weights, self.pristine):
@@ -147,7 +151,8 @@ def load_context(
     if streamed:
         inputs = {s: image_store.Mapped(split.images, scale) for s, split in loaded_splits.items()}
     else:
-        inputs = {s: scale(split.images) for s, split in loaded_splits.items()}
+        # on the device once, one copy that the cache and the phases share
+        inputs = {s: tf.convert_to_tensor(scale(x.images)) for s, x in loaded_splits.items()}
     cache = activations.ActivationCache(
         backbone,
         meta["sha256"],
@@ -157,11 +162,7 @@ def load_context(
         disk_bytes=int(params.sweep.cache.disk_mb * MB / share),
         folder=CACHE_DIR / name,
     )
-    # held: on the device, once, not copied again per phase
-    splits = {
-        s: (x if streamed else tf.convert_to_tensor(x), loaded_splits[s].labels)
-        for s, x in inputs.items()
-    }
+    splits = {s: (x, loaded_splits[s].labels) for s, x in inputs.items()}
     num_classes = len(manifest["target_classes"])
     ctx = RunContext(
         backbone=backbone,

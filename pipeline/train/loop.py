@@ -28,6 +28,22 @@ EVAL_BATCH = 512
 BETA_1, BETA_2, EPSILON = 0.9, 0.999, 1e-7  # Keras's Adam defaults
 
 
+CLASS_WEIGHTS = ("none", "balanced")  # search.class_weight: how the loss weighs each class
+
+
+def class_weights(choice: str, labels: np.ndarray, num_classes: int) -> np.ndarray | None:
+    """Loss weight per class: None for `none`; for `balanced`, n / (k * n_c) over the k
+    classes present, so that every class weighs the same in the loss however many
+    images it has, and the mean weight per image is 1 (the learning rate means what it
+    did). Scikit-learn's rule."""
+    if choice == "none":
+        return None
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    present = int(np.count_nonzero(counts))
+    weights = np.where(counts > 0, len(labels) / (present * np.maximum(counts, 1)), 0.0)
+    return weights.astype(np.float32)
+
+
 class DivergedError(RuntimeError):
     """The loss became NaN or infinite."""
 
@@ -85,6 +101,8 @@ class Step:
         self.learning_rate = tf.Variable(0.0, dtype=tf.float32, trainable=False)
         self.scales = tf.Variable(tf.ones(len(self.variables)), trainable=False)
         self.iterations = tf.Variable(0.0, dtype=tf.float32, trainable=False)
+        self.classes = int(model.head.logits.units)
+        self.class_weights = tf.Variable(tf.ones(self.classes), trainable=False)
         self.slots = [
             (tf.Variable(tf.zeros(v.shape, v.dtype)), tf.Variable(tf.zeros(v.shape, v.dtype)))
             for v in self.variables
@@ -110,6 +128,10 @@ class Step:
             m.assign(np.zeros(m.shape, np.float32))
             v.assign(np.zeros(v.shape, np.float32))
 
+    def weigh_classes(self, weights: np.ndarray | None) -> None:
+        """The loss weight of each class from now on (None: 1 each, the plain mean)."""
+        self.class_weights.assign(np.ones(self.classes, np.float32) if weights is None else weights)
+
     def _train(self, x, y):
         import keras
         import tensorflow as tf
@@ -119,7 +141,8 @@ class Step:
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(self._watched)
             probabilities = self.model(x, training=True)
-            loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, probabilities))
+            losses = keras.losses.sparse_categorical_crossentropy(y, probabilities)
+            loss = tf.reduce_mean(losses * tf.gather(self.class_weights, y))  # x1.0: exact
             if self.model.losses:
                 loss += tf.add_n(self.model.losses)
         gradients = tape.gradient(loss, self._watched)

@@ -18,6 +18,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from pipeline.models.freezing import param_count
 from pipeline.models.strategies import Phase, StrategyPlan
 from pipeline.train import devices, loop
@@ -157,6 +159,7 @@ def train_plan(
     patience_for: Callable[[int], int] | None = None,
     test=None,
     split_names: tuple[str, str, str] = ("train", "val", "test"),
+    class_weights: np.ndarray | None = None,
 ) -> TrainResult:
     """Run a strategy's phases: set flags, compile, train; counts per phase.
 
@@ -172,6 +175,7 @@ def train_plan(
     once after the last phase. `split_names` name train, val and test in `cache`.
     `train`'s images may be `loop.Views` (augmentation): a cached plan trains on the
     fixed views' activations, an uncached one on the views as they come (online draws).
+    `class_weights` (loop.class_weights) weigh each class's loss; None: equally.
     """
     results: list[TrainResult] = []
     # One cut for the whole plan, below every layer any phase trains: then all
@@ -204,6 +208,7 @@ def train_plan(
             step = pool.step(plan_model, phase, scales)
         else:
             step = compile_classifier(plan_model, phase.learning_rate, scales)
+        step.weigh_classes(class_weights)  # a pooled step may come from a weighted trial
         result = fit(
             step,
             plan_train,

@@ -418,3 +418,26 @@ def test_the_linear_baseline_streamed_from_disk_gives_the_numbers_held_in_memory
     on_disk = baselines.run_linear_pixels(streamed(params), manifest)
     for column in ("test_accuracy", "test_correct", "learning_rate"):
         pd.testing.assert_series_equal(held[column], on_disk[column])
+
+
+def test_a_class_weight_set_in_params_trains_the_sweep_and_the_retraining(workspace, monkeypatch):
+    from pipeline.train import phases
+
+    params = tiny(top_k=1, seeds=2)
+    search = params.search.model_copy(update={"class_weight": ["balanced"]})
+    params = params.model_copy(update={"search": search})
+    seen, real = [], phases.train_plan
+
+    def spy(*args, class_weights=None, **kwargs):
+        seen.append(class_weights)
+        return real(*args, class_weights=class_weights, **kwargs)
+
+    monkeypatch.setattr(phases, "train_plan", spy)
+    manifest = swept(params)
+    trials = pd.read_csv(SWEEP_DIR / "small_cnn" / "trials.csv")
+    assert set(trials.class_weight) == {"balanced"}
+    runs = retrain.run_final("small_cnn", params, manifest, FINAL_DIR / "small_cnn")
+    transfer = runs[(runs.kind == "transfer") & (runs.strategy != "linear_probe")]
+    assert set(transfer.class_weight) == {"balanced"}
+    classes = len(manifest["target_classes"])
+    assert seen and all(w is not None and len(w) == classes for w in seen)

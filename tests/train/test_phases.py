@@ -150,3 +150,34 @@ def test_the_validation_loss_at_the_best_epoch_is_recorded_to_break_ties():
     expected = -np.mean(np.log(probs[np.arange(len(y)), y]))
     assert result.val_loss == pytest.approx(expected, rel=1e-5)
     assert result.val_correct == "".join("1" if h else "0" for h in probs.argmax(1) == y)
+
+
+def test_balanced_class_weights_give_each_class_the_same_total_weight():
+    from pipeline.train import loop
+
+    labels = np.array([0, 0, 0, 0, 0, 0, 1, 1, 2], np.int32)
+    weights = loop.class_weights("balanced", labels, 4)
+    per_class = np.bincount(labels, weights=weights[labels], minlength=4)
+    np.testing.assert_allclose(per_class[:3], len(labels) / 3)  # n / k each, k classes present
+    assert weights[3] == 0.0 and np.mean(weights[labels]) == pytest.approx(1.0)  # mean 1
+    assert loop.class_weights("none", labels, 4) is None
+
+
+def test_the_weighted_loss_is_the_class_weighted_mean_and_none_is_the_plain_mean():
+    from pipeline.train import loop
+
+    backbone = backbones.build("small_cnn", 32, None, BackboneParams(width=4))
+    model = phases.build_classifier(backbone, head_units=0, num_classes=3)
+    backbone.trainable = False
+    step = phases.compile_classifier(model, 0.0)  # rate 0: the model stays as built
+    x, y = tiny_data(classes=3)
+    y[:18] = 0  # imbalanced: 18+ of 24 in class 0
+    probs = model.predict(x, verbose=0)
+    cross_entropy = -np.log(probs[np.arange(len(y)), y])
+    weights = loop.class_weights("balanced", y, 3)
+    step.weigh_classes(weights)
+    weighted = float(step.train_step(x, y))
+    assert weighted == pytest.approx(np.mean(weights[y] * cross_entropy), rel=1e-5)
+    step.weigh_classes(None)
+    assert float(step.train_step(x, y)) == pytest.approx(np.mean(cross_entropy), rel=1e-5)
+    assert weighted != pytest.approx(np.mean(cross_entropy), rel=1e-3)
