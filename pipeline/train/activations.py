@@ -90,7 +90,7 @@ class ActivationCache:
         self.memory_budget, self.disk_budget, self.folder = memory_bytes, disk_bytes, folder
         self._digest = backbone_digest
         self._input_digests = {split: array_digest(x) for split, x in inputs.items()}
-        self._memory: OrderedDict[str, object] = OrderedDict()  # key -> tf.Tensor
+        self._memory: OrderedDict[str, np.ndarray] = OrderedDict()
         self._suffixes: dict[int, object] = {}
         self._prefixes: dict[int, object] = {}
         self.stats = CacheStats()
@@ -144,7 +144,7 @@ class ActivationCache:
         return hashlib.sha256(text.encode()).hexdigest()[:40]
 
     def activations(self, cut: int, split: str):
-        """The prefix's output for a split: a tensor in memory or an array mapped from disk.
+        """The prefix's output for a split: an array in memory or rows on disk (Rows).
 
         Call only while layers[:cut] hold their original weights (`cut_for` ensures it).
         """
@@ -247,12 +247,12 @@ class ActivationCache:
         return Writer(path, self.shape(cut), np.float32)
 
     def _keep(self, key: str, array: np.ndarray) -> None:
-        import tensorflow as tf
-
+        """Kept as a NumPy array that phases read a batch at a time (loop._take): a tensor
+        copy beside it would double the memory `memory_bytes` bounds."""
         while self.stats.memory_bytes + array.nbytes > self.memory_budget:
             _, evicted = self._memory.popitem(last=False)
-            self.stats.memory_bytes -= evicted.shape.num_elements() * evicted.dtype.size
-        self._memory[key] = tf.convert_to_tensor(array)  # on the device, once
+            self.stats.memory_bytes -= evicted.nbytes
+        self._memory[key] = array
         self.stats.memory_bytes += array.nbytes
 
     def _make_room_on_disk(self, needed: int) -> None:

@@ -229,30 +229,37 @@ def check_current(step: Step) -> None:
 
 
 def _as_tensor(array):
-    """A tensor as it is; data on disk (image_store.Streamed, a memory map) stays there;
-    any other array is copied.
+    """Data in host memory (a NumPy array) or on disk (image_store.Streamed) as it is, read
+    a batch at a time (`_take`); anything else as a float32 tensor.
 
-    Callers that train on the same arrays again (the sweep's splits, the activation
-    cache) hold them as tensors already, so nothing is copied per phase.
+    Not one tensor copy per phase: beside the array, that doubled the memory a large
+    split or cached activation needs. Callers that train on the same data again (the
+    sweep's held splits) hold them as tensors already.
     """
     import tensorflow as tf
 
-    if isinstance(array, (np.memmap, Streamed)):
+    if isinstance(array, (np.ndarray, Streamed)):
         return array
     return tf.convert_to_tensor(array, dtype=tf.float32)
 
 
-def _take(images, index: np.ndarray):
+def _take(images, index):
+    """A batch (an index array or a slice) as a float32 tensor."""
     import tensorflow as tf
 
-    if isinstance(images, (np.ndarray, Streamed)):  # on disk: read just this batch
-        return tf.convert_to_tensor(images[index], dtype=tf.float32)
+    if isinstance(images, (np.ndarray, Streamed)):  # in host memory or on disk: just this batch
+        return tf.convert_to_tensor(np.asarray(images[index], np.float32))
+    if isinstance(index, slice):
+        return images[index]
     return tf.gather(images, index)
 
 
 def probabilities(step: Step, images, n: int) -> np.ndarray:
     """Class probabilities of the first n examples, in inference mode."""
-    out = [step.predict_step(images[i : i + EVAL_BATCH]).numpy() for i in range(0, n, EVAL_BATCH)]
+    out = [
+        step.predict_step(_take(images, slice(i, i + EVAL_BATCH))).numpy()
+        for i in range(0, n, EVAL_BATCH)
+    ]
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 

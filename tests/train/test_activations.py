@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import BackboneParams
+from pipeline.data import image_store
 from pipeline.models import backbones, freezing
 from pipeline.models.strategies import Phase, StrategyPlan
 from pipeline.train import activations, phases
@@ -97,7 +98,7 @@ def test_too_big_for_memory_goes_to_disk_and_is_reused_by_the_next_run(tmp_path)
     expected = keras.Model(backbone.input, backbone.output).predict(x, verbose=0)
     on_disk = first.activations(cut, "train")
     # only the split asked for is computed: val is not needed yet
-    assert isinstance(on_disk, np.memmap) and len(list(tmp_path.glob("*.npy"))) == 1
+    assert isinstance(on_disk, image_store.Rows) and len(list(tmp_path.glob("*.npy"))) == 1
     np.testing.assert_allclose(on_disk, expected, rtol=1e-5, atol=1e-6)
     second = make_cache(backbone, x, x, [cut], tmp_path, memory_bytes=0)
     np.testing.assert_array_equal(second.activations(cut, "train"), on_disk)
@@ -115,7 +116,7 @@ def test_what_fits_in_memory_is_written_through_and_read_by_a_later_stage(tmp_pa
     assert len(list(tmp_path.glob("*.npy"))) == 1 and sweep.stats.memory_bytes > 0
     final = make_cache(backbone, x, x, [cut], tmp_path)
     again = final.activations(cut, "train")
-    assert not isinstance(again, np.memmap)  # served from memory after one read
+    assert isinstance(again, np.ndarray)  # served from memory after one read
     np.testing.assert_array_equal(np.asarray(again), in_memory)
     assert (final.stats.computed, final.stats.disk_hits) == (0, 1)
     final.activations(cut, "train")
