@@ -305,6 +305,14 @@ def png_bytes(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+# TFDS's writer holds up to 1 GB of examples in memory, then spills them to 1,000 bucket
+# files by key and reads each bucket back whole. With shuffling disabled it buckets the
+# keys as given, over a 128-bit range: keys 0..n-1 all fell in bucket 0, so a large
+# folder came back into memory at once (prepare peaked at 2.4 GB for 20,000 photos at
+# 224 px). Keys spread evenly over the range, in order, keep each bucket 1/1000 of it.
+KEY_SPACE = 2**128
+
+
 def store(read: Read, layout: Layout, image_size: int, data_dir: Path):
     """Write the images as one TFDS split, in the order read; return the builder."""
     import tensorflow_datasets as tfds
@@ -321,8 +329,9 @@ def store(read: Read, layout: Layout, image_size: int, data_dir: Path):
             "path": tfds.features.Text(),
         }
     )
+    spacing = KEY_SPACE // max(1, len(read.paths))
     examples = (  # already PNG-encoded (read_all): TFDS stores the bytes as they are
-        (i, {"image": image, "label": label, "path": path})
+        (i * spacing, {"image": image, "label": label, "path": path})
         for i, (image, label, path) in enumerate(zip(read.images, read.labels, read.paths))
     )
     # TFDS's "Downloading … Unknown size" silenced; the same images, the same bytes

@@ -90,7 +90,8 @@ class RunContext:
         key = hashlib.sha256(f"{rows.digest()}|{level}|{self.seed}".encode()).hexdigest()[:32]
         views = []
         for j in range(k):  # view j of image i is the j-th draw, as augment.views draws
-            path = self.cache.folder / f"views_{key}_{j}.npy"
+            # a folder of their own: the cache's room-making deletes its own .npy files
+            path = self.cache.folder / "views" / f"{key}_{j}.npy"
             if not path.is_file():
                 chunks = (datasets.to_uint8(draw(b)) for b in rows.batches(draw.BATCH))
                 image_store.write(path, rows.row_shape, np.uint8, chunks)

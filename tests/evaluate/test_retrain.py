@@ -147,7 +147,7 @@ def test_augmented_views_of_a_streamed_split_are_drawn_to_disk_and_read_back(wor
     assert len(views.fixed) == params.search.augment_views
     first, second = (np.asarray(v) for v in views.fixed[:2])
     assert first.shape == (len(labels), 16, 16, 3) and not np.array_equal(first, second)
-    assert len(list(ctx.cache.folder.glob("views_*.npy"))) == len(views.fixed)
+    assert len(list((ctx.cache.folder / "views").glob("*.npy"))) == len(views.fixed)
     online = views.for_epoch(0)  # fresh draws, a batch at a time
     assert online[np.arange(4)].shape == (4, 16, 16, 3)
     again = context.load_context("small_cnn", params, manifest).training("train", "light", 3)[0]
