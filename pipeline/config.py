@@ -370,26 +370,14 @@ class SearchParams(Strict):
     def _augmentation(cls, levels: list[str]) -> list[str]:
         from pipeline.data.augment import LEVELS
 
-        unknown = [level for level in levels if level not in LEVELS]
-        if not levels or unknown or len(set(levels)) != len(levels):
-            raise ValueError(
-                f"unknown or repeated levels {unknown or levels}; a non-empty list of: "
-                f"{list(LEVELS)}"
-            )
-        return levels
+        return _choices(levels, list(LEVELS), "levels")
 
     @field_validator("class_weight")
     @classmethod
     def _class_weight(cls, choices: list[str]) -> list[str]:
         from pipeline.train.loop import CLASS_WEIGHTS
 
-        unknown = [c for c in choices if c not in CLASS_WEIGHTS]
-        if not choices or unknown or len(set(choices)) != len(choices):
-            raise ValueError(
-                f"unknown or repeated choices {unknown or choices}; a non-empty list of: "
-                f"{list(CLASS_WEIGHTS)}"
-            )
-        return choices
+        return _choices(choices, list(CLASS_WEIGHTS), "choices")
 
     @field_validator("head_units")
     @classmethod
@@ -446,6 +434,16 @@ class PrunerParams(Strict):
         if kind not in PRUNERS:
             raise ValueError(f"unknown pruner {kind!r}; accepted: {list(PRUNERS)}")
         return kind
+
+
+def _choices(given: list[str], accepted: list[str], what: str) -> list[str]:
+    """A searched categorical list: non-empty, each accepted, none repeated."""
+    unknown = [c for c in given if c not in accepted]
+    if not given or unknown or len(set(given)) != len(given):
+        raise ValueError(
+            f"unknown or repeated {what} {unknown or given}; a non-empty list of: {accepted}"
+        )
+    return given
 
 
 class CacheParams(Strict):
