@@ -305,7 +305,7 @@ def make_manifest(
         "image_size": image_size,
         "resize": resize,
         "num_examples": int(len(labels)),
-        "data_sha256": digest,  # content_digest of every image and label, as read
+        "data_sha256": digest,  # of every image and label as read (write_arrays)
         "class_names": names,
         "source_classes": source_classes,
         "target_classes": target_classes,
@@ -327,13 +327,6 @@ def read_manifest(path: str | Path) -> dict:
     return json.loads(Path(path).read_text())
 
 
-def content_digest(images: np.ndarray, labels: np.ndarray) -> str:
-    """What the pipeline learns from: every image and label, as read."""
-    h = hashlib.sha256(np.ascontiguousarray(images).tobytes())
-    h.update(np.asarray(labels, np.int64).tobytes())
-    return h.hexdigest()
-
-
 def file_digest(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -348,11 +341,9 @@ def to_size(images: np.ndarray, size: int) -> np.ndarray:
     images = np.asarray(images)
     if images.shape[1] == size:
         return images
-    return np.concatenate([_scaled(images[i : i + 256], size) for i in range(0, len(images), 256)])
-
-
-def _scaled(batch: np.ndarray, size: int) -> np.ndarray:
-    return to_uint8(resizer(size, "crop")(batch.astype(np.float32)))
+    resize = resizer(size, "crop")
+    batches = (images[i : i + 256].astype(np.float32) for i in range(0, len(images), 256))
+    return np.concatenate([to_uint8(resize(batch)) for batch in batches])
 
 
 def stored_arrays(manifest: dict, size: int | None = None) -> tuple[image_store.Rows, np.ndarray]:
@@ -373,7 +364,7 @@ def stored_arrays(manifest: dict, size: int | None = None) -> tuple[image_store.
     smaller = arrays_path(folder, digest, size, rule)
     if not smaller.is_file():
         rows = image_store.Rows(path)
-        scaled = (_scaled(batch, size) for batch in rows.batches())
+        scaled = (to_size(batch, size) for batch in rows.batches())
         image_store.write(smaller, (size, size, 3), np.uint8, scaled)
     return image_store.Rows(smaller), labels
 
