@@ -502,6 +502,7 @@ class ReportParams(Strict):
     top_n: int = Field(10, ge=1)  # rows of the all-trials table in report.md
     top_k: int = Field(3, ge=1)  # best completed trials per backbone retrained and tested
     seeds: int = Field(3, ge=2)  # seeds per retrained configuration: mean and sd need two
+    curve_seeds: int = Field(1, ge=1)  # seeds per freeze-depth curve point (a description)
     scratch: bool = True  # the from-scratch baseline (a whole backbone trained per rate and seed)
     # one_se: the cheapest candidate within one standard error of the best on validation
     selection: Literal["one_se", "best"] = "one_se"

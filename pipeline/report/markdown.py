@@ -341,6 +341,13 @@ def verdict_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def curve_seeds_text(curve: pd.DataFrame) -> str:
+    seeds = int(curve.seeds.max()) if len(curve) else 0
+    if seeds < 2:
+        return "one seed, `report.curve_seeds`"
+    return f"mean ± sd over {seeds} seeds, `report.curve_seeds`"
+
+
 def depth_markdown(curve: pd.DataFrame) -> pd.DataFrame:
     wide = curve.pivot_table(
         index=["backbone", "depth", "frozen_fraction", "last_frozen_layer"],
@@ -355,7 +362,8 @@ def depth_markdown(curve: pd.DataFrame) -> pd.DataFrame:
         for mode in ("frozen", "fine-tuned", "one segment fine-tuned"):
             mean = row.get(("val_accuracy_mean", mode))
             sd = row.get(("val_accuracy_sd", mode))
-            cell[mode] = "" if pd.isna(mean) else f"{mean:.3f} ± {sd:.3f}"
+            spread = "" if pd.isna(sd) else f" ± {sd:.3f}"  # one seed: no sd
+            cell[mode] = "" if pd.isna(mean) else f"{mean:.3f}{spread}"
         probe = row.get(("converged_probe_accuracy", "frozen"))
         width = row.get(("pooled_features", "frozen"))
         rows.append(
@@ -700,8 +708,8 @@ test accuracy against the column's cost (trainable parameters, or time);
 
 ## Freeze depth
 
-Best validation accuracy over epochs, as the search measured it (mean ± sd over
-{seeds} seeds), when the backbone is cut at each candidate depth. *Frozen
+Best validation accuracy over epochs, as the search measured it ({curve_seeds_text(curve)}),
+when the backbone is cut at each candidate depth. *Frozen
 features only*: a head on the frozen backbone's output at the cut, the layers
 above unused. *Above the cut fine-tuned*: the
 prefix frozen, every layer above it trained with the head. Fine-tuned runs use

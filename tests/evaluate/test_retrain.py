@@ -65,10 +65,13 @@ def test_the_scratch_baseline_can_be_turned_off(workspace):
     params = tiny(top_k=1, seeds=2, scratch=False)
     runs = retrain.run_final("small_cnn", params, swept(params), FINAL_DIR / "small_cnn")
     assert set(runs.kind) == {"transfer"} and len(runs) >= 2
+    # the freeze-depth curve takes report.curve_seeds (default 1), not report.seeds
+    curve = pd.read_csv("results/final/small_cnn/depth.csv")
+    assert params.report.curve_seeds == 1 and set(curve.seed) == {runs.seed.min()}
 
 
 def test_final_retrains_the_top_k_on_train_and_val_and_tests_once(workspace, monkeypatch):
-    params = tiny(top_k=2, seeds=2)
+    params = tiny(top_k=2, seeds=2, curve_seeds=2)
     manifest = swept(params)
     seen = []
     real = loop.run_epochs
