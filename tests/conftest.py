@@ -33,7 +33,7 @@ TINY_PARAMS = {
         "patience": 0,  # linear_baseline declares these in dvc.yaml, so DVC needs them in the file
     },
     "sweep": {"n_trials": 2},
-    "report": {"top_n": 5, "scratch": True, "selection": "one_se"},
+    "report": {"top_n": 5, "scratch": True, "selection": "one_se", "curve_seeds": 1},
 }
 
 

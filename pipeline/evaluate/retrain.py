@@ -14,7 +14,7 @@ import pandas as pd
 
 from pipeline import progress, provenance
 from pipeline.config import Params
-from pipeline.data import augment, datasets
+from pipeline.data import augment
 from pipeline.data.datasets import TRAINVAL
 from pipeline.errors import ThawError
 from pipeline.evaluate import baselines, depth_curve, probe
@@ -189,27 +189,36 @@ def run_scratch(ctx: RunContext, best, seeds: list[int], bn_momentum: float) -> 
 
 
 class Exporter:
-    """Keeps the selected configuration's first finished run as models/best/<name>/."""
+    """Keeps the selected configuration's first finished run as models/best/<name>/:
+    model.keras when it has trained, then (`start`) its SavedModel and its test, measured
+    on the file as saved (what a user who loads it gets), in a process of their own."""
 
     def __init__(self, ctx: RunContext, manifest: dict, out: Path):
         self.ctx, self.manifest, self.out = ctx, manifest, out
-        self.test: dict | None = None
+        self.saved = False
+        self.job: export.Background | None = None
 
     def wanted(self, row) -> bool:
-        return int(row["rank"]) == 1 and self.test is None
+        return int(row["rank"]) == 1 and not self.saved
 
     def __call__(self, head) -> None:
-        print(f"final: exporting to {self.out} (model.keras, saved_model), then testing the "
-              "saved file", file=sys.stderr, flush=True)  # fmt: skip
-        split = datasets.load_target_splits(self.manifest, ("test",))["test"]
+        print(f"final: exporting to {self.out}/model.keras", file=sys.stderr, flush=True)
         model = export.build(self.ctx.backbone, head, self.ctx.meta, self.manifest)
-        export.save(model, self.out)
-        # measured on the file as saved: what a user who loads it gets
-        saved = keras_load(self.out / "model.keras")
-        self.test = export.evaluate(saved, split.images, split.labels)
+        export.save_keras(model, self.out)
+        self.saved = True
+
+    def start(self, seed: int, deterministic: bool) -> None:
+        if self.saved:
+            print(f"final: writing {self.out}/saved_model and testing the saved model, "
+                  "beside the rest", file=sys.stderr, flush=True)  # fmt: skip
+            self.job = export.Background(self.out, self.manifest, seed, deterministic)
+
+    def stop(self) -> None:
+        if self.job is not None:
+            self.job.stop()
 
     def card(self, runs: pd.DataFrame) -> dict:
-        if self.test is None:
+        if self.job is None:
             raise ThawError(
                 f"no model to export to {self.out}: every run of the selected configuration "
                 "failed (fail_reason in results/final/<name>/runs.csv)"
@@ -228,14 +237,9 @@ class Exporter:
             "sd": float(selected.test_accuracy.std()),
         }
         return export.card(
-            self.ctx.meta["name"], configuration, seeds, self.manifest, self.ctx.meta, self.test
-        )
-
-
-def keras_load(path: Path):
-    import keras
-
-    return keras.models.load_model(path)
+            self.ctx.meta["name"], configuration, seeds, self.manifest, self.ctx.meta,
+            self.job.result(),
+        )  # fmt: skip
 
 
 def _plain(value):
@@ -290,21 +294,30 @@ def run_final(
     # at the selected configuration's size; its own seed count: a description, not a
     # selection, and its fine-tuned runs are the stage's costliest
     curve_seeds = baselines.retrain_seeds(params.seed, params.report.curve_seeds)
-    curve = depth_curve.trace(ctx, same_size, curve_seeds)
+    # every run the report quotes seconds of is done: the export's process may run beside
+    exporter.start(params.seed, params.deterministic)
+    try:
+        curve = depth_curve.trace(ctx, same_size, curve_seeds)
+        _finish(name, params, out, runs, curve, {"seeds": seeds, "curve_seeds": curve_seeds})
+        export.write_card(exporter.out, exporter.card(runs))
+    finally:
+        exporter.stop()  # a failure above leaves no export process behind
+    return runs
+
+
+def _finish(name: str, params: Params, out: Path, runs, curve, seeds: dict) -> None:
+    """runs.csv, depth.csv and summary.json."""
     curve.insert(0, "backbone", name)
     out.mkdir(parents=True, exist_ok=True)
     runs.to_csv(out / "runs.csv", index=False)
     curve.to_csv(out / "depth.csv", index=False)
     summary = {
         "backbone": name,
-        "seeds": seeds,
-        "curve_seeds": curve_seeds,
+        **seeds,
         "top_k": params.report.top_k,
         "versions": provenance.package_versions(),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    export.write_card(exporter.out, exporter.card(runs))
-    return runs
 
 
 def _failed(exc: Exception, **row) -> dict:

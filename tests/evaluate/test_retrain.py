@@ -444,3 +444,14 @@ def test_a_class_weight_set_in_params_trains_the_sweep_and_the_retraining(worksp
     assert set(transfer.class_weight) == {"balanced"}
     classes = len(manifest["target_classes"])
     assert seen and all(w is not None and len(w) == classes for w in seen)
+
+
+def test_an_export_process_that_fails_fails_the_stage_with_a_clear_error(workspace, tmp_path):
+    from pipeline.errors import ThawError
+    from pipeline.winner import export
+
+    manifest = datasets.read_manifest(MANIFEST)
+    job = export.Background(tmp_path / "no_model_here", manifest, seed=0, deterministic=True)
+    with pytest.raises(ThawError, match="saved_model and testing the saved model failed"):
+        job.result()
+    assert not (tmp_path / "no_model_here" / "saved_model").exists()
