@@ -110,7 +110,7 @@ def _folder_record(params: DataParams, layout, read, splits: dict[str, list[int]
     )
     return {
         "path": str(params.folder),
-        "layout": "train/ and test/" if layout.given_splits else "<class>/<image>",
+        "layout": _layout_text(layout),
         "images": len(read.paths),
         "skipped": [{"path": s.path, "reason": s.reason} for s in read.skipped],
         "duplicates_across_splits": leaks,
@@ -118,3 +118,12 @@ def _folder_record(params: DataParams, layout, read, splits: dict[str, list[int]
         "small_images": read.small,
         "unused": len(read.paths) - len(split_of),
     }
+
+
+def _layout_text(layout) -> str:
+    """The manifest's words for the folder's layout: the split folders it used."""
+    if not layout.given_splits:
+        return "<class>/<image>"
+    if layout.val_dir:
+        return f"train/, {layout.val_dir}/ and test/"
+    return "train/ and test/"

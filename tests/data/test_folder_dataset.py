@@ -144,6 +144,7 @@ def test_a_given_val_folder_is_the_validation_split(tmp_path):
     assert manifest["counts"]["train"] == {"dog": 14 + 4, "eel": 12}  # + grey, RGBA, … in dog
     paths = manifest["folder"]
     assert not any(s["path"].startswith("validation") for s in paths["skipped"])
+    assert paths["layout"] == "train/, validation/ and test/"  # the folders it used
 
 
 @pytest.mark.parametrize(
