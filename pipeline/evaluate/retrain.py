@@ -191,12 +191,12 @@ def run_scratch(ctx: RunContext, best, seeds: list[int], bn_momentum: float) -> 
 class Exporter:
     """Keeps the selected configuration's first finished run as models/best/<name>/:
     model.keras when it has trained, then (`start`) its SavedModel and its test, measured
-    on the file as saved (what a user who loads it gets), in a process of their own."""
+    on the file as saved (what a user who loads it gets), in `job`'s process."""
 
-    def __init__(self, ctx: RunContext, manifest: dict, out: Path):
-        self.ctx, self.manifest, self.out = ctx, manifest, out
+    def __init__(self, manifest: dict, out: Path, job: export.Background):
+        self.manifest, self.out, self.job = manifest, out, job
+        self.ctx: RunContext | None = None  # the selected configuration's, once loaded
         self.saved = False
-        self.job: export.Background | None = None
 
     def wanted(self, row) -> bool:
         return int(row["rank"]) == 1 and not self.saved
@@ -207,18 +207,14 @@ class Exporter:
         export.save_keras(model, self.out)
         self.saved = True
 
-    def start(self, seed: int, deterministic: bool) -> None:
+    def start(self) -> None:
         if self.saved:
             print(f"final: writing {self.out}/saved_model and testing the saved model, "
                   "beside the rest", file=sys.stderr, flush=True)  # fmt: skip
-            self.job = export.Background(self.out, self.manifest, seed, deterministic)
-
-    def stop(self) -> None:
-        if self.job is not None:
-            self.job.stop()
+            self.job.go()
 
     def card(self, runs: pd.DataFrame) -> dict:
-        if self.job is None:
+        if not self.saved:
             raise ThawError(
                 f"no model to export to {self.out}: every run of the selected configuration "
                 "failed (fail_reason in results/final/<name>/runs.csv)"
@@ -249,12 +245,44 @@ def _plain(value):
 def run_final(
     name: str, params: Params, manifest: dict, out: Path, best: Path | None = None
 ) -> pd.DataFrame:
+    best = best or BEST_DIR / name
+    # the export's process starts TensorFlow on the idle core while this one loads data
+    job = export.Background(best, manifest, params.seed, params.deterministic)
+    try:
+        return _run_final(name, params, manifest, out, Exporter(manifest, best, job))
+    finally:
+        job.stop()  # a failure leaves no export process behind
+
+
+def _run_final(
+    name: str, params: Params, manifest: dict, out: Path, exporter: Exporter
+) -> pd.DataFrame:
     trials = pd.read_csv(SWEEP_DIR / name / "trials.csv", dtype={"val_correct": str})
     top = chosen_trials(trials, params.report.top_k)
     contexts = Contexts(name, params, manifest, SPLITS)
     ctx = context_for(top.iloc[0], contexts)  # the selected configuration's size
+    exporter.ctx = ctx
     seeds = baselines.retrain_seeds(params.seed, params.report.seeds)
-    exporter = Exporter(ctx, manifest, best or BEST_DIR / name)
+    exporter.job.wait_ready()  # idle from here on: no timed run shares the CPU with its start
+    rows = _retrain_all(name, top, contexts, seeds, exporter)
+    rows += _logged(name, _probe_runs(ctx, seeds))
+    if params.report.scratch:
+        rows += _logged(name, _scratch_runs(contexts, top, seeds, params.pretrain.bn_momentum))
+    runs = pd.DataFrame(rows)
+    runs.insert(0, "backbone", name)
+    # every run whose seconds the report quotes is done: the export may now run beside
+    exporter.start()
+    same_size = trials[[recorded_size(r) in (None, ctx.size) for _, r in trials.iterrows()]]
+    # at the selected configuration's size, with its own seed count: the curve describes,
+    # it selects nothing, and its fine-tuned runs are the stage's costliest
+    curve_seeds = baselines.retrain_seeds(params.seed, params.report.curve_seeds)
+    curve = depth_curve.trace(ctx, same_size, curve_seeds)
+    _finish(name, params, out, runs, curve, {"seeds": seeds, "curve_seeds": curve_seeds})
+    export.write_card(exporter.out, exporter.card(runs))
+    return runs
+
+
+def _retrain_all(name: str, top, contexts: Contexts, seeds: list[int], exporter) -> list[dict]:
     rows = []
     runs_wanted = [(row, seed) for _, row in top.iterrows() for seed in seeds]
     for row, seed in progress.bar(runs_wanted, f"final {name}: retraining", unit="run"):
@@ -268,41 +296,31 @@ def run_final(
                         strategy_best=row["strategy_best"])
             )  # fmt: skip
         _log(name, rows[-1])
-    try:  # the converged linear probe, at the selected configuration's size
-        probes = probe.runs(ctx, seeds)
-    except Exception as exc:
-        probes = [_failed(exc, kind=TRANSFER, rank=0, trial=-1, seed=seeds[0],
-                          strategy=probe.STRATEGY, top_k=False, strategy_best=False)]  # fmt: skip
-    for row in probes:
-        _log(name, row)
-    rows += probes
-    scratch = []
+    return rows
+
+
+def _probe_runs(ctx: RunContext, seeds: list[int]) -> list[dict]:
+    """The converged linear probe, at the selected configuration's size."""
     try:
-        if params.report.scratch:
-            # at the smallest searched size: training a whole network is the costliest run
-            # here, and a smaller input can only handicap the baseline, never flatter transfer
-            small = contexts[contexts.sizes[0]]
-            scratch = run_scratch(small, top.iloc[0], seeds, params.pretrain.bn_momentum)
+        return probe.runs(ctx, seeds)
     except Exception as exc:
-        scratch = [_failed(exc, kind=baselines.SCRATCH, seed=seeds[0])]
-    for row in scratch:
-        _log(name, row)
-    rows += scratch
-    runs = pd.DataFrame(rows)
-    runs.insert(0, "backbone", name)
-    same_size = trials[[recorded_size(r) in (None, ctx.size) for _, r in trials.iterrows()]]
-    # at the selected configuration's size; its own seed count: a description, not a
-    # selection, and its fine-tuned runs are the stage's costliest
-    curve_seeds = baselines.retrain_seeds(params.seed, params.report.curve_seeds)
-    # every run the report quotes seconds of is done: the export's process may run beside
-    exporter.start(params.seed, params.deterministic)
+        return [_failed(exc, kind=TRANSFER, rank=0, trial=-1, seed=seeds[0],
+                        strategy=probe.STRATEGY, top_k=False, strategy_best=False)]  # fmt: skip
+
+
+def _scratch_runs(contexts: Contexts, top, seeds: list[int], bn_momentum: float) -> list[dict]:
+    """At the smallest searched size: training a whole network is the costliest run here,
+    and a smaller input can only handicap the baseline, never flatter transfer."""
     try:
-        curve = depth_curve.trace(ctx, same_size, curve_seeds)
-        _finish(name, params, out, runs, curve, {"seeds": seeds, "curve_seeds": curve_seeds})
-        export.write_card(exporter.out, exporter.card(runs))
-    finally:
-        exporter.stop()  # a failure above leaves no export process behind
-    return runs
+        return run_scratch(contexts[contexts.sizes[0]], top.iloc[0], seeds, bn_momentum)
+    except Exception as exc:
+        return [_failed(exc, kind=baselines.SCRATCH, seed=seeds[0])]
+
+
+def _logged(name: str, rows: list[dict]) -> list[dict]:
+    for row in rows:
+        _log(name, row)
+    return rows
 
 
 def _finish(name: str, params: Params, out: Path, runs, curve, seeds: dict) -> None:

@@ -100,23 +100,26 @@ def save_keras(model, out: Path) -> None:
     model.save(out / "model.keras")
 
 
-def saved_copy_and_test(out: Path, manifest: dict) -> dict:
+def saved_copy_and_test(out: Path, test) -> dict:
     """Load out/model.keras as a user would, write it as saved_model/, and test it."""
     import keras
 
     model = keras.models.load_model(out / "model.keras")
     model.export(str(out / "saved_model"), format="tf_saved_model", verbose=False)
-    split = datasets.load_target_splits(manifest, ("test",))["test"]
-    return evaluate(model, split.images, split.labels)
+    return evaluate(model, test.images, test.labels)
+
+
+READY, GO = "ready", "go"
 
 
 class Background:
     """`saved_copy_and_test` in a process of its own, on the core the stage leaves idle.
 
-    A stage's training runs use about one of a CPU's cores; writing the SavedModel
-    (10 s for MobileNetV2 on 2 cores) and testing the saved file (8 s) meanwhile took
-    a quarter of `final@<name>`. Start it after the runs whose seconds the report
-    quotes, so that none of those is measured beside it.
+    A stage's training runs use about one of a CPU's two cores; writing the SavedModel
+    (10 s for MobileNetV2) and testing the saved file (8 s) took a quarter of
+    `final@<name>`. The process starts TensorFlow and reads the test split at once,
+    says `ready`, and then waits, idle, for `go()`: the stage calls it after the runs
+    whose seconds the report quotes, so that none of them is measured beside it.
     """
 
     def __init__(self, out: Path, manifest: dict, seed: int, deterministic: bool):
@@ -131,7 +134,17 @@ class Background:
         self.process = subprocess.Popen(
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )
-        self.process.stdin.write(json.dumps(manifest))
+        self.process.stdin.write(json.dumps(manifest) + "\n")
+        self.process.stdin.flush()
+
+    def wait_ready(self) -> None:
+        """Until the process has started (or ended: `result` then says why)."""
+        for line in self.process.stdout:
+            if line.strip() == READY:
+                return
+
+    def go(self) -> None:
+        self.process.stdin.write(GO + "\n")
         self.process.stdin.close()
 
     def result(self) -> dict:
@@ -139,7 +152,7 @@ class Background:
         from pipeline.errors import ThawError
 
         text = self.process.stdout.read()
-        if self.process.wait() != 0:
+        if self.process.wait() != 0 or not text.strip():
             raise ThawError(
                 f"writing {self.out}/saved_model and testing the saved model failed "
                 f"(exit status {self.process.returncode}; its error is above)"
@@ -147,13 +160,19 @@ class Background:
         return json.loads(text.strip().splitlines()[-1])
 
     def stop(self) -> None:
+        """End the process if it still runs (a stage that failed, or never said go)."""
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+        for stream in (self.process.stdin, self.process.stdout):
+            if stream is not None and not stream.closed:
+                stream.close()
 
 
 def main() -> None:
-    """python -m pipeline.winner.export OUT IMAGES_FOLDER SEED DETERMINISTIC < manifest.json"""
+    """python -m pipeline.winner.export OUT IMAGES_FOLDER SEED DETERMINISTIC
+
+    stdin: the manifest as one line of JSON, then `go` (or end of input: nothing to do)."""
     import sys
 
     from pipeline import quiet_tf
@@ -162,10 +181,16 @@ def main() -> None:
 
     out, folder, seed, deterministic = sys.argv[1:5]
     image_store.FOLDER = Path(folder)
-    manifest = json.loads(sys.stdin.read())
+    manifest = json.loads(sys.stdin.readline())
     quiet_tf.load()
     devices.configure(int(seed), deterministic == "1")
-    print(json.dumps(saved_copy_and_test(Path(out), manifest)), flush=True)
+    import keras  # noqa: F401  (started now, not after go)
+
+    test = datasets.load_target_splits(manifest, ("test",))["test"]
+    print(READY, flush=True)
+    if sys.stdin.readline().strip() != GO:
+        return  # the stage ended without a model to export
+    print(json.dumps(saved_copy_and_test(Path(out), test)), flush=True)
 
 
 if __name__ == "__main__":

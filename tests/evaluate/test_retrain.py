@@ -452,6 +452,12 @@ def test_an_export_process_that_fails_fails_the_stage_with_a_clear_error(workspa
 
     manifest = datasets.read_manifest(MANIFEST)
     job = export.Background(tmp_path / "no_model_here", manifest, seed=0, deterministic=True)
+    job.wait_ready()
+    job.go()
     with pytest.raises(ThawError, match="saved_model and testing the saved model failed"):
         job.result()
     assert not (tmp_path / "no_model_here" / "saved_model").exists()
+    idle = export.Background(tmp_path / "never", manifest, seed=0, deterministic=True)
+    idle.wait_ready()
+    idle.stop()  # a stage that ends without go: the waiting process is ended, not left behind
+    assert idle.process.returncode is not None
