@@ -28,12 +28,16 @@ STRATEGY = "linear_probe"
 C_GRID = (0.01, 0.1, 1.0, 10.0)  # inverse L2 strength; ties go to the stronger penalty
 
 
-def _fit(x: np.ndarray, y: np.ndarray, c: float):
+def _fit(x: np.ndarray, y: np.ndarray, c: float, class_weight: str = "none"):
+    """`class_weight` "balanced" is scikit-learn's rule, the one the train step uses
+    (loop.class_weights: n / (k n_c) over the k classes present)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=5000)).fit(x, y)
+    weights = None if class_weight == "none" else class_weight
+    regression = LogisticRegression(C=c, max_iter=5000, class_weight=weights)
+    return make_pipeline(StandardScaler(), regression).fit(x, y)
 
 
 def _scores(probe, x: np.ndarray, y: np.ndarray) -> tuple[float, str, float]:
@@ -49,17 +53,21 @@ def pooled(ctx: RunContext, split: str) -> np.ndarray:
 
 
 def runs(ctx: RunContext, seeds: list[int]) -> list[dict]:
-    """Choose C on validation, refit on train+val, test once; one row per seed."""
+    """Choose C (and the class weighting, when the search has two) on validation, refit on
+    train+val, test once; one row per seed."""
     ctx.restore()
     x = {s: pooled(ctx, s) for s in ("train", "val", "trainval", "test")}
     y = {s: ctx.splits[s][1] for s in x}
     tried = []
-    for c in C_GRID:
-        accuracy, hits, loss = _scores(_fit(x["train"], y["train"], c), x["val"], y["val"])
-        tried.append((accuracy, -loss, -c, hits, loss))
-    val_accuracy, _, negative_c, val_correct, val_loss = max(tried)
+    # ties go to the stronger penalty, then to the search's first class weighting
+    for rank, weighting in enumerate(ctx.search.class_weight):
+        for c in C_GRID:
+            fit = _fit(x["train"], y["train"], c, weighting)
+            accuracy, hits, loss = _scores(fit, x["val"], y["val"])
+            tried.append((accuracy, -loss, -c, -rank, weighting, hits, loss))
+    val_accuracy, _, negative_c, _, weighting, val_correct, val_loss = max(tried)
     start = time.perf_counter()
-    probe = _fit(x["trainval"], y["trainval"], -negative_c)
+    probe = _fit(x["trainval"], y["trainval"], -negative_c, weighting)
     seconds = time.perf_counter() - start
     found = probe.predict(x["test"])
     hits = found == y["test"]
@@ -80,7 +88,9 @@ def runs(ctx: RunContext, seeds: list[int]) -> list[dict]:
         "strategy_best": False,
         "strategy": STRATEGY,
         "plan": f"whole backbone frozen; logistic regression on pooled features, C {-negative_c:g} "
-        f"(chosen on val from {', '.join(f'{c:g}' for c in C_GRID)}), L-BFGS to convergence",
+        f"(chosen on val from {', '.join(f'{c:g}' for c in C_GRID)}), L-BFGS to convergence"
+        + ("" if weighting == "none" else f", classes weighed {weighting}"),
+        "class_weight": weighting,
         "image_size": ctx.size,
         "augmentation": "none",
         "head_units": 0,

@@ -412,6 +412,21 @@ def test_the_converged_linear_probe_is_a_candidate_chosen_and_tested_like_the_ot
     assert first["trainable_params"] == width * ctx.num_classes + ctx.num_classes
     assert any(f"C {c:g} " in first["plan"] for c in probe.C_GRID)
     assert first["strategy"] == probe.STRATEGY and first["rank"] == 0 and first["epochs"] >= 1
+    assert first["class_weight"] == "none" and "weighed" not in first["plan"]
+
+
+def test_the_probe_searches_the_class_weighting_when_the_search_does(workspace, monkeypatch):
+    from pipeline.evaluate import probe
+
+    params = tiny()
+    search = params.search.model_copy(update={"class_weight": ["none", "balanced"]})
+    params = params.model_copy(update={"search": search})
+    ctx = context.Contexts("small_cnn", params, datasets.read_manifest(MANIFEST), retrain.SPLITS)
+    fits, real = [], probe._fit
+    monkeypatch.setattr(probe, "_fit", lambda x, y, c, w="none": fits.append(w) or real(x, y, c, w))
+    row = probe.runs(ctx.first, seeds=[0])[0]
+    assert fits[: 2 * len(probe.C_GRID)].count("balanced") == len(probe.C_GRID)
+    assert row["class_weight"] in ("none", "balanced") and fits[-1] == row["class_weight"]
 
 
 def test_the_linear_baseline_streamed_from_disk_gives_the_numbers_held_in_memory(workspace):
@@ -442,6 +457,8 @@ def test_a_class_weight_set_in_params_trains_the_sweep_and_the_retraining(worksp
     runs = retrain.run_final("small_cnn", params, manifest, FINAL_DIR / "small_cnn")
     transfer = runs[(runs.kind == "transfer") & (runs.strategy != "linear_probe")]
     assert set(transfer.class_weight) == {"balanced"}
+    probed = runs[runs.strategy == "linear_probe"]  # the probe weighs classes as told, too
+    assert set(probed.class_weight) == {"balanced"} and "weighed balanced" in probed.plan.iloc[0]
     classes = len(manifest["target_classes"])
     assert seen and all(w is not None and len(w) == classes for w in seen)
 
