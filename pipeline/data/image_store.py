@@ -150,7 +150,9 @@ class Rows(Streamed):
     """
 
     def __init__(self, path: Path, rows: np.ndarray | None = None):
-        self.path = Path(path)
+        # absolute: rows read later still come from this file when the working directory
+        # has changed meanwhile (benchmarks/real_photos.py loads another project's splits)
+        self.path = Path(path).absolute()
         with open(self.path, "rb") as f:
             np.lib.format.read_magic(f)
             shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)

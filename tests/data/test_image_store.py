@@ -49,3 +49,14 @@ def test_a_bad_chunk_leaves_no_file(tmp_path):
 def test_an_empty_file_reads_as_no_rows(tmp_path):
     rows = image_store.Rows(image_store.write(tmp_path / "d.npy", (2,), np.uint8, []))
     assert len(rows) == 0 and np.asarray(rows).shape == (0, 2)
+
+
+def test_rows_opened_by_a_relative_path_still_read_after_a_change_of_directory(
+    tmp_path, monkeypatch
+):
+    array = np.arange(2 * 3, dtype=np.uint8).reshape(2, 3)
+    image_store.write(tmp_path / "project" / "a.npy", (3,), np.uint8, [array])
+    monkeypatch.chdir(tmp_path / "project")
+    rows = image_store.Rows("a.npy")
+    monkeypatch.chdir(tmp_path)  # as a benchmark that loads another project's splits does
+    np.testing.assert_array_equal(rows[0:2], array)
