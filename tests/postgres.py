@@ -73,6 +73,10 @@ class Server:
 
     def close(self) -> None:
         self.pg.cleanup()
+        # pgserver stops only a server it started, and only from the process that did: one
+        # restarted by `start()` outlived the test session (found running after CI)
+        if (self.pg.pgdata / "postmaster.pid").exists():
+            self.stop()
 
 
 if __name__ == "__main__":
