@@ -225,3 +225,15 @@ class Rows(Streamed):
         finally:
             os.close(fd)
         return out
+
+
+def held_or_streamed(images: dict, fn: Callable, budget_bytes: float) -> tuple[dict, bool]:
+    """Each split through `fn` (a pixel scaling): held as one float32 tensor when all of
+    them fit `budget_bytes` as float32, else `Mapped`, read and scaled a batch at a time.
+    Returns the splits and whether they are streamed. A NumPy array would be converted
+    batch by batch, epoch after epoch (loop._take): hold tensors, not arrays."""
+    if sum(4 * x.nbytes for x in images.values()) > budget_bytes:
+        return {s: Mapped(x, fn) for s, x in images.items()}, True
+    import tensorflow as tf
+
+    return {s: tf.convert_to_tensor(fn(x)) for s, x in images.items()}, False

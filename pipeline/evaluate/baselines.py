@@ -226,11 +226,10 @@ def run_linear_pixels(params: Params, manifest: dict) -> pd.DataFrame:
     devices.configure(params.seed, params.deterministic)
     loaded = load_target_splits(manifest, ("train", "val", TRAINVAL, "test"))
     # held in memory as float32 within sweep.cache.memory_mb, else read a batch at a time
-    streamed = sum(4 * s.images.nbytes for s in loaded.values()) > params.sweep.cache.memory_mb * MB
-    splits = {
-        name: (image_store.Mapped(s.images, _unit) if streamed else _held(s.images), s.labels)
-        for name, s in loaded.items()
-    }
+    inputs, _ = image_store.held_or_streamed(
+        {s: x.images for s, x in loaded.items()}, _unit, params.sweep.cache.memory_mb * MB
+    )
+    splits = {name: (inputs[name], s.labels) for name, s in loaded.items()}
     baseline = linear_pixels(loaded["train"].images.row_shape, len(manifest["target_classes"]))
     seeds = retrain_seeds(params.seed, params.report.seeds)
     protocol = Protocol.of(params.search, seeds, head_like=True)
@@ -242,12 +241,3 @@ def run_linear_pixels(params: Params, manifest: dict) -> pd.DataFrame:
 
 def _unit(pixels) -> np.ndarray:
     return np.asarray(pixels, np.float32) / np.float32(255.0)
-
-
-def _held(pixels):
-    """A split held in memory as one float32 tensor, as the sweep's contexts hold theirs:
-    a NumPy array would be converted batch by batch, epoch after epoch (loop._take), which
-    took half of this stage's 36 s at 224 px."""
-    import tensorflow as tf
-
-    return tf.convert_to_tensor(_unit(pixels))

@@ -341,13 +341,6 @@ def verdict_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def curve_seeds_text(curve: pd.DataFrame) -> str:
-    seeds = int(curve.seeds.max()) if len(curve) else 0
-    if seeds < 2:
-        return "one seed, `report.curve_seeds`"
-    return f"mean ± sd over {seeds} seeds, `report.curve_seeds`"
-
-
 def depth_markdown(curve: pd.DataFrame) -> pd.DataFrame:
     wide = curve.pivot_table(
         index=["backbone", "depth", "frozen_fraction", "last_frozen_layer"],
@@ -708,10 +701,10 @@ test accuracy against the column's cost (trainable parameters, or time);
 
 ## Freeze depth
 
-Best validation accuracy over epochs, as the search measured it ({curve_seeds_text(curve)}),
-when the backbone is cut at each candidate depth. *Frozen
-features only*: a head on the frozen backbone's output at the cut, the layers
-above unused. *Above the cut fine-tuned*: the
+Best validation accuracy over epochs, as the search measured it
+({tables.curve_seeds_text(curve)}, `report.curve_seeds`), when the backbone is cut
+at each candidate depth. *Frozen features only*: a head on the frozen backbone's
+output at the cut, the layers above unused. *Above the cut fine-tuned*: the
 prefix frozen, every layer above it trained with the head. Fine-tuned runs use
 the head, learning rate and discriminative rates of the best `freeze_depth`
 trial (the strategy they run), frozen ones those of the best head-only trial;

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline.report import tables
 from pipeline.report.tables import TRANSFER
 
 MARKERS = {TRANSFER: "o", "scratch": "X", "linear_pixels": "s"}
@@ -103,9 +104,7 @@ def depth_curve(curve: pd.DataFrame, path: Path) -> None:
             label=_curve_label(backbone, mode, group.iloc[0]),
         )
     ax.set_xlabel("backbone parameters frozen below the cut (%)")
-    seeds = int(curve.seeds.max()) if len(curve) else 0
-    one = "one seed" if seeds < 2 else f"mean ± sd over {seeds} seeds"
-    ax.set_ylabel(f"validation accuracy ({one})")
+    ax.set_ylabel(f"validation accuracy ({tables.curve_seeds_text(curve)})")
     ax.set_xlim(-5, 105)
     ax.set_title("Freeze depth: frozen features only vs layers above the cut fine-tuned")
     ax.grid(True, alpha=0.3)

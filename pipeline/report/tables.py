@@ -238,6 +238,12 @@ def verdicts(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=VERDICT_COLUMNS)
 
 
+def curve_seeds_text(curve: pd.DataFrame) -> str:
+    """How the curve's points were averaged (report.curve_seeds): the report's and plot's words."""
+    seeds = int(curve.seeds.max()) if len(curve) else 0
+    return "one seed" if seeds < 2 else f"mean ± sd over {seeds} seeds"
+
+
 def depth_curve(curves: pd.DataFrame) -> pd.DataFrame:
     """Mean and sd over seeds per backbone, mode and depth."""
     return (

@@ -134,7 +134,6 @@ def load_context(
     folder = MODELS_DIR / name
     meta = json.loads((folder / "meta.json").read_text())
     import keras
-    import tensorflow as tf
 
     devices.configure(params.seed, params.deterministic)
     size = size or manifest["image_size"]
@@ -147,13 +146,11 @@ def load_context(
     # sweep.cache.memory_mb bounds the images held as well as the activations: splits that
     # would take more as float32 are read from disk and scaled a batch at a time
     budget = int(params.sweep.cache.memory_mb * MB / share)
-    streamed = sum(4 * split.images.nbytes for split in loaded_splits.values()) > budget
     scale = functools.partial(backbones.preprocess, meta["preprocess"])
-    if streamed:
-        inputs = {s: image_store.Mapped(split.images, scale) for s, split in loaded_splits.items()}
-    else:
-        # on the device once, one copy that the cache and the phases share
-        inputs = {s: tf.convert_to_tensor(scale(x.images)) for s, x in loaded_splits.items()}
+    # held: on the device once, one copy that the cache and the phases share
+    inputs, streamed = image_store.held_or_streamed(
+        {s: x.images for s, x in loaded_splits.items()}, scale, budget
+    )
     cache = activations.ActivationCache(
         backbone,
         meta["sha256"],
