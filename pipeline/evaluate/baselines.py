@@ -24,12 +24,10 @@ from pipeline.config import Params, SearchParams
 from pipeline.data import image_store
 from pipeline.data.datasets import TRAINVAL, load_target_splits
 from pipeline.data.image_store import MB
+from pipeline.evaluate.ranking import LINEAR_PIXELS, SCRATCH
 from pipeline.models import flops
 from pipeline.models.freezing import param_count
 from pipeline.train import devices, loop
-
-SCRATCH = "scratch"
-LINEAR_PIXELS = "linear_pixels"
 
 
 @dataclass

@@ -18,12 +18,12 @@ import time
 
 import numpy as np
 
+from pipeline.evaluate.ranking import TRANSFER
 from pipeline.models import flops
 from pipeline.models.freezing import param_count
 from pipeline.train import activations, devices, loop
 from pipeline.train.context import RunContext
 
-TRANSFER = "transfer"  # retrain.TRANSFER (retrain imports this module)
 STRATEGY = "linear_probe"
 C_GRID = (0.01, 0.1, 1.0, 10.0)  # inverse L2 strength; ties go to the stronger penalty
 

@@ -18,6 +18,7 @@ from pipeline.data import augment
 from pipeline.data.datasets import TRAINVAL
 from pipeline.errors import ThawError
 from pipeline.evaluate import baselines, depth_curve, probe
+from pipeline.evaluate.ranking import SCRATCH, TRANSFER, by_rank
 from pipeline.models import flops
 from pipeline.models.strategies import StrategyPlan
 from pipeline.paths import BEST_DIR, SWEEP_DIR
@@ -26,22 +27,7 @@ from pipeline.train import phases
 from pipeline.train.context import Contexts, RunContext
 from pipeline.winner import export
 
-TRANSFER = "transfer"  # a run kind next to baselines.SCRATCH and LINEAR_PIXELS
-
-
 SPLITS = ("train", "val", TRAINVAL, "test")
-
-
-def by_rank(trials: pd.DataFrame) -> pd.DataFrame:
-    """Best validation accuracy first; on a tie (100 images leave many) the lower validation
-    loss, then fewer trainable parameters, then the earlier trial."""
-    if "val_loss" not in trials:  # a study from before val_loss was recorded
-        trials = trials.assign(val_loss=float("nan"))
-    return trials.sort_values(
-        ["val_accuracy", "val_loss", "trainable_params", "trial"],
-        ascending=[False, True, True, True],
-        na_position="last",
-    )
 
 
 def ranked_trials(trials: pd.DataFrame) -> pd.DataFrame:
@@ -314,7 +300,7 @@ def _scratch_runs(contexts: Contexts, top, seeds: list[int], bn_momentum: float)
     try:
         return run_scratch(contexts[contexts.sizes[0]], top.iloc[0], seeds, bn_momentum)
     except Exception as exc:
-        return [_failed(exc, kind=baselines.SCRATCH, seed=seeds[0])]
+        return [_failed(exc, kind=SCRATCH, seed=seeds[0])]
 
 
 def _logged(name: str, rows: list[dict]) -> list[dict]:

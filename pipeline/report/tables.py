@@ -18,9 +18,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline.errors import ThawError
-from pipeline.evaluate.baselines import LINEAR_PIXELS, SCRATCH
 from pipeline.evaluate.probe import STRATEGY as PROBE
-from pipeline.evaluate.retrain import TRANSFER, by_rank
+from pipeline.evaluate.ranking import LINEAR_PIXELS, SCRATCH, TRANSFER, by_rank
 from pipeline.report.pareto import pareto_front
 
 COSTS = {"params": "trainable_params", "time": "device_seconds"}

@@ -36,7 +36,7 @@ def _param(trial, name: str):
 
 def best_trial(trials):
     """The completed trial with the highest value, or None; ties as the final stage ranks
-    them (evaluate/retrain.by_rank): lower validation loss, fewer trainable parameters,
+    them (evaluate/ranking.by_rank): lower validation loss, fewer trainable parameters,
     the earlier trial."""
     complete = [t for t in trials if t.state.name == COMPLETE]
     return min(complete, key=_rank_key) if complete else None

@@ -147,7 +147,7 @@ def run_trial(trial, contexts: Contexts) -> float:
         "cached_phases",
         "phase_epochs",
         "val_correct",  # for the report's bootstrap of how stable its pick is
-        "val_loss",  # ranks trials tied on val accuracy (evaluate/retrain.by_rank)
+        "val_loss",  # ranks trials tied on val accuracy (evaluate/ranking.by_rank)
     ):
         trial.set_user_attr(key, getattr(result, key))
     costs = ctx.layer_costs + flops.head_costs(ctx.feature_dims, config.head_units, ctx.num_classes)

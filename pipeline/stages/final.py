@@ -19,6 +19,7 @@ from pipeline.config import backbone_stage_args
 from pipeline.data import datasets
 from pipeline.errors import run_main
 from pipeline.evaluate import retrain
+from pipeline.evaluate.ranking import TRANSFER
 from pipeline.paths import BEST_DIR, FINAL_DIR, MANIFEST
 
 
@@ -27,7 +28,7 @@ def main() -> None:
     manifest = datasets.read_manifest(MANIFEST)
     runs = retrain.run_final(name, params, manifest, FINAL_DIR / name)
     print(f"final {name}: the selected configuration is exported to {BEST_DIR / name}/")
-    selected = runs[(runs.kind == retrain.TRANSFER) & (runs["rank"] == 1)].test_accuracy
+    selected = runs[(runs.kind == TRANSFER) & (runs["rank"] == 1)].test_accuracy
     print(
         f"final {name}: selected configuration's test accuracy "
         f"{selected.mean():.3f} ± {selected.std():.3f} over {len(selected)} seeds"

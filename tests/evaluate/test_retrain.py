@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.config import parse_params
 from pipeline.data import datasets, image_store
-from pipeline.evaluate import baselines, retrain
+from pipeline.evaluate import baselines, ranking, retrain
 from pipeline.models.strategies import Phase, StrategyPlan
 from pipeline.paths import FINAL_DIR, MANIFEST, SWEEP_DIR
 from pipeline.search import coordinator, objective
@@ -94,7 +94,7 @@ def test_final_retrains_the_top_k_on_train_and_val_and_tests_once(workspace, mon
     n_trainval = sum(len(manifest["splits"][s]) for s in ("train", "val"))
     # retraining sees train+val and never evaluates while it trains
     assert (n_trainval, True) in seen
-    scratch = runs[runs.kind == baselines.SCRATCH]
+    scratch = runs[runs.kind == ranking.SCRATCH]
     statistics = sum(
         int(np.prod(w.shape))
         for w in context.load_context("small_cnn", params, manifest).backbone.weights
@@ -326,9 +326,9 @@ def test_a_tie_on_val_accuracy_goes_to_the_lower_val_loss_then_fewer_parameters(
             "trainable_params": [10, 20, 15, 1],
         }
     )
-    assert retrain.by_rank(trials).trial.tolist() == [2, 1, 0, 3]
+    assert ranking.by_rank(trials).trial.tolist() == [2, 1, 0, 3]
     older = trials.drop(columns="val_loss")  # a study from before val_loss was recorded
-    assert retrain.by_rank(older).trial.tolist() == [0, 2, 1, 3]
+    assert ranking.by_rank(older).trial.tolist() == [0, 2, 1, 3]
 
 
 def test_the_sweeps_best_trial_breaks_ties_as_the_final_stage_does():
