@@ -194,7 +194,7 @@ def _storage_class():
     importing Optuna is slow, and `thaw check` does not need it)."""
     from optuna.storages import RDBStorage
 
-    from pipeline.search.pg_fast import OneRoundTrip
+    from pipeline.search.postgres_round_trip import OneRoundTrip
 
     class ResilientStorage(OneRoundTrip, RDBStorage):
         _outage: _Outage

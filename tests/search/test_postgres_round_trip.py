@@ -1,6 +1,6 @@
-"""The one-round-trip reads and writes (pipeline/search/pg_fast.py) against Optuna's own, on a
-real PostgreSQL: the same trials come back, the same rows are written, the same
-errors are raised. Also: the shared view of running trials, and the idle-only ping."""
+"""The one-round-trip reads and writes (pipeline/search/postgres_round_trip.py) against
+Optuna's own, on a real PostgreSQL: the same trials come back, the same rows are written,
+the same errors are raised. Also: the shared view of running trials, and the idle-only ping."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ cost. Here, on PostgreSQL only (SQLite, one machine, keeps Optuna's methods):
   unknown) Optuna's own method runs instead, so the error raised is Optuna's;
 - a read is one query that gathers each trial's values, parameters, attributes and
   intermediate values as JSON, turned into the FrozenTrial Optuna would build
-  (tests/test_pg_fast.py compares the two on every kind of value).
+  (tests/search/test_postgres_round_trip.py compares the two on every kind of value).
 """
 
 from __future__ import annotations
