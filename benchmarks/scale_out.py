@@ -3,7 +3,7 @@
     python benchmarks/scale_out.py [--workers 1 2 4 8 16 32 64] [--trial-seconds 2]
                                    [--trials-per-worker 16] [--together]
 
-Each worker is a process running Thaw's own worker loop (`workers.run`: lost-trial
+Each worker is a process running Thaw's own worker loop (`workers.run_until_budget`: lost-trial
 reaping, budget counting, TPE with the constant liar, heartbeats, the resilient
 storage with its one-round-trip reads and writes) with a trial simulated by a fixed
 sleep, so the workers do not compete for this machine's 2 cores; the sampler and
@@ -90,7 +90,7 @@ def worker(url: str, study_name: str, seed: int, budget: int, secs: float, stagg
     start_at = float(sys.stdin.readline()) + stagger
     time.sleep(max(0.0, start_at - time.time()))
     began = time.perf_counter()
-    workers.run(study, objective(secs), quota, who=who, stop=stop, grace=20, poll=0.2)
+    workers.run_until_budget(study, objective(secs), quota, who=who, stop=stop, grace=20, poll=0.2)
     loop = time.perf_counter() - began
     print(json.dumps({"overheads": overheads, "loop": loop, "trials": len(overheads)}))
 

@@ -110,7 +110,7 @@ def worker(params: Params, args) -> int:
         raise ParamsError(
             f"backbone {args.backbone!r} is not in params.yaml; known: {sorted(params.backbones)}"
         )
-    return coordinator.work(args.backbone, params, args.worker_id, args.wait)
+    return coordinator.run_worker(args.backbone, params, args.worker_id, args.wait)
 
 
 def copy_study(params: Params, args) -> int:

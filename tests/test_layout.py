@@ -43,7 +43,7 @@ def imports(name: str) -> set[str]:
 
 def processes(name: str) -> set[str]:
     """Modules `name` runs as `python -m <module>` (the coordinator's local workers run
-    `pipeline.cli worker`, which calls coordinator.work: cli.py is code the stage runs)."""
+    `pipeline.cli worker`, which calls coordinator.run_worker: cli.py is code the stage runs)."""
     source = MODULES[name].read_text()
     return {m for m in MODULES if f'"-m", "{m}"' in source}
 

@@ -136,11 +136,12 @@ class LocalWorkers:
 
 
 def run_trials(study, contexts: Contexts, name: str, params: Params, who: str, stop, **loop) -> int:
-    """This process's share of the study's trials: the worker loop around run_trial."""
+    """This process's share of the study's trials, for the coordinator and for
+    `run_worker`: the worker loop (workers.run_until_budget) around run_trial."""
     # surgical's start-up covers every window start: the segments of the backbone
     starts = len(contexts.first.info.segments) if "surgical" in params.search.strategies else 0
     quota = budget.Budget.of(params, starts)
-    return workers.run(
+    return workers.run_until_budget(
         study,
         lambda trial: run_trial(trial, contexts),
         quota,
@@ -202,8 +203,9 @@ def sweep(name: str, params: Params, manifest: dict):
     return study, meta
 
 
-def work(name: str, params: Params, worker_id: int | None, wait: float) -> int:
-    """`thaw worker <name>`: join the backbone's study and run trials until its budget."""
+def run_worker(name: str, params: Params, worker_id: int | None, wait: float) -> int:
+    """`thaw worker <name>` (on any machine, or one of the stage's local workers): join
+    the backbone's study and run trials until its budget; the process's exit status."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -214,7 +216,7 @@ def work(name: str, params: Params, worker_id: int | None, wait: float) -> int:
     url = storage.url_for(params.sweep.storage, name)
     stop = workers.StopSignal(who).install()
     seed = workers.sampler_seed(params.seed, worker_id, who)
-    study = workers.join(
+    study = workers.join_study(
         lambda: _storage(url, params, create=False),
         studies.study_name(name, inputs),
         name,

@@ -1,11 +1,11 @@
 """Workers: processes on any machine that run one backbone's trials against one study.
 
-The loop (`run`) is the same for the DVC stage (the coordinator, worker 0) and for
-`thaw worker`: before each trial it fails trials whose worker was lost, and starts
-one only while the study's finished + running + waiting trials leave room in the
-budget, so W workers overshoot it by at most W - 1. Each worker's sampler is seeded
-from `seed` and its worker id, and TPE's constant liar counts running trials, so
-workers do not all try the same start-up trials.
+The loop (`run_until_budget`) is the same for the DVC stage (the coordinator, worker 0)
+and for `thaw worker`, which first joins the study (`join_study`): before each trial it
+fails trials whose worker was lost, and starts one only while the study's finished +
+running + waiting trials leave room in the budget, so W workers overshoot it by at most
+W - 1. Each worker's sampler is seeded from `seed` and its worker id, and TPE's constant
+liar counts running trials, so workers do not all try the same start-up trials.
 
 A first SIGTERM or SIGINT (Ctrl-C) lets the current trial finish; a second abandons
 it (recorded FAIL, reason "stopped", or "interrupted" for Ctrl-C). Schedulers send
@@ -141,7 +141,7 @@ def summary(trials, quota: Budget) -> str:
     return "; ".join(parts)
 
 
-def run(
+def run_until_budget(
     study,
     objective: Callable,
     quota: Budget,
@@ -155,14 +155,45 @@ def run(
     report_every: float = 15.0,
     watch: Callable[[], None] | None = None,
 ) -> int:
-    """Run trials until the study holds its budget; returns how many this worker ran.
+    """The loop every worker runs (the coordinator as worker 0, `thaw worker`): trials
+    until the study holds its budget; returns how many this worker ran.
 
     `wait_for_running` (the coordinator): also wait until no trial is running or
     queued, so the finished study has none left. A worker without room waits too,
     since running trials may yet be pruned, fail or be lost.
     """
-
     started: list[int] = []  # the id of the trial this worker runs now
+    labelled = _labelled(objective, who, stop, started)
+    ran, last_note, last_reap = 0, 0.0, -grace
+    while stop.requested is None:
+        if watch is not None:
+            watch()
+        if time.monotonic() - last_reap >= grace / 4:  # a lost trial waits grace anyway
+            last_reap = time.monotonic()
+            _reap(study, grace, who)
+        trials = study.get_trials(deepcopy=False)
+        waiting = any(t.state.name == "WAITING" for t in trials)
+        running = any(t.state.name == "RUNNING" for t in trials)
+        if quota.done(trials) and not waiting and not (wait_for_running and running):
+            break
+        if waiting or not quota.done(trials, pending=True):
+            _run_one(study, labelled, quota, trials, waiting, who, started, callbacks)
+            ran += 1
+            continue
+        if time.monotonic() - last_note >= report_every:
+            print(
+                f"[worker {who}] waiting for running trials: {summary(trials, quota)}",
+                file=sys.stderr,
+                flush=True,
+            )
+            last_note = time.monotonic()
+        stop.sleep(poll)
+    return ran
+
+
+def _labelled(objective: Callable, who: str, stop: StopSignal, started: list[int]) -> Callable:
+    """`objective` that first notes its trial's id in `started` and labels the trial with
+    this worker; a second stop signal inside it records why the trial was abandoned."""
 
     def labelled(trial):
         started[:] = [trial._trial_id]
@@ -176,54 +207,51 @@ def run(
         finally:
             stop.in_trial = False
 
-    ran, last_note, last_reap = 0, 0.0, -grace
-    while stop.requested is None:
-        if watch is not None:
-            watch()
-        if time.monotonic() - last_reap >= grace / 4:  # a lost trial waits grace anyway
-            last_reap = time.monotonic()
-            for number in storage.reap_lost(study, grace):
-                print(
-                    f"[worker {who}] trial {number} FAIL: {storage.LOST}; queued once more",
-                    file=sys.stderr,
-                    flush=True,
-                )
-        trials = study.get_trials(deepcopy=False)
-        waiting = any(t.state.name == "WAITING" for t in trials)
-        running = any(t.state.name == "RUNNING" for t in trials)
-        if quota.done(trials) and not waiting and not (wait_for_running and running):
-            break
-        if waiting or not quota.done(trials, pending=True):
-            strategy = quota.next_strategy(trials, pending=True)
-            if strategy is not None and not waiting:
-                study.enqueue_trial(quota.fixed_params(trials, strategy))  # start-up (budget.py)
-            started.clear()
-            try:
-                study.optimize(labelled, n_trials=1, catch=(Exception,), callbacks=callbacks)
-            except Exception as exc:
-                if _lost_under_us(study, started):
-                    print(
-                        f"[worker {who}] the trial ran past its heartbeat and another worker "
-                        "failed it as lost; its retry is queued",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                else:  # the database gone past the limit: say that, plainly
-                    outage = storage.unreachable_in(exc)
-                    if outage is None:
-                        raise
-                    raise outage from None
-            ran += 1
-            continue
-        if time.monotonic() - last_note >= report_every:
+    return labelled
+
+
+def _reap(study, grace: float, who: str) -> None:
+    """Fail the trials whose worker was lost, saying so for each (storage.reap_lost)."""
+    for number in storage.reap_lost(study, grace):
+        print(
+            f"[worker {who}] trial {number} FAIL: {storage.LOST}; queued once more",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def _run_one(
+    study,
+    labelled: Callable,
+    quota: Budget,
+    trials,
+    waiting: bool,
+    who: str,
+    started: list[int],
+    callbacks: list | None,
+) -> None:
+    """One trial: a queued one first, else a start-up trial of the strategy furthest
+    behind (budget.py), else the sampler's choice. A trial failed as lost under this
+    worker leaves it going; a database gone past the limit stops it, plainly."""
+    strategy = quota.next_strategy(trials, pending=True)
+    if strategy is not None and not waiting:
+        study.enqueue_trial(quota.fixed_params(trials, strategy))  # start-up (budget.py)
+    started.clear()
+    try:
+        study.optimize(labelled, n_trials=1, catch=(Exception,), callbacks=callbacks)
+    except Exception as exc:
+        if _lost_under_us(study, started):
             print(
-                f"[worker {who}] waiting for running trials: {summary(trials, quota)}",
+                f"[worker {who}] the trial ran past its heartbeat and another worker "
+                "failed it as lost; its retry is queued",
                 file=sys.stderr,
                 flush=True,
             )
-            last_note = time.monotonic()
-        stop.sleep(poll)
-    return ran
+        else:  # the database gone past the limit: say that, plainly
+            outage = storage.unreachable_in(exc)
+            if outage is None:
+                raise
+            raise outage from None
 
 
 def _lost_under_us(study, started: list[int]) -> bool:
@@ -267,7 +295,7 @@ def _active_rival(store, backbone: str, name: str) -> tuple[str, dict] | None:
     return None
 
 
-def join(
+def join_study(
     connect: Callable,
     name: str,
     backbone: str,
@@ -281,46 +309,21 @@ def join(
     stop: StopSignal,
     poll: float = 2.0,
 ):
-    """Load the study the coordinator made, waiting for it; refuse one made from other inputs.
+    """`thaw worker`'s first step: load the study the coordinator made, waiting for it;
+    refuse one swept by other code, or a rival study made from other inputs. None when
+    stopped while waiting.
 
     `connect()` opens the storage; it raises NoSchemaYet until the coordinator made
     the schema, which workers never do (many creating it at once race).
     """
-    import optuna
-
     started, announced, store = time.monotonic(), False, None
     while stop.requested is None:
-        study = None
-        try:
-            store = store or connect()
-            study = optuna.load_study(
-                study_name=name, storage=store, sampler=sampler, pruner=pruner
-            )
-        except KeyError:
-            pass
-        except Exception as exc:
-            if not storage.no_schema(exc):
-                raise
+        store, study = _try_load(connect, store, name, sampler, pruner)
         if study is not None:
-            theirs = study.user_attrs.get("code")
-            if theirs is not None and theirs != code:
-                raise ThawError(
-                    f"worker {who}: study {name} is swept by other code (pipeline/ digest "
-                    f"{theirs}, here {code}); check out the coordinator's commit. Its trials "
-                    "would not be comparable."
-                )
+            _refuse_other_code(study, name, code, who)
             return study
         if store is not None and not _no_schema_now(store):
-            rival = _active_rival(store, backbone, name)
-            if rival is not None:
-                rival_name, theirs = rival
-                differs = "; ".join(_differences(inputs, theirs)) or "its inputs"
-                raise ThawError(
-                    f"worker {who}: this machine's inputs make study {name}, but the study "
-                    f"being swept is {rival_name}. Differs: {differs}. Use the coordinator's "
-                    "commit, params.yaml and `dvc pull`: trials from other inputs would belong "
-                    "to another study."
-                )
+            _refuse_a_rival(store, name, backbone, inputs, who)
         if not announced:
             print(
                 f"[worker {who}] waiting for study {name}: the "
@@ -336,6 +339,49 @@ def join(
             )
         stop.sleep(poll)
     return None
+
+
+def _try_load(connect: Callable, store, name: str, sampler, pruner) -> tuple:
+    """The storage (opened once it has a schema) and the study, or None for either that
+    is not there yet."""
+    import optuna
+
+    study = None
+    try:
+        store = store or connect()
+        study = optuna.load_study(study_name=name, storage=store, sampler=sampler, pruner=pruner)
+    except KeyError:
+        pass
+    except Exception as exc:
+        if not storage.no_schema(exc):
+            raise
+    return store, study
+
+
+def _refuse_other_code(study, name: str, code: str, who: str) -> None:
+    """A study swept by another pipeline/ digest: its trials and ours would not compare."""
+    theirs = study.user_attrs.get("code")
+    if theirs is not None and theirs != code:
+        raise ThawError(
+            f"worker {who}: study {name} is swept by other code (pipeline/ digest "
+            f"{theirs}, here {code}); check out the coordinator's commit. Its trials "
+            "would not be comparable."
+        )
+
+
+def _refuse_a_rival(store, name: str, backbone: str, inputs: dict, who: str) -> None:
+    """Refuse to wait while the coordinator sweeps another study of this backbone: this
+    machine's inputs differ from its; the error names what differs."""
+    rival = _active_rival(store, backbone, name)
+    if rival is not None:
+        rival_name, theirs = rival
+        differs = "; ".join(_differences(inputs, theirs)) or "its inputs"
+        raise ThawError(
+            f"worker {who}: this machine's inputs make study {name}, but the study "
+            f"being swept is {rival_name}. Differs: {differs}. Use the coordinator's "
+            "commit, params.yaml and `dvc pull`: trials from other inputs would belong "
+            "to another study."
+        )
 
 
 def _no_schema_now(store) -> bool:

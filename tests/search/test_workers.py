@@ -26,7 +26,9 @@ def quick(trial) -> float:
 
 def test_a_worker_stops_at_the_budget_and_labels_its_trials(study):
     stop = workers.StopSignal("me")
-    ran = workers.run(study, quick, Budget(5, 0, 5, ("a",)), who="me", stop=stop, grace=2)
+    ran = workers.run_until_budget(
+        study, quick, Budget(5, 0, 5, ("a",)), who="me", stop=stop, grace=2
+    )
     assert ran == 5 and len(study.trials) == 5
     assert {t.user_attrs["worker"] for t in study.trials} == {"me"}
 
@@ -49,7 +51,9 @@ def test_first_signal_finishes_the_trial_second_abandons_it(study):
             time.sleep(0.1)
             return quick(trial)
 
-        workers.run(study, signalled_once, Budget(5, 0, 5, ("a",)), who="me", stop=stop, grace=2)
+        workers.run_until_budget(
+            study, signalled_once, Budget(5, 0, 5, ("a",)), who="me", stop=stop, grace=2
+        )
         assert [t.state.name for t in study.trials] == ["COMPLETE"]  # finished, then stopped
 
         for signum, reason in (
@@ -65,7 +69,7 @@ def test_first_signal_finishes_the_trial_second_abandons_it(study):
                 return quick(trial)
 
             quota = Budget(9, 0, 9, ("a",))
-            workers.run(study, signalled_twice, quota, who="me", stop=stop, grace=2)
+            workers.run_until_budget(study, signalled_twice, quota, who="me", stop=stop, grace=2)
             last = study.trials[-1]
             assert last.state.name == "FAIL" and last.user_attrs["fail_reason"] == reason
     finally:
@@ -153,7 +157,9 @@ def test_a_trial_failed_as_lost_under_its_worker_does_not_stop_the_worker(study,
         return quick(trial)
 
     stop = workers.StopSignal("me")
-    workers.run(study, lost_midway, Budget(3, 0, 3, ("a",)), who="me", stop=stop, grace=2)
+    workers.run_until_budget(
+        study, lost_midway, Budget(3, 0, 3, ("a",)), who="me", stop=stop, grace=2
+    )
     states = [t.state.name for t in study.trials]
     assert states[0] == "FAIL" and states.count("COMPLETE") == 3, states
 
