@@ -1,14 +1,15 @@
 """What capping oneDNN at AVX2 costs (`deterministic: true` does it), measured side by side.
 
-    python benchmarks/cpu_isa.py [--backbones mobilenet_025 mobilenet_v2] [--repeats 3]
+    python -m benchmarks.cpu_isa [--backbones mobilenet_025 mobilenet_v2] [--repeats 3]
 
 Run from the project root after `dvc repro`. oneDNN picks its kernels from the CPU's
 instruction set at its first primitive, so each setting runs in a fresh process: the
 machine's own set (ONEDNN_MAX_CPU_ISA=ALL) against the AVX2 cap that
-`devices.pin_cpu_isa` sets. Each process, with one intra-op thread as the stages run,
-times 80 train steps of batch 16 (step_compile.py's measurement) and a forward pass over
-256 images (what the activation cache does) per backbone, at the backbone's stored
-input size, `--repeats` times, alternating settings; prints medians and the ratio.
+`devices.pin_cpu_isa` sets. Each process (`train_step_seconds`), with one intra-op
+thread as the stages run, times 80 train steps of batch 16 (step_compile's
+measurement) and a forward pass over 256 images (what the activation cache does) per
+backbone, at the backbone's stored input size, `--repeats` times, alternating
+settings; prints medians and the ratio.
 """
 
 from __future__ import annotations
@@ -17,30 +18,12 @@ import argparse
 import os
 import statistics
 
-from child import run_child
-
-CHILD = """
-import json, sys, time
-import keras, numpy as np, tensorflow as tf
-tf.config.threading.set_intra_op_parallelism_threads(1)
-sys.path.insert(0, "benchmarks")
-from step_compile import MODELS_DIR, time_step
-out = {}
-for name in sys.argv[1:]:
-    backbone = keras.models.load_model(MODELS_DIR / name / "backbone.keras", compile=False)
-    time_step(backbone, False, False)  # warm: the first run also builds the model
-    forward = tf.function(lambda x: backbone(x, training=False))
-    x = np.random.default_rng(0).random((256, *backbone.input_shape[1:]), np.float32)
-    forward(x[:8]).numpy()
-    start = time.perf_counter()
-    forward(x).numpy()
-    out[name] = [time_step(backbone, False, False)[1], time.perf_counter() - start]
-print(json.dumps(out))
-"""
+from benchmarks.child_processes import measure_in_fresh_process
 
 
 def measure(isa: str, backbones: list[str]) -> dict:
-    return run_child(CHILD, backbones, ONEDNN_MAX_CPU_ISA=isa)
+    args = ["--threads", "1", "--forward", *backbones]
+    return measure_in_fresh_process("benchmarks.train_step_seconds", args, ONEDNN_MAX_CPU_ISA=isa)
 
 
 def main() -> None:

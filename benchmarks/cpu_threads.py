@@ -1,13 +1,14 @@
 """Intra-op threads for a trial's train step on a CPU, measured side by side.
 
-    python benchmarks/cpu_threads.py [--backbones small_cnn mobilenet_v2] [--repeats 3]
+    python -m benchmarks.cpu_threads [--backbones small_cnn mobilenet_v2] [--repeats 3]
 
 Run from the project root after `dvc repro`. TensorFlow fixes its thread pools when
 its runtime starts, so each setting runs in a fresh process: intra-op threads 1
 (what `devices.tune_threads` sets on a CPU) against TensorFlow's default (one per
-core), inter-op threads left at the default. Each process times 80 train steps of
-batch 16 (step_compile.py's measurement, Grappler off as the stages run it) per
-backbone, `--repeats` times, alternating settings; prints medians and the ratio.
+core), inter-op threads left at the default. Each process (`train_step_seconds`)
+times 80 train steps of batch 16 (step_compile's measurement, Grappler off as the
+stages run it) per backbone, `--repeats` times, alternating settings; prints medians
+and the ratio.
 """
 
 from __future__ import annotations
@@ -16,27 +17,12 @@ import argparse
 import os
 import statistics
 
-from child import run_child
-
-CHILD = """
-import json, sys
-import keras, tensorflow as tf
-threads = int(sys.argv[1])
-if threads:
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-sys.path.insert(0, "benchmarks")
-from step_compile import MODELS_DIR, time_step
-out = {}
-for name in sys.argv[2:]:
-    backbone = keras.models.load_model(MODELS_DIR / name / "backbone.keras", compile=False)
-    time_step(backbone, False, False)  # warm: the first run also builds the model
-    out[name] = time_step(backbone, False, False)[1]
-print(json.dumps(out))
-"""
+from benchmarks.child_processes import measure_in_fresh_process
 
 
 def measure(threads: int, backbones: list[str]) -> dict:
-    return run_child(CHILD, [str(threads), *backbones])
+    args = ["--threads", str(threads), *backbones]
+    return measure_in_fresh_process("benchmarks.train_step_seconds", args)
 
 
 def main() -> None:
