@@ -1,7 +1,7 @@
 """What storing a backbone's weights compactly costs: the float32 ImageNet file against the
 file `thaw compact-weights` writes from it, side by side on real photos.
 
-    python benchmarks/compact_weights.py          # ../shared/data: flowers5, MobileNetV2 1.0
+    python -m benchmarks.compact_weights          # ../shared/data: flowers5, MobileNetV2 1.0
 
 Both backbones embed the same photos (centre crop, 224 px); the rows give the file sizes,
 how far the compact file's pooled features are from the original's (relative L2 error,
@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 SHARED = ROOT.parent / "shared" / "data"

@@ -1,6 +1,6 @@
 """Inference batches one after another against side by side on the cores, in one run.
 
-    python benchmarks/inference_batches.py [--backbones mobilenet_025 mobilenet_v2]
+    python -m benchmarks.inference_batches [--backbones mobilenet_025 mobilenet_v2]
 
 Run from the project root after `dvc repro`. With one intra-op thread per op, as the
 stages run (`devices.tune_threads`), a forward pass keeps one core busy;
@@ -15,12 +15,10 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 BATCH = 64
 

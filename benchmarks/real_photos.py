@@ -1,8 +1,8 @@
 """Real photos, an ImageNet backbone: the naive Optuna recipe, Thaw's sweep and a logistic
 probe on frozen features, side by side in one run.
 
-    python benchmarks/real_photos.py                       # ../shared/data/flowers5, MobileNetV2
-    python benchmarks/real_photos.py --naive-trials 12 --keep /tmp/bench
+    python -m benchmarks.real_photos                       # ../shared/data/flowers5, MobileNetV2
+    python -m benchmarks.real_photos --naive-trials 12 --keep /tmp/bench
 
 Three rows, on the same splits of the same folder:
 
@@ -30,7 +30,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -39,8 +38,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from benchmarks.child_processes import python_module, timed
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 SHARED = ROOT.parent / "shared" / "data"
@@ -69,11 +69,7 @@ def thaw_project(folder: Path, args) -> dict:
 
 def stage(folder: Path, *args: str) -> float:
     """One stage as `dvc repro` runs it; its wall-clock seconds."""
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", *args], cwd=folder, capture_output=True, text=True)
-    if proc.returncode:
-        sys.exit(f"{' '.join(args)} failed:\n{proc.stderr[-3000:]}")
-    return time.perf_counter() - start
+    return timed(python_module(*args), folder, " ".join(args))
 
 
 def run_thaw(folder: Path, args) -> dict:

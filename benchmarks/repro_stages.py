@@ -1,6 +1,6 @@
 """Where a cold `dvc repro` spends its time: each stage's seconds and share.
 
-    python benchmarks/repro_stages.py [--clone DIR] [--keep]
+    python -m benchmarks.repro_stages [--clone DIR] [--keep]
 
 Clones this repository (its committed HEAD) into a fresh folder, runs `dvc repro`
 there with nothing cached, and timestamps each "Running stage" line as DVC
@@ -21,25 +21,20 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.child_processes import timestamped_lines
+
 ROOT = Path(__file__).resolve().parents[1]
+STARTS = "Running stage '"  # how DVC announces a stage
 
 
 def timed_repro(folder: Path) -> tuple[list[tuple[str, float]], float, str]:
     """(stage, seconds) in the order run, the total, and DVC's output."""
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     start = time.perf_counter()
-    proc = subprocess.Popen(
-        ["dvc", "repro"], cwd=folder, env=env, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    marks: list[tuple[str, float]] = []
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        if line.startswith("Running stage '"):
-            marks.append((line.split("'")[1], time.perf_counter()))
-    code = proc.wait()
+    timed_lines, code = timestamped_lines(["dvc", "repro"], folder, env)
     end = time.perf_counter()
+    lines = [line for line, _ in timed_lines]
+    marks = [(line.split("'")[1], at) for line, at in timed_lines if line.startswith(STARTS)]
     if code != 0:
         sys.exit(f"dvc repro failed ({code}):\n{''.join(lines[-40:])}")
     bounds = [t for _, t in marks[1:]] + [end]

@@ -1,7 +1,7 @@
 """Time and peak memory against dataset size: `prepare` and a short sweep on folders of
 1,000 to 50,000 photos (issue 21).
 
-    python benchmarks/scale_data.py [--counts 1000 5000 20000 50000] [--sizes 160 224]
+    python -m benchmarks.scale_data [--counts 1000 5000 20000 50000] [--sizes 160 224]
         [--source ../shared/data/flowers5] [--work /tmp/thaw_scale]
 
 Folders are made from the flower photos, seeded: each image a random crop (40-100 % of
@@ -25,13 +25,13 @@ import argparse
 import os
 import random
 import shutil
-import subprocess
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import yaml
+
+from benchmarks.child_processes import peak_memory, python_module
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "weights" / "mobilenet_2_5_224_tf_no_top.h5"
@@ -109,18 +109,9 @@ def generate(source: Path, out: Path, count: int) -> Path:
 def run_stage(stage: str, workspace: Path) -> tuple[float, float]:
     """(seconds, peak resident GB) of one stage, run as `dvc repro` runs it."""
     args = ["mobilenet_025"] if stage in ("backbone", "sweep") else []
-    report = workspace / f"{stage}.time"
-    cmd = ["/usr/bin/time", "-f", "%M %e", "-o", str(report),
-           sys.executable, "-m", f"pipeline.stages.{stage}", *args]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    log = workspace / f"{stage}.log"
-    with open(log, "w") as out:
-        code = subprocess.call(cmd, cwd=workspace, env=env, stdout=out, stderr=subprocess.STDOUT)
-    if code:
-        tail = log.read_text()[-2000:]
-        raise SystemExit(f"{stage} failed ({code}) in {workspace}:\n{tail}")
-    kb, seconds = report.read_text().split()[-2:]
-    return float(seconds), int(kb) * 1024 / GB
+    command = python_module(f"pipeline.stages.{stage}", *args)
+    seconds, peak = peak_memory(command, workspace, workspace / f"{stage}.log", stage)
+    return seconds, peak / GB
 
 
 def main() -> None:

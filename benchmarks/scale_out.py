@@ -1,6 +1,6 @@
 """Scale out past this machine, by simulation: W workers against one real PostgreSQL.
 
-    python benchmarks/scale_out.py [--workers 1 2 4 8 16 32 64] [--trial-seconds 2]
+    python -m benchmarks.scale_out [--workers 1 2 4 8 16 32 64] [--trial-seconds 2]
                                    [--trials-per-worker 16] [--together]
 
 Each worker is a process running Thaw's own worker loop (`workers.run_until_budget`: lost-trial
@@ -30,15 +30,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks.child_processes import start_talking
 
 EPOCHS = 5
 STRATEGIES = ("head_only", "freeze_depth", "lp_ft", "gradual", "surgical")
@@ -115,21 +113,15 @@ def measure(server, w: int, per_worker: int, secs: float, together: bool) -> dic
     study = optuna.create_study(study_name="sim", storage=store, direction="maximize")
     budget = w * per_worker
     procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                __file__,
-                "--worker",
-                url,
-                "sim",
-                str(i),
-                str(budget),
-                str(secs),
-                str(0.0 if together else i * secs / w),
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
+        start_talking(
+            "benchmarks.scale_out",
+            "--worker",
+            url,
+            "sim",
+            str(i),
+            str(budget),
+            str(secs),
+            str(0.0 if together else i * secs / w),
         )
         for i in range(w)
     ]

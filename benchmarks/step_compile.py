@@ -1,6 +1,6 @@
 """Compile options for a trial's train step, measured side by side on this device.
 
-    python benchmarks/step_compile.py [--backbones small_cnn mobilenet_v2] [--repeats 3]
+    python -m benchmarks.step_compile [--backbones small_cnn mobilenet_v2] [--repeats 3]
 
 Run from the project root after `dvc repro`. For each backbone (full model,
 head of 32 units, batch of 16) it times the first call of Thaw's train step
@@ -15,19 +15,12 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from pipeline.paths import MODELS_DIR  # noqa: E402
-from pipeline.train import (
-    devices,  # noqa: E402
-    loop,
-    phases,
-)
+from pipeline.train import devices, loop, phases  # noqa: E402
 
 STEPS = 80  # 20 epochs x 4 batches of 16: the default trial
 

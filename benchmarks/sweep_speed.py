@@ -1,7 +1,7 @@
 """Thaw's sweep against the usual Optuna loop, side by side in one process.
 
-    python benchmarks/sweep_speed.py                  # speed: both loops, default backbones
-    python benchmarks/sweep_speed.py --memory 100     # resident memory over a 100-trial sweep
+    python -m benchmarks.sweep_speed                  # speed: both loops, default backbones
+    python -m benchmarks.sweep_speed --memory 100     # resident memory over a 100-trial sweep
 
 Run from the project root after `dvc repro` (it reads models/, data/ and
 params.yaml). Both loops search the same space (params.yaml's `search`) with
@@ -29,14 +29,13 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from pipeline.config import load_params  # noqa: E402
 from pipeline.data import datasets  # noqa: E402
 from pipeline.paths import MANIFEST, MODELS_DIR  # noqa: E402
-from pipeline.search import objective, pruning
-from pipeline.train import context, devices, phases
+from pipeline.search import objective, pruning  # noqa: E402
+from pipeline.train import context, devices, phases  # noqa: E402
 
 
 def rss_mb() -> float:

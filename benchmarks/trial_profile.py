@@ -1,6 +1,6 @@
 """Where a sweep's time goes: Thaw's trials under cProfile, split by kind of work.
 
-    python benchmarks/trial_profile.py [--backbone mobilenet_v2] [--trials 12]
+    python -m benchmarks.trial_profile [--backbone mobilenet_v2] [--trials 12]
 
 Run from the project root after `dvc repro`. Runs one in-memory study with
 params.yaml's search space and pruner, then prints seconds spent tracing
@@ -15,18 +15,15 @@ import argparse
 import cProfile
 import os
 import pstats
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from pipeline.config import load_params  # noqa: E402
 from pipeline.data import datasets  # noqa: E402
 from pipeline.paths import MANIFEST  # noqa: E402
-from pipeline.search import objective, pruning
-from pipeline.train import context
+from pipeline.search import objective, pruning  # noqa: E402
+from pipeline.train import context  # noqa: E402
 
 # (label, file suffix, function name): cumulative time of these entry points.
 CATEGORIES = [
