@@ -121,12 +121,12 @@ def run_loop(kind: str, name: str, params, manifest, seed: int, n_trials: int, o
         sampler=optuna.samplers.TPESampler(seed=seed),
         pruner=pruner if kind == "thaw" else optuna.pruners.NopPruner(),
     )
-    if kind == "thaw":
-        objective = lambda t: objective.run_trial(t, contexts)  # noqa: E731
+    if kind == "thaw":  # `run`, not `objective`: that name is the module run_trial lives in
+        run = lambda t: objective.run_trial(t, contexts)  # noqa: E731
     else:
-        objective = lambda t: usual_objective(t, contexts, MODELS_DIR / name / "backbone.keras")  # noqa: E731
+        run = lambda t: usual_objective(t, contexts, MODELS_DIR / name / "backbone.keras")  # noqa: E731
     callbacks = [on_trial] if on_trial else []
-    study.optimize(objective, n_trials=n_trials, catch=(Exception,), callbacks=callbacks,
+    study.optimize(run, n_trials=n_trials, catch=(Exception,), callbacks=callbacks,
                    gc_after_trial=True)  # fmt: skip
     seconds = time.perf_counter() - start
     trials = study.get_trials(deepcopy=False)
