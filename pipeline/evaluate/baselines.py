@@ -137,13 +137,31 @@ class Protocol:
         return cls(rate_grid(search), epochs, search.batch_size, patience, seeds)
 
 
+@dataclass(frozen=True)
+class Chosen:
+    """The rate a baseline's search chose on validation, and what that run showed."""
+
+    val_accuracy: float
+    rate: float
+    epochs: int  # to its first best validation accuracy
+    train_only: float  # its test accuracy, trained on train alone
+    val_correct: str
+    val_loss: float
+
+
 def select_and_test(baseline: Baseline, splits: dict, protocol: Protocol) -> list[dict]:
     """Choose the rate on validation, retrain per seed on train+val, test once. One row per seed.
 
     `splits` holds "train", "val", "trainval" and "test" as (inputs, labels).
     """
-    step, tuning_seed = baseline.step, protocol.seeds[0]
-    calibrate = baseline.calibrate
+    chosen = choose_rate(baseline, splits, protocol)
+    return [retrain_and_test(baseline, splits, chosen, seed, protocol) for seed in protocol.seeds]
+
+
+def choose_rate(baseline: Baseline, splits: dict, protocol: Protocol) -> Chosen:
+    """Each rate of the grid from the first seed's initialisation; the best on validation,
+    the smaller rate on a tie."""
+    step, tuning_seed, calibrate = baseline.step, protocol.seeds[0], baseline.calibrate
     # validation reads the statistics the test will: precise BN from the training inputs
     before_eval = None if calibrate is None else (lambda: calibrate(splits["train"][0]))
     tried = []
@@ -152,15 +170,10 @@ def select_and_test(baseline: Baseline, splits: dict, protocol: Protocol) -> lis
         step.reset(rate)
         try:
             run = loop.run_epochs(
-                step,
-                splits["train"],
-                splits["val"],
-                epochs=protocol.epochs,
-                batch_size=protocol.batch_size,
-                seed=tuning_seed,
-                patience=protocol.patience,
+                step, splits["train"], splits["val"], epochs=protocol.epochs,
+                batch_size=protocol.batch_size, seed=tuning_seed, patience=protocol.patience,
                 before_eval=before_eval,
-            )
+            )  # fmt: skip
         except loop.DivergedError:
             continue
         # Not used to choose: kept to show how much of the final test score the 4x larger
@@ -174,50 +187,49 @@ def select_and_test(baseline: Baseline, splits: dict, protocol: Protocol) -> lis
     if not tried:
         raise loop.DivergedError(f"{baseline.kind}: every learning rate diverged")
     val_accuracy, negative_rate, epochs, train_only, val_correct, val_loss = max(tried)
-    rows = []
-    for seed in protocol.seeds:
-        baseline.reinit(seed)
-        step.reset(-negative_rate)
-        try:
-            run = loop.run_epochs(
-                step, splits["trainval"], None, epochs=epochs, batch_size=protocol.batch_size,
-                seed=seed,
-            )  # fmt: skip
-        except loop.DivergedError as exc:  # recorded; the other seeds go on
-            rows.append({"kind": baseline.kind, "seed": seed, "val_accuracy": val_accuracy,
-                         "test_accuracy": float("nan"), "fail_reason": str(exc)})  # fmt: skip
-            continue
-        if baseline.calibrate is not None:
-            baseline.calibrate(splits["trainval"][0])
-        n_trainval = len(splits["trainval"][1])
-        scores = loop.test_scores(step, *splits["test"])
-        rows.append(
-            {
-                "kind": baseline.kind,
-                "seed": seed,
-                "val_accuracy": val_accuracy,
-                "test_accuracy": scores.accuracy,
-                "test_balanced_accuracy": scores.balanced_accuracy,
-                "test_correct": scores.correct,
-                "val_correct": val_correct,
-                "val_loss": val_loss,
-                "test_accuracy_train_only": train_only,
-                "learning_rate": -negative_rate,
-                "epochs": epochs,
-                "trainable_params": param_count(step.model.trainable_variables),
-                "total_params": param_count(step.model.weights),
-                "device_seconds": run.seconds,
-                "device": devices.current().name,
-                "device_kind": devices.current().kind,
-                "train_flops": flops.trial_flops(
-                    baseline.layer_costs,
-                    [(epochs, [c.name for c in baseline.layer_costs])],
-                    n_trainval,
-                    0,
-                ),
-            }
-        )
-    return rows
+    return Chosen(val_accuracy, -negative_rate, epochs, train_only, val_correct, val_loss)
+
+
+def retrain_and_test(
+    baseline: Baseline, splits: dict, chosen: Chosen, seed: int, protocol: Protocol
+) -> dict:
+    """The chosen rate from `seed`'s initialisation on train+val, tested once: one row."""
+    step, epochs = baseline.step, chosen.epochs
+    baseline.reinit(seed)
+    step.reset(chosen.rate)
+    try:
+        run = loop.run_epochs(
+            step, splits["trainval"], None, epochs=epochs, batch_size=protocol.batch_size,
+            seed=seed,
+        )  # fmt: skip
+    except loop.DivergedError as exc:  # recorded; the other seeds go on
+        return {"kind": baseline.kind, "seed": seed, "val_accuracy": chosen.val_accuracy,
+                "test_accuracy": float("nan"), "fail_reason": str(exc)}  # fmt: skip
+    if baseline.calibrate is not None:
+        baseline.calibrate(splits["trainval"][0])
+    n_trainval = len(splits["trainval"][1])
+    scores = loop.test_scores(step, *splits["test"])
+    return {
+        "kind": baseline.kind,
+        "seed": seed,
+        "val_accuracy": chosen.val_accuracy,
+        "test_accuracy": scores.accuracy,
+        "test_balanced_accuracy": scores.balanced_accuracy,
+        "test_correct": scores.correct,
+        "val_correct": chosen.val_correct,
+        "val_loss": chosen.val_loss,
+        "test_accuracy_train_only": chosen.train_only,
+        "learning_rate": chosen.rate,
+        "epochs": epochs,
+        "trainable_params": param_count(step.model.trainable_variables),
+        "total_params": param_count(step.model.weights),
+        "device_seconds": run.seconds,
+        "device": devices.current().name,
+        "device_kind": devices.current().kind,
+        "train_flops": flops.trial_flops(
+            baseline.layer_costs, [(epochs, [c.name for c in baseline.layer_costs])], n_trainval, 0
+        ),
+    }
 
 
 def run_linear_pixels(params: Params, manifest: dict) -> pd.DataFrame:

@@ -22,16 +22,16 @@ the curve reads against the trials.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
 import pandas as pd
 
 from pipeline import progress
-from pipeline.models import strategies
+from pipeline.models import configuration
 from pipeline.models.freezing import FreezePlan
-from pipeline.search.objective import recorded_config
-from pipeline.train import activations, loop, phases
+from pipeline.train import activations, loop, phases, runner
 from pipeline.train.context import RunContext
 
 FROZEN, FINE_TUNED, SURGICAL = "frozen", "fine-tuned", "one segment fine-tuned"
@@ -72,7 +72,9 @@ def _settings(ctx: RunContext, trials: pd.DataFrame, mode: str):
     if "backbone_lr_fraction" not in rates:  # a trial that fine-tuned nothing: the range's middle
         r = ctx.search.backbone_lr_fraction
         rates["backbone_lr_fraction"] = float(np.sqrt(r.low * r.high))
-    return recorded_config(row, ctx), rates, int(row["trial"])
+    # the curve trains on the train split as it is: its runs compare depths, not augmentation
+    config = configuration.from_params(params, ctx.size, ctx.search)
+    return dataclasses.replace(config, augmentation=configuration.NONE), rates, int(row["trial"])
 
 
 def frozen_probe(ctx: RunContext, cut: int, config, seed: int, heads: dict) -> loop.PhaseRun:
@@ -127,35 +129,20 @@ def fine_tuned(
 ) -> phases.TrainResult:
     """The `freeze_depth` strategy at this depth, with the trial's backbone rates."""
     chosen = {"freeze_depth": depth.depth, "discriminative": False}
-    return _strategy_run(ctx, strategies.freeze_depth, {**chosen, **rates}, config, seed)
+    return _strategy_run(ctx, "freeze_depth", {**chosen, **rates}, config, seed)
 
 
 def one_segment(ctx: RunContext, start: int, config, rates: dict, seed: int):
     """The `surgical` strategy with a window of one segment, the `start`-th."""
     chosen = {"surgical_start": start, "surgical_width": 1, "discriminative": False}
-    return _strategy_run(ctx, strategies.surgical, {**chosen, **rates}, config, seed)
+    return _strategy_run(ctx, "surgical", {**chosen, **rates}, config, seed)
 
 
-def _strategy_run(ctx: RunContext, strategy, fixed: dict, config, seed: int):
-    """`strategy`'s plan for the `fixed` choices, trained as a search trial trains it."""
-    import optuna
-
-    ctx.restore()
-    plan = strategy(optuna.trial.FixedTrial(fixed), ctx.search, ctx.info, config.learning_rate)
-    head = ctx.pool.head(config.head_units, config.dropout, seed)
-    return phases.train_plan(
-        ctx.pool.model(0, head),
-        ctx.backbone,
-        plan,
-        ctx.train,
-        ctx.val,
-        batch_size=ctx.search.batch_size,
-        seed=seed,
-        cache=ctx.cache,
-        pool=ctx.pool,
-        patience_for=ctx.search.patience_for,
-        class_weights=ctx.class_weights(config.class_weight, "train"),
-    )
+def _strategy_run(ctx: RunContext, strategy: str, fixed: dict, config, seed: int):
+    """`strategy` with the `fixed` choices, trained as a search trial trains it."""
+    choice = configuration.StrategyChoice(strategy, **fixed)
+    config = dataclasses.replace(config, strategy=choice)
+    return runner.run(ctx, config, seed, runner.SEARCH).result
 
 
 def _run(ctx: RunContext, mode: str, depth, config, rates: dict, seed: int, heads: dict):

@@ -69,47 +69,63 @@ def runs(ctx: RunContext, seeds: list[int]) -> list[dict]:
     start = time.perf_counter()
     probe = _fit(x["trainval"], y["trainval"], -negative_c, weighting)
     seconds = time.perf_counter() - start
-    found = probe.predict(x["test"])
-    hits = found == y["test"]
-    iterations = int(np.max(probe[-1].n_iter_))
-    width = x["train"].shape[1]
-    head = flops.head_costs((width,), 0, ctx.num_classes)
-    n = len(y["trainval"])
-    # the features once (a forward pass through the backbone), then L-BFGS's iterations
-    # over the linear layer, each about one training step per example
-    train_flops = n * sum(c.forward for c in ctx.layer_costs) + iterations * n * (
-        flops.training_flops(head, [c.name for c in head])
-    )
     row = {
+        **_described(-negative_c, weighting),
+        "image_size": ctx.size,
+        "val_accuracy": val_accuracy,
+        "val_correct": val_correct,
+        "val_loss": val_loss,
+        **_tested(probe, x["test"], y["test"]),
+        **_costs(ctx, probe, x["train"].shape[1], len(y["trainval"])),
+        "device_seconds": seconds,  # scikit-learn, on the CPU
+        "device": devices.current().name if devices.current().kind == "CPU" else "CPU",
+        "device_kind": "CPU",
+    }
+    return [{**row, "seed": seed} for seed in seeds]
+
+
+def _described(c: float, weighting: str) -> dict:
+    """The row's configuration columns: a linear head on the whole frozen backbone."""
+    return {
         "kind": TRANSFER,
         "rank": 0,
         "trial": -1,
         "top_k": False,
         "strategy_best": False,
         "strategy": STRATEGY,
-        "plan": f"whole backbone frozen; logistic regression on pooled features, C {-negative_c:g} "
+        "plan": f"whole backbone frozen; logistic regression on pooled features, C {c:g} "
         f"(chosen on val from {', '.join(f'{c:g}' for c in C_GRID)}), L-BFGS to convergence"
         + ("" if weighting == "none" else f", classes weighed {weighting}"),
         "class_weight": weighting,
-        "image_size": ctx.size,
         "augmentation": "none",
         "head_units": 0,
         "learning_rate": float("nan"),
         "frozen_fraction": 1.0,
-        "epochs": iterations,
-        "val_accuracy": val_accuracy,
-        "val_correct": val_correct,
-        "val_loss": val_loss,
+    }
+
+
+def _tested(probe, x: np.ndarray, y: np.ndarray) -> dict:
+    found = probe.predict(x)
+    hits = found == y
+    return {
         "test_accuracy": float(np.mean(hits)),
-        "test_balanced_accuracy": loop.balanced_accuracy(found, y["test"]),
+        "test_balanced_accuracy": loop.balanced_accuracy(found, y),
         "test_correct": loop.bits(hits),
-        "trainable_params": width * ctx.num_classes + ctx.num_classes,
-        "total_params": param_count(ctx.backbone.weights)
-        + width * ctx.num_classes
-        + ctx.num_classes,
-        "device_seconds": seconds,  # scikit-learn, on the CPU
-        "device": devices.current().name if devices.current().kind == "CPU" else "CPU",
-        "device_kind": "CPU",
+    }
+
+
+def _costs(ctx: RunContext, probe, width: int, n: int) -> dict:
+    """Parameters, and FLOPs: the features once (a forward pass through the backbone), then
+    L-BFGS's iterations over the linear layer, each about one training step per example."""
+    iterations = int(np.max(probe[-1].n_iter_))
+    head = flops.head_costs((width,), 0, ctx.num_classes)
+    train_flops = n * sum(c.forward for c in ctx.layer_costs) + iterations * n * (
+        flops.training_flops(head, [c.name for c in head])
+    )
+    linear = width * ctx.num_classes + ctx.num_classes
+    return {
+        "epochs": iterations,
+        "trainable_params": linear,
+        "total_params": param_count(ctx.backbone.weights) + linear,
         "train_flops": train_flops,
     }
-    return [{**row, "seed": seed} for seed in seeds]

@@ -19,11 +19,11 @@ from pipeline.data.datasets import TRAINVAL
 from pipeline.errors import ThawError
 from pipeline.evaluate import baselines, depth_curve, probe
 from pipeline.evaluate.ranking import SCRATCH, TRANSFER, by_rank
-from pipeline.models import flops
+from pipeline.models import configuration, strategies
+from pipeline.models.configuration import recorded_size
 from pipeline.models.strategies import StrategyPlan
 from pipeline.paths import BEST_DIR, SWEEP_DIR
-from pipeline.search.objective import context_for, recorded_config, recorded_size
-from pipeline.train import phases
+from pipeline.train import runner
 from pipeline.train.context import Contexts, RunContext
 from pipeline.winner import export
 
@@ -101,30 +101,13 @@ def retrain(ctx: RunContext, row, seed: int, on_trained=None) -> dict:
     """One trial's configuration, retrained on train+val from the pretrained weights.
 
     `on_trained(head)` runs while the backbone and `head` hold this run's weights."""
-    ctx.restore()
-    config = recorded_config(row, ctx)
+    config = configuration.from_row(row, ctx.size, ctx.search)
+    full = strategies.plan(config.strategy, ctx.search, ctx.info, config.learning_rate)
     epochs = best_epoch(row["val_accuracy_per_epoch"])
-    plan = replay_schedule(config.plan, _phase_epochs(row, config.plan), epochs)
-    head = ctx.pool.head(config.head_units, config.dropout, seed)
-    result = phases.train_plan(
-        ctx.pool.model(0, head),
-        ctx.backbone,
-        plan,
-        ctx.training(TRAINVAL, config.augmentation, seed),
-        None,
-        batch_size=ctx.search.batch_size,
-        seed=seed,
-        cache=ctx.cache,
-        pool=ctx.pool,
-        test=ctx.splits["test"],
-        split_names=(TRAINVAL, "val", "test"),
-        class_weights=ctx.class_weights(config.class_weight, TRAINVAL),
-    )
-    if on_trained is not None:
-        on_trained(head)
-    costs = ctx.layer_costs + flops.head_costs(ctx.feature_dims, config.head_units, ctx.num_classes)
-    epochs_trained = [(p.epochs, p.trainable_layers) for p in plan.phases]
-    described, frozen_fraction = what_ran(row, plan, config.plan, ctx.info)
+    plan = replay_schedule(full, _phase_epochs(row, full), epochs)
+    outcome = runner.run(ctx, config, seed, runner.FINAL, plan=plan, on_trained=on_trained)
+    result = outcome.result
+    described, frozen_fraction = what_ran(row, plan, full, ctx.info)
     return {
         "kind": TRANSFER,
         "rank": int(row["rank"]),
@@ -152,13 +135,13 @@ def retrain(ctx: RunContext, row, seed: int, on_trained=None) -> dict:
         "device_seconds": result.device_seconds,
         "device": result.device,
         "device_kind": result.device_kind,
-        "train_flops": flops.trial_flops(costs, epochs_trained, len(ctx.splits[TRAINVAL][1]), 0),
+        "train_flops": outcome.train_flops,
     }
 
 
 def run_scratch(ctx: RunContext, best, seeds: list[int], bn_momentum: float) -> list[dict]:
     """The same architecture and head from a random initialisation, nothing frozen."""
-    config = recorded_config(best, ctx)
+    config = configuration.from_row(best, ctx.size, ctx.search)
     baseline = baselines.scratch(
         ctx.backbone, config.head_units, config.dropout, ctx.num_classes, bn_momentum
     )
@@ -246,7 +229,7 @@ def _run_final(
     trials = pd.read_csv(SWEEP_DIR / name / "trials.csv", dtype={"val_correct": str})
     top = chosen_trials(trials, params.report.top_k)
     contexts = Contexts(name, params, manifest, SPLITS)
-    ctx = context_for(top.iloc[0], contexts)  # the selected configuration's size
+    ctx = contexts.at(recorded_size(top.iloc[0]))  # the selected configuration's size
     exporter.ctx = ctx
     seeds = baselines.retrain_seeds(params.seed, params.report.seeds)
     exporter.job.wait_ready()  # idle from here on: no timed run shares the CPU with its start
@@ -274,7 +257,7 @@ def _retrain_all(name: str, top, contexts: Contexts, seeds: list[int], exporter)
     for row, seed in progress.bar(runs_wanted, f"final {name}: retraining", unit="run"):
         try:
             keep = exporter if exporter.wanted(row) else None
-            rows.append(retrain(context_for(row, contexts), row, seed, keep))
+            rows.append(retrain(contexts.at(recorded_size(row)), row, seed, keep))
         except Exception as exc:  # recorded, and the other runs go on
             rows.append(
                 _failed(exc, kind=TRANSFER, rank=row["rank"], trial=row["trial"], seed=seed,

@@ -1,10 +1,11 @@
 """Freezing strategies: named plans over a backbone, described as data.
 
-A strategy turns a trial's suggestions into a `StrategyPlan`: one or more
-phases, each saying which backbone layers train, at what learning rate, and
-whether only BatchNorm scale/offset and biases train. `training.train_plan`
-applies each phase before compiling. Each strategy suggests its own
-hyperparameters only when the trial chose it (Optuna's conditional spaces).
+A strategy is a pure function from a configuration's `StrategyChoice` and a backbone's
+cut points to a `StrategyPlan`: one or more phases, each saying which backbone layers
+train, at what learning rate, and whether only BatchNorm scale/offset and biases train.
+`train.phases.train_plan` applies each phase before compiling. Which choices a strategy
+has, and their ranges, is the search's business (search/space.py); this module knows
+nothing of the tuner.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pipeline.errors import ThawError
+from pipeline.models.configuration import StrategyChoice
 from pipeline.models.freezing import FreezePlan, candidate_plans, layer_params
 
 
@@ -106,24 +108,22 @@ def resolve_layer_patterns(layers: tuple[str, ...], patterns: list[str]) -> tupl
 
 # --- strategies ---------------------------------------------------------------------------
 
-Suggest = Callable[..., StrategyPlan]
+Plan = Callable[[StrategyChoice, object, BackboneInfo, float], StrategyPlan]
 
 
-def _discriminative(trial, search, info: BackboneInfo, trainable: tuple[str, ...]):
-    """ULMFiT's discriminative rates: divide by `decay` per segment going down.
+def _discriminative(choice: StrategyChoice, info: BackboneInfo, trainable: tuple[str, ...]):
+    """ULMFiT's discriminative rates: divide by `lr_decay` per segment going down.
 
     Counted from the top trainable segment, which keeps the full rate: a surgical
     window low in the network is not slowed by the frozen segments above it.
     """
-    if not trainable or not trial.suggest_categorical("discriminative", search.discriminative):
+    if not trainable or not choice.discriminative:
         return ()
-    r = search.discriminative_decay
-    decay = trial.suggest_float("lr_decay", r.low, r.high)
     top = min(info.segment_from_top(n) for n in trainable)
-    return tuple((n, decay ** -(info.segment_from_top(n) - top)) for n in trainable)
+    return tuple((n, choice.lr_decay ** -(info.segment_from_top(n) - top)) for n in trainable)
 
 
-def _backbone_rates(trial, search, info: BackboneInfo, trainable: tuple[str, ...]):
+def _backbone_rates(choice: StrategyChoice, info: BackboneInfo, trainable: tuple[str, ...]):
     """Rate multipliers of the backbone layers that train, and how to say them.
 
     Pretrained weights want smaller steps than a new head: at one shared rate, the rates
@@ -133,27 +133,26 @@ def _backbone_rates(trial, search, info: BackboneInfo, trainable: tuple[str, ...
     """
     if not trainable:
         return (), ""
-    r = search.backbone_lr_fraction
-    fraction = trial.suggest_float("backbone_lr_fraction", r.low, r.high, log=True)
-    decays = dict(_discriminative(trial, search, info, trainable))
+    fraction = choice.backbone_lr_fraction
+    decays = dict(_discriminative(choice, info, trainable))
     scales = tuple((n, fraction * decays.get(n, 1.0)) for n in trainable)
     words = f", backbone at {fraction:.2g}x the head's rate" if fraction != 1.0 else ""
     if decays:
-        words += f", discriminative rates (/{trial.params['lr_decay']:.2f} per segment)"
+        words += f", discriminative rates (/{choice.lr_decay:.2f} per segment)"
     return scales, words
 
 
 def _single_phase(
-    name: str, trial, search, info, lr, trainable, description, bn_and_bias_only=False
+    choice, search, info, lr, trainable, description, bn_and_bias_only=False
 ) -> StrategyPlan:
-    scales, words = _backbone_rates(trial, search, info, trainable)
+    scales, words = _backbone_rates(choice, info, trainable)
     epochs = search.epochs if trainable else search.head_epochs  # a depth that freezes it all
     phase = Phase(epochs, trainable, lr, bn_and_bias_only, scales)
     fraction = 1.0 if bn_and_bias_only else info.fraction_frozen(trainable)
-    return StrategyPlan(name, (phase,), description + words, fraction, bool(trainable))
+    return StrategyPlan(choice.strategy, (phase,), description + words, fraction, bool(trainable))
 
 
-def head_only(trial, search, info: BackboneInfo, lr: float) -> StrategyPlan:
+def head_only(choice, search, info: BackboneInfo, lr: float) -> StrategyPlan:
     return StrategyPlan(
         "head_only",
         (Phase(search.head_epochs, (), lr),),
@@ -163,27 +162,27 @@ def head_only(trial, search, info: BackboneInfo, lr: float) -> StrategyPlan:
     )
 
 
-def freeze_depth(trial, search, info: BackboneInfo, lr: float) -> StrategyPlan:
-    depth = info.depths[trial.suggest_int("freeze_depth", 0, len(info.depths) - 1)]
-    return _single_phase(
-        "freeze_depth",
-        trial,
-        search,
-        info,
-        lr,
-        info.suffix(depth.n_frozen_layers),
-        depth.describe(),
-    )
+def freeze_depth(choice, search, info: BackboneInfo, lr: float) -> StrategyPlan:
+    depth = info.depths[choice.freeze_depth]
+    trainable = info.suffix(depth.n_frozen_layers)
+    return _single_phase(choice, search, info, lr, trainable, depth.describe())
 
 
-def last_n_layers(trial, search, info: BackboneInfo, lr: float) -> StrategyPlan:
-    weighted = [n for n, p in zip(info.layers, info.params) if p > 0]
-    high = min(search.last_n_layers.high, len(weighted))
-    n = trial.suggest_int("last_n", min(search.last_n_layers.low, high), high)
+def _weighted_layers(info: BackboneInfo) -> list[str]:
+    return [n for n, p in zip(info.layers, info.params) if p > 0]
+
+
+def last_n_layers_range(search, info: BackboneInfo) -> tuple[int, int]:
+    """The `last_n` choices this backbone allows: it may have fewer weighted layers."""
+    high = min(search.last_n_layers.high, len(_weighted_layers(info)))
+    return min(search.last_n_layers.low, high), high
+
+
+def last_n_layers(choice, search, info: BackboneInfo, lr: float) -> StrategyPlan:
+    weighted, n = _weighted_layers(info), choice.last_n
     first = info.layers.index(weighted[-n])
     return _single_phase(
-        "last_n_layers",
-        trial,
+        choice,
         search,
         info,
         lr,
@@ -192,26 +191,27 @@ def last_n_layers(trial, search, info: BackboneInfo, lr: float) -> StrategyPlan:
     )
 
 
-def by_name(trial, search, info: BackboneInfo, lr: float) -> StrategyPlan:
+def _not_by_name(info: BackboneInfo) -> tuple[str, ...]:
     frozen = set(info.frozen_by_name)
-    trainable = tuple(n for n in info.layers if n not in frozen)
+    return tuple(n for n in info.layers if n not in frozen)
+
+
+def by_name(choice, search, info: BackboneInfo, lr: float) -> StrategyPlan:
     return _single_phase(
-        "by_name",
-        trial,
+        choice,
         search,
         info,
         lr,
-        trainable,
-        f"{len(frozen)} layers frozen by name ({', '.join(search.by_name)})",
+        _not_by_name(info),
+        f"{len(info.frozen_by_name)} layers frozen by name ({', '.join(search.by_name)})",
     )
 
 
-def bn_bias_only(trial, search, info: BackboneInfo, lr: float) -> StrategyPlan:
+def bn_bias_only(choice, search, info: BackboneInfo, lr: float) -> StrategyPlan:
     # BN statistics policy: the backbone runs in inference mode, so moving mean
     # and variance stay as pretrained; only gamma/beta and biases learn.
     return _single_phase(
-        "bn_bias_only",
-        trial,
+        choice,
         search,
         info,
         lr,
@@ -221,45 +221,54 @@ def bn_bias_only(trial, search, info: BackboneInfo, lr: float) -> StrategyPlan:
     )
 
 
-def gradual(trial, search, info: BackboneInfo, lr: float) -> StrategyPlan:
-    """ULMFiT: head first, then one more segment from the top every E epochs."""
-    every = trial.suggest_int(
-        "unfreeze_every", search.unfreeze_every.low, search.unfreeze_every.high
-    )
+def _gradual_steps(choice, search, info: BackboneInfo) -> list[tuple[int, tuple[str, ...]]]:
+    """(epochs, trainable layers) of each phase: head only, then one more segment from the
+    top every `unfreeze_every` epochs, the last phase taking the epochs left."""
     cuts = sorted(
         {d.n_frozen_layers for d in info.depths if d.n_frozen_layers < len(info.layers)},
         reverse=True,
     )  # the top segment first
     sequence = [()] + [info.suffix(cut) for cut in cuts]  # head only, then one more segment
-    phases, epochs_left, words = [], search.epochs, ""
+    steps, epochs_left, every = [], search.epochs, choice.unfreeze_every
     for step, trainable in enumerate(sequence):
         if epochs_left <= 0:
             break
         epochs = epochs_left if step == len(sequence) - 1 else min(every, epochs_left)
-        scales, said = _backbone_rates(trial, search, info, trainable)
+        steps.append((epochs, trainable))
+        epochs_left -= epochs
+    return steps
+
+
+def gradual(choice, search, info: BackboneInfo, lr: float) -> StrategyPlan:
+    """ULMFiT: head first, then one more segment from the top every E epochs."""
+    phases, words = [], ""
+    for epochs, trainable in _gradual_steps(choice, search, info):
+        scales, said = _backbone_rates(choice, info, trainable)
         words = words or said
         phases.append(Phase(epochs, trainable, lr, lr_scales=scales))
-        epochs_left -= epochs
     frozen = info.fraction_frozen(phases[-1].trainable_layers)
     return StrategyPlan(
         "gradual",
         tuple(phases),
-        f"gradual unfreezing: one segment every {every} epochs, "
+        f"gradual unfreezing: one segment every {choice.unfreeze_every} epochs, "
         f"{len(phases)} phases, ending {frozen:.0%} frozen{words}",
         frozen,
         any(p.trainable_layers for p in phases),
     )
 
 
-def lp_ft(trial, search, info: BackboneInfo, lr: float) -> StrategyPlan:
+def lp_ft_depths(info: BackboneInfo) -> list[FreezePlan]:
+    """The depths LP-FT fine-tunes from: those that leave something to fine-tune."""
+    return [d for d in info.depths if d.frozen_fraction < 1.0] or list(info.depths)
+
+
+def lp_ft(choice, search, info: BackboneInfo, lr: float) -> StrategyPlan:
     """Kumar et al. 2022: linear probe to convergence, then fine-tune at a smaller rate."""
-    choices = [d for d in info.depths if d.frozen_fraction < 1.0] or list(info.depths)
-    depth = choices[trial.suggest_int("freeze_depth", 0, len(choices) - 1)]
-    r = search.lp_ft_lr_fraction
-    fraction = trial.suggest_float("ft_lr_fraction", r.low, r.high, log=True)
+    depth = lp_ft_depths(info)[choice.freeze_depth]
+    fraction = choice.ft_lr_fraction
     probe_epochs = max(1, search.epochs // 2)
     trainable = info.suffix(depth.n_frozen_layers)
-    scales = _discriminative(trial, search, info, trainable)
+    scales = _discriminative(choice, info, trainable)
     phases = (
         Phase(probe_epochs, (), lr),
         Phase(search.epochs - probe_epochs, trainable, lr * fraction, lr_scales=scales),
@@ -274,7 +283,16 @@ def lp_ft(trial, search, info: BackboneInfo, lr: float) -> StrategyPlan:
     )
 
 
-def surgical(trial, search, info: BackboneInfo, lr: float) -> StrategyPlan:
+def _surgical_window(choice, info: BackboneInfo) -> tuple[int, int, int, int]:
+    """(first segment, end segment, first layer, end layer) of the window; the start and
+    width are searched over fixed ranges, so a window is clipped at the top."""
+    segments = info.segments
+    start = choice.surgical_start
+    end = min(start + choice.surgical_width, len(segments))
+    return start, end, segments[start][0], segments[end - 1][1]
+
+
+def surgical(choice, search, info: BackboneInfo, lr: float) -> StrategyPlan:
     """Lee et al. 2023: fine-tune one contiguous window of segments, freeze the rest.
 
     Which block to tune depends on the shift (input-level shifts favour early
@@ -282,26 +300,21 @@ def surgical(trial, search, info: BackboneInfo, lr: float) -> StrategyPlan:
     searched. The prefix below the window is served by the activation cache; the
     frozen layers above it still run, in inference mode, passing gradients down.
     """
-    segments = info.segments
-    start = trial.suggest_int("surgical_start", 0, len(segments) - 1)
-    width = trial.suggest_int("surgical_width", 1, len(segments))
-    end = min(start + width, len(segments))  # fixed ranges for the sampler; clipped here
-    first, last = segments[start][0], segments[end - 1][1]
+    start, end, first, last = _surgical_window(choice, info)
     trainable = info.layers[first:last]
     frozen = info.fraction_frozen(trainable)
     return _single_phase(
-        "surgical",
-        trial,
+        choice,
         search,
         info,
         lr,
         trainable,
-        f"window of segments {start + 1}-{end} of {len(segments)} trainable "
+        f"window of segments {start + 1}-{end} of {len(info.segments)} trainable "
         f"({info.layers[first]} to {info.layers[last - 1]}), {frozen:.0%} frozen",
     )
 
 
-STRATEGIES: dict[str, Suggest] = {
+STRATEGIES: dict[str, Plan] = {
     "head_only": head_only,
     "freeze_depth": freeze_depth,
     "last_n_layers": last_n_layers,
@@ -313,6 +326,29 @@ STRATEGIES: dict[str, Suggest] = {
 }
 
 
-def suggest_plan(trial, search, info: BackboneInfo, lr: float) -> StrategyPlan:
-    name = trial.suggest_categorical("strategy", search.strategies)
-    return STRATEGIES[name](trial, search, info, lr)
+def plan(choice: StrategyChoice, search, info: BackboneInfo, lr: float) -> StrategyPlan:
+    """The plan of a strategy's choices over this backbone, at head learning rate `lr`."""
+    return STRATEGIES[choice.strategy](choice, search, info, lr)
+
+
+def tuned_layers(choice: StrategyChoice, search, info: BackboneInfo) -> tuple[str, ...]:
+    """The backbone layers whose rates a strategy sets (the rate choices exist only when
+    there are some): `choice`'s structural choices suffice, its rates are not read."""
+    name = choice.strategy
+    if name == "head_only":
+        return ()
+    if name == "gradual":
+        steps = _gradual_steps(choice, search, info)
+        return tuple(dict.fromkeys(n for _, trainable in steps for n in trainable))
+    if name == "lp_ft":
+        return info.suffix(lp_ft_depths(info)[choice.freeze_depth].n_frozen_layers)
+    if name == "freeze_depth":
+        return info.suffix(info.depths[choice.freeze_depth].n_frozen_layers)
+    if name == "last_n_layers":
+        return info.layers[info.layers.index(_weighted_layers(info)[-choice.last_n]) :]
+    if name == "by_name":
+        return _not_by_name(info)
+    if name == "surgical":
+        _, _, first, last = _surgical_window(choice, info)
+        return info.layers[first:last]
+    return info.layers  # bn_bias_only

@@ -1,81 +1,40 @@
-"""One trial: its configuration suggested, trained with per-epoch reports to the
-pruner, and its costs recorded; and one line per finished trial.
+"""One trial: its configuration suggested (search/space.py), run by the one seam
+(train/runner.py) with per-epoch reports to the pruner, and its costs recorded; and one
+line per finished trial.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 import time
-from dataclasses import dataclass
 
 from pipeline import progress
-from pipeline.config import SearchParams
-from pipeline.data import augment
 from pipeline.errors import ThawError
-from pipeline.models import flops, strategies
-from pipeline.search import budget, pruning
-from pipeline.train import phases
-from pipeline.train.context import Contexts, RunContext
+from pipeline.models import strategies
+from pipeline.search import budget, pruning, space
+from pipeline.train import runner
+from pipeline.train.context import Contexts
 from pipeline.train.pool import release_memory
-
-
-@dataclass(frozen=True)
-class TrialConfig:
-    image_size: int
-    augmentation: str
-    head_units: int
-    dropout: float
-    learning_rate: float
-    plan: strategies.StrategyPlan
-    class_weight: str = "none"  # loop.CLASS_WEIGHTS
-
-
-def suggest_size(trial, sizes: list[int]) -> int:
-    """The input size first: it picks the context (backbone and data at that size)."""
-    return int(trial.suggest_categorical("image_size", list(sizes)))
-
-
-def suggest(trial, search: SearchParams, info: strategies.BackboneInfo, size: int) -> TrialConfig:
-    """Every suggestion of a trial after its size; a strategy's own only when it was chosen."""
-    augmentation = trial.suggest_categorical("augmentation", search.augmentation)
-    head_units = trial.suggest_categorical("head_units", search.head_units)
-    dropout = 0.0
-    if head_units > 0:
-        dropout = trial.suggest_float(
-            "head_dropout", search.head_dropout.low, search.head_dropout.high
-        )
-    r = search.learning_rate
-    learning_rate = trial.suggest_float("learning_rate", r.low, r.high, log=True)
-    plan = strategies.suggest_plan(trial, search, info, learning_rate)
-    # suggested only when searched: a fixed choice leaves the sampler's draws as they were
-    choices = search.class_weight
-    weight = trial.suggest_categorical("class_weight", choices) if len(choices) > 1 else choices[0]
-    return TrialConfig(size, augmentation, head_units, dropout, learning_rate, plan, weight)
 
 
 def weighted(trial) -> bool:
     return trial.user_attrs.get("class_weight", "none") != "none"
 
 
-def recorded_size(row) -> int | None:
-    """The input size a trials.csv row ran at (None: a study from before sizes were searched)."""
-    size = json.loads(row["params"]).get("image_size")
-    return None if size is None else int(size)
-
-
-def recorded_config(row, ctx: RunContext) -> TrialConfig:
-    """A recorded trial's configuration (a trials.csv row), rebuilt as the sweep built it;
-    `ctx` is the context at the row's size."""
-    import optuna
-
-    params = {"image_size": ctx.size, "augmentation": augment.NONE, **json.loads(row["params"])}
-    return suggest(optuna.trial.FixedTrial(params), ctx.search, ctx.info, ctx.size)
-
-
-def context_for(row, contexts: Contexts) -> RunContext:
-    size = recorded_size(row)
-    return contexts.first if size is None else contexts[size]
+RESULT_ATTRS = (
+    "trainable_params",
+    "max_trainable_params",
+    "frozen_params",
+    "total_params",
+    "device",
+    "device_kind",
+    "device_seconds",
+    "stopped",
+    "cached_phases",
+    "phase_epochs",
+    "val_correct",  # for the report's bootstrap of how stable its pick is
+    "val_loss",  # ranks trials tied on val accuracy (evaluate/ranking.by_rank)
+)
 
 
 def run_trial(trial, contexts: Contexts) -> float:
@@ -87,20 +46,41 @@ def run_trial(trial, contexts: Contexts) -> float:
     import optuna
 
     release_memory()  # cheap: load_context froze everything alive before the first trial
-    size = suggest_size(trial, contexts.sizes)
-    ctx = contexts[size]
-    ctx.restore()
-    config = suggest(trial, ctx.search, ctx.info, size)
-    plan = config.plan
+    ctx = contexts[space.suggest_size(trial, contexts.sizes)]
+    config = space.suggest(trial, ctx.search, ctx.info, ctx.size)
+    plan = strategies.plan(config.strategy, ctx.search, ctx.info, config.learning_rate)
+    _record_plan(trial, plan, config.class_weight)
+    per_epoch: list[float] = []
+    try:
+        outcome = runner.run(ctx, config, ctx.seed + trial.number, plan=plan,
+                             **_listeners(trial, plan, per_epoch))  # fmt: skip
+    except Exception as exc:
+        trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}"[:500])
+        raise
+    finally:  # once, not per epoch: each write is a database round trip
+        trial.set_user_attr("val_accuracy_per_epoch", per_epoch)
+    for key in RESULT_ATTRS:
+        trial.set_user_attr(key, getattr(outcome.result, key))
+    trial.set_user_attr("train_flops", outcome.train_flops)
+    if outcome.result.stopped == "pruned":
+        trial.set_user_attr("pruned_at_epoch", len(per_epoch))
+        raise optuna.TrialPruned(f"pruned after epoch {len(per_epoch)}")
+    return outcome.result.best_val_accuracy
+
+
+def _record_plan(trial, plan: strategies.StrategyPlan, class_weight: str) -> None:
     trial.set_user_attr("strategy", plan.strategy)
     trial.set_user_attr("frozen_fraction", plan.frozen_fraction)
     trial.set_user_attr("fine_tunes", plan.fine_tunes)
     trial.set_user_attr("phases", len(plan.phases))
     trial.set_user_attr("plan", plan.description)
-    trial.set_user_attr("class_weight", config.class_weight)
-    per_epoch: list[float] = []
+    trial.set_user_attr("class_weight", class_weight)
     if len(plan.phases) == 1:
         trial.set_user_attr(pruning.LAST_PHASE_FROM, 0)
+
+
+def _listeners(trial, plan: strategies.StrategyPlan, per_epoch: list[float]) -> dict:
+    """The pruner's per-epoch report, and where the last phase starts (it judges only that)."""
 
     def on_epoch(epoch: int, accuracy: float) -> bool:
         per_epoch.append(accuracy)
@@ -111,54 +91,7 @@ def run_trial(trial, contexts: Contexts) -> float:
         if index + 2 == len(plan.phases):  # the last phase starts now: the pruner may judge it
             trial.set_user_attr(pruning.LAST_PHASE_FROM, len(per_epoch))
 
-    try:
-        seed = ctx.seed + trial.number
-        head = ctx.pool.head(config.head_units, config.dropout, seed)
-        model = ctx.pool.model(0, head)
-        result = phases.train_plan(
-            model,
-            ctx.backbone,
-            plan,
-            ctx.training("train", config.augmentation, seed),
-            ctx.val,
-            batch_size=ctx.search.batch_size,
-            seed=seed,
-            on_epoch=on_epoch,
-            on_phase_end=on_phase_end,
-            cache=ctx.cache,
-            pool=ctx.pool,
-            patience_for=ctx.search.patience_for,
-            class_weights=ctx.class_weights(config.class_weight, "train"),
-        )
-    except Exception as exc:
-        trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}"[:500])
-        raise
-    finally:  # once, not per epoch: each write is a database round trip
-        trial.set_user_attr("val_accuracy_per_epoch", per_epoch)
-    for key in (
-        "trainable_params",
-        "max_trainable_params",
-        "frozen_params",
-        "total_params",
-        "device",
-        "device_kind",
-        "device_seconds",
-        "stopped",
-        "cached_phases",
-        "phase_epochs",
-        "val_correct",  # for the report's bootstrap of how stable its pick is
-        "val_loss",  # ranks trials tied on val accuracy (evaluate/ranking.by_rank)
-    ):
-        trial.set_user_attr(key, getattr(result, key))
-    costs = ctx.layer_costs + flops.head_costs(ctx.feature_dims, config.head_units, ctx.num_classes)
-    epochs_trained = [(n, p.trainable_layers) for n, p in zip(result.phase_epochs, plan.phases)]
-    trial.set_user_attr(
-        "train_flops", flops.trial_flops(costs, epochs_trained, len(ctx.train[1]), len(ctx.val[1]))
-    )
-    if result.stopped == "pruned":
-        trial.set_user_attr("pruned_at_epoch", len(per_epoch))
-        raise optuna.TrialPruned(f"pruned after epoch {len(per_epoch)}")
-    return result.best_val_accuracy
+    return {"on_epoch": on_epoch, "on_phase_end": on_phase_end}
 
 
 class Progress:

@@ -151,15 +151,7 @@ def load_context(
     inputs, streamed = image_store.held_or_streamed(
         {s: x.images for s, x in loaded_splits.items()}, scale, budget
     )
-    cache = activations.ActivationCache(
-        backbone,
-        meta["sha256"],
-        dict(inputs),
-        [d.n_frozen_layers for d in info.depths] + [len(backbone.layers)],  # + head only
-        memory_bytes=budget,
-        disk_bytes=int(params.sweep.cache.disk_mb * MB / share),
-        folder=CACHE_DIR / name,
-    )
+    cache = _activation_cache(name, backbone, meta, info, inputs, params, share)
     splits = {s: (x, loaded_splits[s].labels) for s, x in inputs.items()}
     num_classes = len(manifest["target_classes"])
     ctx = RunContext(
@@ -184,6 +176,20 @@ def load_context(
     return ctx
 
 
+def _activation_cache(name, backbone, meta, info, inputs, params: Params, share: int):
+    """The cache of frozen prefixes' outputs at every candidate cut, within this context's
+    share of sweep.cache's memory and disk budgets."""
+    return activations.ActivationCache(
+        backbone,
+        meta["sha256"],
+        dict(inputs),
+        [d.n_frozen_layers for d in info.depths] + [len(backbone.layers)],  # + head only
+        memory_bytes=int(params.sweep.cache.memory_mb * MB / share),
+        disk_bytes=int(params.sweep.cache.disk_mb * MB / share),
+        folder=CACHE_DIR / name,
+    )
+
+
 class Contexts:
     """A RunContext per searched input size, loaded when a run first asks for its size."""
 
@@ -203,6 +209,10 @@ class Contexts:
                 self.name, self.params, self.manifest, self.split_names, size, len(self.sizes)
             )
         return self._loaded[size]
+
+    def at(self, size: int | None) -> RunContext:
+        """The context at `size`; None (a trial from before sizes were searched): `first`."""
+        return self.first if size is None else self[size]
 
     @property
     def first(self) -> RunContext:

@@ -164,50 +164,24 @@ def train_plan(
     """Run a strategy's phases: set flags, compile, train; counts per phase.
 
     `model` is `build_classifier(backbone, ...)` (or `pool.model(0, head)`). With
-    `cache` (an activations.ActivationCache over this backbone), each phase
-    trains the suffix after the deepest cached cut that no phase so far has
-    trained, on that cut's activations. With `pool` (a pool.Pool over the same
-    backbone and cache), phases reuse models and traced steps of earlier
-    trials. Each phase gets a fresh Adam: LP-FT restarts at
-    a new rate by design, and gradual unfreezing changes the variable set.
-    Early stopping (`patience_for(phase epochs)`) ends a phase; a pruner's stop ends the plan.
-    `val` may be None (no per-epoch evaluation); `test`, when given, is evaluated
-    once after the last phase. `split_names` name train, val and test in `cache`.
-    `train`'s images may be `loop.Views` (augmentation): a cached plan trains on the
-    fixed views' activations, an uncached one on the views as they come (online draws).
-    `class_weights` (loop.class_weights) weigh each class's loss; None: equally.
+    `cache` (an activations.ActivationCache over this backbone), the plan trains the
+    suffix after the deepest cached cut that no phase trains, on that cut's activations.
+    With `pool` (a pool.Pool over the same backbone and cache), phases reuse models and
+    traced steps of earlier trials. Each phase gets a fresh Adam: LP-FT restarts at a
+    new rate by design, and gradual unfreezing changes the variable set. Early stopping
+    (`patience_for(phase epochs)`) ends a phase; a pruner's stop ends the plan.
+    `val` may be None (no per-epoch evaluation); `test`, if given, is evaluated once at the
+    end. `split_names` name train, val and test in `cache`. `train`'s images may be
+    `loop.Views` (augmentation): a cached plan trains on the fixed views' activations, an
+    uncached one on fresh draws. `class_weights` weigh each class's loss; None: equally.
     """
+    cut, plan_model, (plan_train, plan_val, plan_test) = _plan_inputs(
+        model, plan, (train, val, test), split_names, cache, pool
+    )
     results: list[TrainResult] = []
-    # One cut for the whole plan, below every layer any phase trains: then all
-    # phases share one model and, with a pool, one traced step (phases differ
-    # only in which variables get a non-zero rate). A deeper cut per phase would
-    # save compute in gradual unfreezing's early phases but trace once per phase,
-    # which on a CPU with small data costs more than the compute it saves.
-    trained = {name for phase in plan.phases for name in phase.trainable_layers}
-    cut = cache.cut_for(trained) if cache is not None else 0
-    plan_model, plan_splits = model, [train, val, test]
-    if cut:
-        if pool is not None:
-            plan_model = pool.model(cut, model.head)
-        else:
-            plan_model = on_features(model, cache.suffix(cut), cache.shape(cut))
-        plan_splits = [
-            None if split is None else (_cached(cache, cut, split[0], name), split[1])
-            for split, name in zip(plan_splits, split_names)
-        ]
-    plan_train, plan_val, plan_test = plan_splits
     epoch = 0
     for index, phase in enumerate(plan.phases):
-        set_phase(backbone, phase)
-        scales = {
-            id(w): s
-            for name, s in phase.lr_scales
-            for w in backbone.get_layer(name).trainable_weights
-        }
-        if pool is not None:
-            step = pool.step(plan_model, phase, scales)
-        else:
-            step = compile_classifier(plan_model, phase.learning_rate, scales)
+        step = _phase_step(backbone, plan_model, phase, pool)
         step.weigh_classes(class_weights)  # a pooled step may come from a weighted trial
         result = fit(
             step,
@@ -228,7 +202,46 @@ def train_plan(
         if result.stopped == "pruned":
             break
     scores = None if test is None else loop.test_scores(step, *plan_test)
-    total = param_count(model.weights)
+    return _combined(results, param_count(model.weights), scores)
+
+
+def _plan_inputs(model, plan: StrategyPlan, splits, split_names, cache, pool):
+    """The cut the plan trains from, the model from there, and the splits as it reads them.
+
+    One cut for the whole plan, below every layer any phase trains: then all
+    phases share one model and, with a pool, one traced step (phases differ
+    only in which variables get a non-zero rate). A deeper cut per phase would
+    save compute in gradual unfreezing's early phases but trace once per phase,
+    which on a CPU with small data costs more than the compute it saves.
+    """
+    trained = {name for phase in plan.phases for name in phase.trainable_layers}
+    cut = cache.cut_for(trained) if cache is not None else 0
+    if not cut:
+        return cut, model, list(splits)
+    if pool is not None:
+        plan_model = pool.model(cut, model.head)
+    else:
+        plan_model = on_features(model, cache.suffix(cut), cache.shape(cut))
+    cached = [
+        None if split is None else (_cached(cache, cut, split[0], name), split[1])
+        for split, name in zip(splits, split_names)
+    ]
+    return cut, plan_model, cached
+
+
+def _phase_step(backbone, plan_model, phase: Phase, pool) -> loop.Step:
+    """The phase's flags set on the backbone, then its step (pooled, or compiled anew)."""
+    set_phase(backbone, phase)
+    scales = {
+        id(w): s for name, s in phase.lr_scales for w in backbone.get_layer(name).trainable_weights
+    }
+    if pool is not None:
+        return pool.step(plan_model, phase, scales)
+    return compile_classifier(plan_model, phase.learning_rate, scales)
+
+
+def _combined(results: list[TrainResult], total: int, scores) -> TrainResult:
+    """The plan's result from its phases' (and the test's scores, if any)."""
     last = results[-1]
     best = max(results, key=lambda r: max(r.val_accuracy, default=-1.0))  # the first best phase
     return TrainResult(

@@ -11,9 +11,10 @@ import pytest
 from pipeline.config import parse_params
 from pipeline.data import datasets, image_store
 from pipeline.evaluate import baselines, ranking, retrain
+from pipeline.models.configuration import RunConfig, StrategyChoice
 from pipeline.models.strategies import Phase, StrategyPlan
 from pipeline.paths import FINAL_DIR, MANIFEST, SWEEP_DIR
-from pipeline.search import coordinator, objective
+from pipeline.search import coordinator
 from pipeline.train import context, loop
 from tests.conftest import TINY_PARAMS
 
@@ -288,7 +289,7 @@ def test_a_frozen_probe_sees_the_pretrained_features_after_a_fine_tuning_run(wor
     cut = max(d.n_frozen_layers for d in ctx.info.depths if d.n_frozen_layers < n_layers)
     for variable in ctx.backbone.weights:  # what an earlier fine-tuning run leaves behind
         variable.assign(variable.numpy() + 1.0)
-    config = objective.TrialConfig(ctx.size, "none", 0, 0.0, 1e-3, None)
+    config = RunConfig(ctx.size, "none", 0, 0.0, 1e-3, StrategyChoice("head_only"))
     depth_curve.frozen_probe(ctx, cut, config, seed=0, heads={})
     pristine = context.load_context("small_cnn", params, datasets.read_manifest(MANIFEST)).backbone
     import keras

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-import optuna
 import pytest
 
 from pipeline.config import BackboneParams, SearchParams
 from pipeline.errors import ThawError
 from pipeline.models import backbones, strategies
+from pipeline.models.configuration import StrategyChoice
 from pipeline.train import phases
 from tests.train.test_phases import snapshot, tiny_data
 
@@ -21,7 +21,7 @@ SEARCH = SearchParams(
     freeze_depth={"low": 0.0, "high": 1.0, "candidates": 4},
 )
 
-# One fixed trial per strategy (FixedTrial answers each suggest_* with these values).
+# One choice per strategy: the values its search parameters would take.
 CASES = {
     "head_only": {},
     "freeze_depth": {"freeze_depth": 1},
@@ -45,7 +45,7 @@ def plan_for(
     params = {"strategy": name, "discriminative": discriminative, "lr_decay": 2.6,
               "backbone_lr_fraction": fraction, **CASES[name]}  # fmt: skip
     info = strategies.backbone_info(backbone, search)
-    return strategies.suggest_plan(optuna.trial.FixedTrial(params), search, info, lr)
+    return strategies.plan(StrategyChoice(**params), search, info, lr)
 
 
 def run_checked(plan, backbone, pool=None):
@@ -153,7 +153,7 @@ def test_trials_that_train_only_the_head_get_head_only_epochs():
     everything = len(info.depths) - 1  # the deepest candidate freezes the whole backbone
     assert info.depths[everything].frozen_fraction == 1.0
     fixed = {"strategy": "freeze_depth", "freeze_depth": everything, "discriminative": False}
-    whole = strategies.suggest_plan(optuna.trial.FixedTrial(fixed), search, info, 0.01)
+    whole = strategies.plan(StrategyChoice(**fixed), search, info, 0.01)
     assert not whole.fine_tunes and whole.phases[0].epochs == 9
     assert plan_for("freeze_depth", backbone, search=search).phases[0].epochs == SEARCH.epochs
     assert SEARCH.head_epochs == SEARCH.epochs  # unset: as epochs
@@ -233,7 +233,7 @@ def test_a_low_surgical_window_keeps_the_full_rate_at_its_top():
     info = strategies.backbone_info(backbone, SEARCH)
     fixed = {"strategy": "surgical", "discriminative": True, "lr_decay": 2.0,
              "backbone_lr_fraction": 1.0, "surgical_start": 0, "surgical_width": 2}  # fmt: skip
-    plan = strategies.suggest_plan(optuna.trial.FixedTrial(fixed), SEARCH, info, 0.01)
+    plan = strategies.plan(StrategyChoice(**fixed), SEARCH, info, 0.01)
     scales = dict(plan.phases[0].lr_scales)
     assert max(scales.values()) == 1.0 and min(scales.values()) == 0.5  # two segments
     assert info.segment_from_top(plan.phases[0].trainable_layers[-1]) > 0  # frozen ones above
@@ -247,7 +247,7 @@ def test_surgical_window_is_clipped_at_the_top_and_uses_the_cache_below_it():
     n = len(info.segments)
     fixed = {"strategy": "surgical", "discriminative": False, "backbone_lr_fraction": 1.0,
              "surgical_start": n - 1, "surgical_width": n}  # fmt: skip
-    plan = strategies.suggest_plan(optuna.trial.FixedTrial(fixed), SEARCH, info, 0.01)
+    plan = strategies.plan(StrategyChoice(**fixed), SEARCH, info, 0.01)
     top = info.segments[-1]
     assert plan.phases[0].trainable_layers == info.layers[top[0] :]
     x, _ = tiny_data()
@@ -279,7 +279,7 @@ def test_a_saved_model_with_custom_names_is_frozen_by_name(tmp_path):
     info = strategies.backbone_info(backbone, search)
     assert info.frozen_by_name == ("feature_extractor_a", "feature_norm")
     params = {"strategy": "by_name", "discriminative": False, "backbone_lr_fraction": 1.0}
-    plan = strategies.suggest_plan(optuna.trial.FixedTrial(params), search, info, 0.05)
+    plan = strategies.plan(StrategyChoice(**params), search, info, 0.05)
     _, result = run_checked(plan, backbone)
     assert result.trainable_params == (3 * 3 * 4 * 4 + 4) + (4 * 3 + 3)  # refiner + linear head
 
