@@ -127,3 +127,23 @@ def test_dvc_yaml_declares_exactly_the_code_each_stage_runs():
         assert declared == wanted, (
             f"{stage}: missing {sorted(wanted - declared)}, extra {sorted(declared - wanted)}"
         )
+
+
+def third_party_imports(name: str) -> set[str]:
+    """Top-level names of every non-pipeline module `name` imports, anywhere in the file."""
+    found = set()
+    for node in ast.walk(ast.parse(MODULES[name].read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Import):
+            found.update(a.name.split(".")[0] for a in node.names)
+    return found - {"pipeline"}
+
+
+def test_models_and_evaluate_know_nothing_of_the_tuner():
+    """The search space lives in search/; a configuration runs (train/runner.py) and is
+    read back from a recorded trial (models/configuration.py) without Optuna."""
+    lower = [m for m in MODULES if m.split(".")[1:2] in (["models"], ["evaluate"], ["train"])]
+    wrong = [(m, "optuna") for m in lower if "optuna" in third_party_imports(m)]
+    wrong += [(m, i) for m in lower for i in imports(m) if i.startswith("pipeline.search")]
+    assert not wrong, wrong
