@@ -25,7 +25,8 @@ from pipeline.models.strategies import StrategyPlan
 from pipeline.paths import BEST_DIR, SWEEP_DIR
 from pipeline.train import runner
 from pipeline.train.context import Contexts, RunContext
-from pipeline.winner import export
+from pipeline.winner import card, export
+from pipeline.winner.saved_model_job import SavedModelJob
 
 SPLITS = ("train", "val", TRAINVAL, "test")
 
@@ -162,7 +163,7 @@ class Exporter:
     model.keras when it has trained, then (`start`) its SavedModel and its test, measured
     on the file as saved (what a user who loads it gets), in `job`'s process."""
 
-    def __init__(self, manifest: dict, out: Path, job: export.Background):
+    def __init__(self, manifest: dict, out: Path, job: SavedModelJob):
         self.manifest, self.out, self.job = manifest, out, job
         self.ctx: RunContext | None = None  # the selected configuration's, once loaded
         self.saved = False
@@ -180,7 +181,7 @@ class Exporter:
         if self.saved:
             print(f"final: writing {self.out}/saved_model and testing the saved model, "
                   "beside the rest", file=sys.stderr, flush=True)  # fmt: skip
-            self.job.go()
+            self.job.write_and_test()
 
     def card(self, runs: pd.DataFrame) -> dict:
         if not self.saved:
@@ -195,14 +196,14 @@ class Exporter:
                 "val_accuracy")  # fmt: skip
         integers = {"trial", "seed", "image_size", "head_units", "epochs", "trainable_params",
                     "total_params"}  # fmt: skip
-        configuration = {k: int(first[k]) if k in integers else _plain(first[k]) for k in keys}
+        chosen = {k: int(first[k]) if k in integers else _plain(first[k]) for k in keys}
         seeds = {
             "seeds": int(selected.test_accuracy.count()),
             "mean": float(selected.test_accuracy.mean()),
             "sd": float(selected.test_accuracy.std()),
         }
-        return export.card(
-            self.ctx.meta["name"], configuration, seeds, self.manifest, self.ctx.meta,
+        return card.card(
+            self.ctx.meta["name"], chosen, seeds, self.manifest, self.ctx.meta,
             self.job.result(),
         )  # fmt: skip
 
@@ -216,7 +217,7 @@ def run_final(
 ) -> pd.DataFrame:
     best = best or BEST_DIR / name
     # the export's process starts TensorFlow on the idle core while this one loads data
-    job = export.Background(best, manifest, params.seed, params.deterministic)
+    job = SavedModelJob(best, manifest, params.seed, params.deterministic)
     try:
         return _run_final(name, params, manifest, out, Exporter(manifest, best, job))
     finally:
@@ -247,7 +248,7 @@ def _run_final(
     curve_seeds = baselines.retrain_seeds(params.seed, params.report.curve_seeds)
     curve = depth_curve.trace(ctx, same_size, curve_seeds)
     _finish(name, params, out, runs, curve, {"seeds": seeds, "curve_seeds": curve_seeds})
-    export.write_card(exporter.out, exporter.card(runs))
+    card.write_card(exporter.out, exporter.card(runs))
     return runs
 
 

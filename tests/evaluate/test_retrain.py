@@ -466,16 +466,16 @@ def test_a_class_weight_set_in_params_trains_the_sweep_and_the_retraining(worksp
 
 def test_an_export_process_that_fails_fails_the_stage_with_a_clear_error(workspace, tmp_path):
     from pipeline.errors import ThawError
-    from pipeline.winner import export
+    from pipeline.winner.saved_model_job import SavedModelJob
 
     manifest = datasets.read_manifest(MANIFEST)
-    job = export.Background(tmp_path / "no_model_here", manifest, seed=0, deterministic=True)
+    job = SavedModelJob(tmp_path / "no_model_here", manifest, seed=0, deterministic=True)
     job.wait_ready()
-    job.go()
+    job.write_and_test()
     with pytest.raises(ThawError, match="saved_model and testing the saved model failed"):
         job.result()
     assert not (tmp_path / "no_model_here" / "saved_model").exists()
-    idle = export.Background(tmp_path / "never", manifest, seed=0, deterministic=True)
+    idle = SavedModelJob(tmp_path / "never", manifest, seed=0, deterministic=True)
     idle.wait_ready()
     idle.stop()  # a stage that ends without go: the waiting process is ended, not left behind
     assert idle.process.returncode is not None
