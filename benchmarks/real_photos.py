@@ -85,13 +85,13 @@ def run_thaw(folder: Path, args) -> dict:
         print(f"thaw: {name} {seconds[name]:.0f} s", file=sys.stderr, flush=True)
     for cmd in ("pipeline.stages.linear_baseline", "pipeline.stages.report"):
         stage(folder, cmd)  # the report a user reads (untimed: not part of the rows)
-    from pipeline.report import tables
+    from pipeline.report import results, selection
 
     trials = pd.read_csv(folder / "results/sweep" / NAME / "trials.csv")
-    table = pd.read_csv(folder / "reports/headline.csv", dtype=tables.BITS)
+    table = pd.read_csv(folder / "reports/headline.csv", dtype=results.BITS)
     manifest = json.loads((folder / "data/manifest.json").read_text())
     rule = yaml.safe_load((folder / "params.yaml").read_text())["report"]["selection"]
-    pick = tables.recommendation(table, len(manifest["splits"]["val"]), rule).pick
+    pick = selection.recommendation(table, len(manifest["splits"]["val"]), rule).pick
     finished = int(trials.state.isin(["COMPLETE", "PRUNED"]).sum())
     return {
         "seconds": seconds,

@@ -11,15 +11,11 @@ import yaml
 
 from pipeline.config import Params
 from pipeline.evaluate import baselines
+from pipeline.evaluate.probe import STRATEGY as PROBE
+from pipeline.evaluate.ranking import LINEAR_PIXELS, SCRATCH, TRANSFER
 from pipeline.paths import FINAL_DIR
-from pipeline.report import tables
-
-FIGURES = {
-    "params": "accuracy_vs_trainable_params.png",
-    "time": "accuracy_vs_device_time.png",
-    "depth": "accuracy_vs_freeze_depth.png",
-    "importances": "importances.png",
-}
+from pipeline.report import blocks, selection, statistics, tables
+from pipeline.report.plots import FIGURES
 
 
 def _fmt_int(value) -> str:
@@ -146,11 +142,11 @@ def _head(row) -> str:
 
 
 def _name(row) -> str:
-    if row.strategy == tables.PROBE:
+    if row.strategy == PROBE:
         return f"`{row.backbone}` linear probe (logistic regression to convergence)"
-    if row.kind == tables.TRANSFER:
+    if row.kind == TRANSFER:
         return f"`{row.backbone}` {row.strategy} (trial {int(row.trial)})"
-    return {tables.SCRATCH: f"`{row.backbone}` from scratch", tables.LINEAR_PIXELS: (
+    return {SCRATCH: f"`{row.backbone}` from scratch", LINEAR_PIXELS: (
         "a linear model on pixels")}[row.kind]  # fmt: skip
 
 
@@ -161,7 +157,7 @@ def _times(more: float, less: float) -> str:
     return f"{ratio:,.0f}x" if ratio >= 10 else f"{ratio:.1f}x"
 
 
-def why_chosen(choice: tables.Choice) -> str:
+def why_chosen(choice: selection.Choice) -> str:
     """The selection rule as applied: what the pick beat or tied with, and by how little."""
     pick, best = choice.pick, choice.best
     among = (
@@ -210,14 +206,14 @@ def stability_markdown(stability: pd.DataFrame, pick, n_val: int) -> str:
     options = stability.groupby("option", sort=False).share.sum().sort_values(ascending=False)
     listed = ", ".join(f"{name} {value:.0%}" for name, value in options.items() if value > 0)
     fragile = (
-        f" **Fragile**: picked in fewer than {tables.FRAGILE:.0%} of them; another draw of "
+        f" **Fragile**: picked in fewer than {statistics.FRAGILE:.0%} of them; another draw of "
         "validation images could well change the answer, so weigh the runners-up."
-        if share < tables.FRAGILE
+        if share < statistics.FRAGILE
         else ""
     )
     return (
-        f"- **How stable is the pick**: over {tables.STABILITY_RESAMPLES:,} bootstrap resamples "
-        f"of the {n_val} validation images, the same rule picks it in {share:.0%}; by "
+        f"- **How stable is the pick**: over {statistics.STABILITY_RESAMPLES:,} bootstrap "
+        f"resamples of the {n_val} validation images, the same rule picks it in {share:.0%}; by "
         f"strategy: {listed}.{fragile}"
     )
 
@@ -226,13 +222,13 @@ def recommendation_markdown(
     table: pd.DataFrame, winners: pd.DataFrame, unit: str, n_val: int, rule: str
 ) -> str:
     """One answer per question a user asks, chosen by validation as the protocol says."""
-    choice = tables.recommendation(table, n_val, rule)
+    choice = selection.recommendation(table, n_val, rule)
     pick = choice.pick
     paid = "; ".join(
         f"against {g['against']} {g['gap']:+.3f} (p = {g['p']:.2g}): **{g['verdict']}**"
         for g in tables.against_baselines(table, pick)
     )
-    if pick.kind != tables.TRANSFER:
+    if pick.kind != TRANSFER:
         paid = "No: a baseline is the pick, on validation (above)"
     stability = (
         f" **Unstable**: its seeds scored from {pick.test_accuracy_min:.3f} to "
@@ -240,7 +236,7 @@ def recommendation_markdown(
         if pick.unstable
         else ""
     )
-    if pick.kind == tables.TRANSFER:
+    if pick.kind == TRANSFER:
         use = f"""- **Use** `{pick.backbone}` at **{_size(pick)}** with augmentation \
 **{pick.augmentation or "none"}**{_weighted(pick)} and **{pick.strategy}**: \
 {pick.plan}{_head(pick)}. {why_chosen(choice)}
@@ -251,7 +247,7 @@ def recommendation_markdown(
 {pick.learning_rate:.1e}, {_fmt_int(pick.trainable_params)} trainable parameters. \
 {why_chosen(choice)}"""
     return f"""{use}
-{stability_markdown(tables.pick_stability(table, n_val, rule), pick, n_val)}
+{stability_markdown(statistics.pick_stability(table, n_val, rule), pick, n_val)}
 - **Test accuracy**: {pick.test_accuracy_mean:.3f} ± {pick.test_accuracy_sd:.3f} over \
 {int(pick.seeds)} seeds, retrained on train+val.{stability}
 - **Cost**: {pick.device_seconds:.1f} {unit} per training run, \
@@ -319,7 +315,7 @@ def verdict_markdown(table: pd.DataFrame) -> str:
     ]
     gaps = tables.verdicts(table)
     for backbone, group in gaps.groupby("backbone", sort=False):
-        ranked = table[(table.backbone == backbone) & (table.kind == tables.TRANSFER)]
+        ranked = table[(table.backbone == backbone) & (table.kind == TRANSFER)]
         row = ranked[ranked["rank"] == 1].iloc[0]
         against = "; ".join(
             f"vs {g.against} {g.gap:+.3f} ± {g.se:.3f} (p = {g.p:.2g}): **{g.verdict}**"
@@ -424,7 +420,7 @@ def edge_note(table: pd.DataFrame, grid: list[float]) -> str:
     ends = {"lowest": grid[0], "highest": grid[-1]}
     found = [
         f"{row.backbone or 'pixels'} {row.configuration} ({row.learning_rate:.1e}, the {end})"
-        for row in table[table.kind != tables.TRANSFER].itertuples()
+        for row in table[table.kind != TRANSFER].itertuples()
         for end, rate in ends.items()
         if math.isclose(row.learning_rate, rate, rel_tol=1e-6)
     ]
@@ -446,7 +442,7 @@ def data_gap_note(table: pd.DataFrame, counts: dict) -> str:
     n_train, n_trainval = sum(counts["train"].values()), sum(
         counts["train"].values()) + sum(counts["val"].values())  # fmt: skip
     rows = table[
-        (table.kind != tables.TRANSFER)
+        (table.kind != TRANSFER)
         & (table.test_accuracy_mean - table.val_accuracy > 0.1)
         & table.test_accuracy_train_only.notna()
     ]
@@ -668,11 +664,11 @@ this data.
 ## Verdict
 
 Gaps are in test accuracy, ± their standard error, with the p-value of a paired
-bootstrap over the {n_test} test images ({tables.BOOTSTRAP} resamples): every run is
+bootstrap over the {n_test} test images ({statistics.BOOTSTRAP} resamples): every run is
 scored on the same images, so each image's correctness (averaged over a
 configuration's seeds) is compared with the other configuration's on that image. The
 test set's own sampling noise is in these numbers, as well as the seeds'. "paid" or
-"lost" when p < {tables.ALPHA:g}, "within noise" otherwise. (Results without
+"lost" when p < {statistics.ALPHA:g}, "within noise" otherwise. (Results without
 per-image scores fall back to Welch's t-test over seeds, which leaves the test
 images' noise out: one binomial standard error is about ±{binomial_se:.3f} at the best
 accuracy here.)
@@ -702,7 +698,7 @@ test accuracy against the column's cost (trainable parameters, or time);
 ## Freeze depth
 
 Best validation accuracy over epochs, as the search measured it
-({tables.curve_seeds_text(curve)}, `report.curve_seeds`), when the backbone is cut
+({blocks.curve_seeds(curve)}, `report.curve_seeds`), when the backbone is cut
 at each candidate depth. *Frozen features only*: a head on the frozen backbone's
 output at the cut, the layers above unused. *Above the cut fine-tuned*: the
 prefix frozen, every layer above it trained with the head. Fine-tuned runs use
@@ -758,7 +754,7 @@ over {seeds} seeds and tested. {pruning_text(params.sweep.pruner.kind, trials)} 
 {_fmt_table(strategy_table(summary))}
 
 **Winning strategy on test**, per backbone (a paired bootstrap over the test images
-against the runner-up; "within noise" when p ≥ {tables.ALPHA:g}). Each strategy's
+against the runner-up; "within noise" when p ≥ {statistics.ALPHA:g}). Each strategy's
 configuration was chosen on validation; comparing their test scores is a description
 of this test set, not a second selection, and the winner is the highest of several, so
 even a "wins" is optimistic by that choice.

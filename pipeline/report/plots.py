@@ -7,8 +7,30 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.report import tables
-from pipeline.report.tables import TRANSFER
+from pipeline.evaluate.ranking import TRANSFER
+from pipeline.report.blocks import curve_seeds
+from pipeline.report.tables import Tables
+
+FIGURES = {  # report.md embeds them by these names
+    "params": "accuracy_vs_trainable_params.png",
+    "time": "accuracy_vs_device_time.png",
+    "depth": "accuracy_vs_freeze_depth.png",
+    "importances": "importances.png",
+}
+
+
+def draw(tables: Tables, folder: Path) -> None:
+    """Every figure of the report into `folder`, named as in FIGURES."""
+    table = tables.headline
+    accuracy_vs_cost(
+        table, "trainable_params", "params", "trainable parameters", folder / FIGURES["params"]
+    )
+    accuracy_vs_cost(
+        table, "device_seconds", "time", f"{tables.unit} per run", folder / FIGURES["time"]
+    )
+    depth_curve(tables.depth_curve, folder / FIGURES["depth"])
+    importances(tables.results.importances, folder / FIGURES["importances"])
+
 
 MARKERS = {TRANSFER: "o", "scratch": "X", "linear_pixels": "s"}
 KIND_NAMES = {
@@ -104,7 +126,7 @@ def depth_curve(curve: pd.DataFrame, path: Path) -> None:
             label=_curve_label(backbone, mode, group.iloc[0]),
         )
     ax.set_xlabel("backbone parameters frozen below the cut (%)")
-    ax.set_ylabel(f"validation accuracy ({tables.curve_seeds_text(curve)})")
+    ax.set_ylabel(f"validation accuracy ({curve_seeds(curve)})")
     ax.set_xlim(-5, 105)
     ax.set_title("Freeze depth: frozen features only vs layers above the cut fine-tuned")
     ax.grid(True, alpha=0.3)

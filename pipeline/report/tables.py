@@ -1,75 +1,28 @@
-"""The report's tables, computed from the stages' results: no plotting, no Markdown here.
+"""The report's tables, computed from the stages' results (results.py): frames, not words.
 
 The headline table has one row per retrained configuration and baseline:
 test accuracy mean and sd over seeds, the validation accuracy that selected
 it, its costs, and whether it lies on a Pareto front (nothing else is at least
 as accurate and at most as costly) of test accuracy against trainable
-parameters and against device time, within its backbone and overall.
+parameters and against device time, within its backbone and overall. Beside it:
+the verdicts against the baselines, the depth curve, the strategies' summary and
+winners, the input sizes, and the few numbers of metrics.json.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from pipeline.errors import ThawError
 from pipeline.evaluate.probe import STRATEGY as PROBE
 from pipeline.evaluate.ranking import LINEAR_PIXELS, SCRATCH, TRANSFER, by_rank
 from pipeline.report.pareto import pareto_front
+from pipeline.report.results import Results
+from pipeline.report.statistics import ALPHA, compare, seeds_bits
 
 COSTS = {"params": "trainable_params", "time": "device_seconds"}
-
-
-BITS = {"test_correct": str, "val_correct": str}  # "0110...": per-image results, not numbers
-
-
-def _read(path: Path, stage: str) -> pd.DataFrame:
-    if not path.is_file():
-        raise ThawError(f"{path} is missing; run `dvc repro {stage}` first")
-    return pd.read_csv(path, dtype=BITS)
-
-
-def load_trials(names: list[str], sweep_dir: Path) -> pd.DataFrame:
-    return pd.concat(
-        [_read(sweep_dir / n / "trials.csv", f"sweep@{n}") for n in names], ignore_index=True
-    )
-
-
-def load_runs(names: list[str], final_dir: Path, baseline_csv: Path) -> pd.DataFrame:
-    """Every retraining run: each backbone's top-k and scratch, and the linear baseline."""
-    tables = [_read(final_dir / n / "runs.csv", f"final@{n}") for n in names]
-    tables.append(_read(baseline_csv, "linear_baseline"))
-    runs = pd.concat(tables, ignore_index=True)
-    runs["backbone"] = runs.backbone.fillna("")
-    return runs
-
-
-def load_depth_curves(names: list[str], final_dir: Path) -> pd.DataFrame:
-    return pd.concat(
-        [_read(final_dir / n / "depth.csv", f"final@{n}") for n in names], ignore_index=True
-    )
-
-
-def load_importances(names: list[str], sweep_dir: Path) -> pd.DataFrame:
-    rows = []
-    for name in names:
-        path = sweep_dir / name / "importances.json"
-        found = json.loads(path.read_text()) if path.is_file() else {"importances": {}}
-        rows += [
-            {
-                "backbone": name,
-                "parameter": p,
-                "importance": v,
-                "backbone_parameter": f"{name} / {p}",
-            }
-            for p, v in found["importances"].items()
-        ]  # backbone_parameter: one bar per pair in `dvc plots show`
-    return pd.DataFrame(rows, columns=["backbone", "parameter", "importance", "backbone_parameter"])
 
 
 def _label(row) -> str:
@@ -127,7 +80,7 @@ def headline(runs: pd.DataFrame) -> pd.DataFrame:
             device=("device", "first"),
             device_kind=("device_kind", "first"),
             train_flops=("train_flops", "mean"),
-            test_correct=("test_correct", _seeds_bits),
+            test_correct=("test_correct", seeds_bits),
             val_correct=("val_correct", "first"),
             val_loss=("val_loss", "first"),
         )
@@ -143,70 +96,6 @@ def headline(runs: pd.DataFrame) -> pd.DataFrame:
         table[f"front_{short}_overall"] = overall
         table[f"front_{short}_backbone"] = own & (table.backbone != "")
     return table.sort_values(["test_accuracy_mean"], ascending=False, ignore_index=True)
-
-
-ALPHA = 0.05  # two-sided level of the verdicts' test
-
-
-def welch(a, b) -> tuple[float, float, float]:
-    """Gap between two rows' mean test accuracies, its standard error over seeds, and
-    the two-sided p-value of Welch's t-test (unequal variances; with three seeds a
-    side the t distribution has few degrees of freedom, so twice the SE is too lenient)."""
-    from scipy import stats
-
-    gap = a.test_accuracy_mean - b.test_accuracy_mean
-    se = math.sqrt(a.test_accuracy_sd**2 / a.seeds + b.test_accuracy_sd**2 / b.seeds)
-    if se == 0:  # no spread over seeds on either side: any gap is beyond seed noise
-        return gap, se, 0.0 if gap else 1.0
-    p = stats.ttest_ind_from_stats(
-        a.test_accuracy_mean, a.test_accuracy_sd, a.seeds,
-        b.test_accuracy_mean, b.test_accuracy_sd, b.seeds,
-        equal_var=False,
-    ).pvalue  # fmt: skip
-    return gap, se, float(p)
-
-
-def _seeds_bits(bits: pd.Series) -> str:
-    """Each seed's per-image correctness ("0110..."), joined by ";"."""
-    return ";".join(str(b) for b in bits if isinstance(b, str) and b)
-
-
-def per_image(row) -> np.ndarray | None:
-    """Each test image's correctness averaged over the row's seeds (None: not recorded)."""
-    seeds = [b for b in str(row.get("test_correct") or "").split(";") if b]
-    if not seeds or len({len(b) for b in seeds}) != 1:
-        return None
-    return np.mean([[c == "1" for c in b] for b in seeds], axis=0)
-
-
-BOOTSTRAP = 2000  # resamples of the test images in the paired bootstrap
-PAIRED = "paired bootstrap over test images"
-WELCH = "Welch over seeds"
-
-
-def paired_bootstrap(x: np.ndarray, y: np.ndarray, seed: int = 0) -> tuple[float, float, float]:
-    """Gap in mean accuracy between two runs scored on the same images, its bootstrap
-    standard error and two-sided p-value: resample images (with replacement), keep the
-    pairs. Each image carries both runs' seeds, so the test set's own sampling noise and
-    the seeds' are both in it, which Welch over seeds leaves out."""
-    d = x - y
-    if not np.any(d):
-        return 0.0, 0.0, 1.0
-    rng = np.random.default_rng(seed)
-    means = d[rng.integers(0, len(d), (BOOTSTRAP, len(d)))].mean(axis=1)
-    p = 2 * min(np.mean(means <= 0), np.mean(means >= 0))
-    return float(d.mean()), float(means.std(ddof=1)), float(min(1.0, max(p, 1 / BOOTSTRAP)))
-
-
-def compare(a, b) -> tuple[float, float, float, str] | None:
-    """a against b: the paired bootstrap where both have per-image results on the same
-    test images, else Welch over seeds (two seeds a side at least); None: neither."""
-    x, y = per_image(a), per_image(b)
-    if x is not None and y is not None and len(x) == len(y):
-        return (*paired_bootstrap(x, y), PAIRED)
-    if a.seeds < 2 or b.seeds < 2:
-        return None  # one seed has no spread to test against
-    return (*welch(a, b), WELCH)
 
 
 VERDICT_COLUMNS = ["backbone", "against", "gap", "se", "p", "verdict", "test"]
@@ -235,12 +124,6 @@ def verdicts(table: pd.DataFrame) -> pd.DataFrame:
     """Each backbone's selected configuration against each baseline (`against_baselines`)."""
     rows = [r for _, chosen in selected(table).iterrows() for r in against_baselines(table, chosen)]
     return pd.DataFrame(rows, columns=VERDICT_COLUMNS)
-
-
-def curve_seeds_text(curve: pd.DataFrame) -> str:
-    """How the curve's points were averaged (report.curve_seeds): the report's and plot's words."""
-    seeds = int(curve.seeds.max()) if len(curve) else 0
-    return "one seed" if seeds < 2 else f"mean ± sd over {seeds} seeds"
 
 
 def depth_curve(curves: pd.DataFrame) -> pd.DataFrame:
@@ -272,108 +155,6 @@ def depth_curve(curves: pd.DataFrame) -> pd.DataFrame:
 def selected(table: pd.DataFrame) -> pd.DataFrame:
     """Each backbone's configuration chosen by validation: its rank-1 trial, retrained."""
     return table[(table.kind == TRANSFER) & (table["rank"] == 1)]
-
-
-SELECTIONS = ("one_se", "best")  # report.selection
-
-
-@dataclass(frozen=True)
-class Choice:
-    """The recommendation and why: the best on validation, those tied with it, the rule."""
-
-    pick: pd.Series
-    best: pd.Series
-    tied: pd.DataFrame  # candidates within `margin` of the best's validation accuracy
-    candidates: int
-    margin: float  # one binomial standard error of the best's validation accuracy (one_se)
-    n_val: int
-    rule: str
-
-
-def candidates(table: pd.DataFrame) -> pd.DataFrame:
-    """What the recommendation chooses among: every retrained configuration of every
-    backbone and every baseline that has a validation accuracy and a test run."""
-    return table[(table.seeds > 0) & table.val_accuracy.notna()]
-
-
-def cheapest_first(frame: pd.DataFrame) -> pd.DataFrame:
-    """Fewest trainable parameters, then fewest training FLOPs per epoch (both the same on
-    every machine, unlike seconds): what the configuration costs. Of equal cost, the better
-    on validation (accuracy, then loss) first: a run's epoch count comes from where a noisy
-    validation curve peaked, so total FLOPs and seconds only break what ties remain."""
-    per_epoch = frame.train_flops / frame.epochs.where(frame.epochs > 0)
-    loss = frame.val_loss if "val_loss" in frame else np.nan
-    order = frame.assign(_per_epoch=per_epoch, _neg_val=-frame.val_accuracy, _loss=loss)
-    keys = ["trainable_params", "_per_epoch", "_neg_val", "_loss", "train_flops",
-            "device_seconds", "backbone", "rank"]  # fmt: skip
-    ordered = order.sort_values(keys, ignore_index=True, na_position="last")
-    return ordered.drop(columns=["_per_epoch", "_neg_val", "_loss"])
-
-
-def recommendation(table: pd.DataFrame, n_val: int, rule: str = "one_se") -> Choice:
-    """Chosen on validation among all candidates, baselines included (test only reports).
-
-    `best`: the highest validation accuracy, the cheaper on a tie. `one_se` (Breiman et
-    al.'s one-standard-error rule): every candidate within one binomial standard error
-    of the best's validation accuracy, sqrt(p (1 - p) / n_val), is tied with it, and the
-    cheapest of those wins: fewest trainable parameters, then fewest training FLOPs per
-    epoch, then the better on validation (`cheapest_first`).
-    """
-    pool = cheapest_first(candidates(table))
-    if pool.empty:
-        raise ThawError("no configuration has a test run: every final stage failed")
-    best = pool.sort_values("val_accuracy", ascending=False, kind="stable").iloc[0]
-    tied = pool[tied_with_best(pool.val_accuracy.to_numpy()[:, None], n_val, rule)[:, 0]]
-    p = float(best.val_accuracy)
-    margin = math.sqrt(p * (1 - p) / n_val) if rule == "one_se" and n_val else 0.0
-    return Choice(tied.iloc[0], best, tied, len(pool), margin, n_val, rule)
-
-
-def tied_with_best(accuracy: np.ndarray, n_val: int, rule: str) -> np.ndarray:
-    """Which candidates (rows, cheapest first) the rule ties with the best, per column of
-    validation accuracies (the images as they are, or a resample of them): within one
-    binomial standard error of the column's best for `one_se`, equal to it for `best`.
-    The recommendation is the first tied row; `pick_stability` applies the same rule."""
-    best = accuracy.max(axis=0)
-    margin = np.sqrt(best * (1 - best) / n_val) if rule == "one_se" and n_val else 0.0
-    return accuracy >= best - margin - 1e-12
-
-
-STABILITY_RESAMPLES = 1000
-FRAGILE = 0.5  # a pick chosen in fewer than this share of the resamples is flagged
-
-
-def _val_bits(row, n_val: int) -> np.ndarray | None:
-    text = row.get("val_correct")
-    if not isinstance(text, str) or len(text) != n_val:
-        return None
-    return np.frombuffer(text.encode(), np.uint8) == ord("1")
-
-
-def pick_stability(table: pd.DataFrame, n_val: int, rule: str, seed: int = 0) -> pd.DataFrame:
-    """How often the selection rule picks each candidate when the validation images are
-    resampled with replacement (STABILITY_RESAMPLES times, seeded): every candidate's
-    accuracy on each resample comes from its per-image validation results. Empty when
-    fewer than two candidates kept them."""
-    pool = cheapest_first(candidates(table))  # so the first of those tied is the cheapest
-    bits = [_val_bits(row, n_val) for _, row in pool.iterrows()]
-    keep = [i for i, b in enumerate(bits) if b is not None]
-    if len(keep) < 2 or not n_val:
-        return pd.DataFrame()
-    pool, correct = pool.iloc[keep].reset_index(drop=True), np.array([bits[i] for i in keep])
-    rng = np.random.default_rng(seed)
-    counts = rng.multinomial(n_val, np.full(n_val, 1 / n_val), size=STABILITY_RESAMPLES)
-    accuracy = correct.astype(np.float64) @ counts.T / n_val  # candidates x resamples
-    picked = np.argmax(tied_with_best(accuracy, n_val, rule), axis=0)  # the first (cheapest)
-    share = np.bincount(picked, minlength=len(pool)) / STABILITY_RESAMPLES
-    return pool.assign(share=share, option=[_option(r) for _, r in pool.iterrows()])
-
-
-def _option(row) -> str:
-    """A candidate as stability counts it: its strategy, or the baseline's name."""
-    if row.kind == TRANSFER:
-        return str(row.strategy)
-    return {SCRATCH: "scratch", LINEAR_PIXELS: "linear on pixels"}[row.kind]
 
 
 def by_input(trials: pd.DataFrame) -> pd.DataFrame:
@@ -520,4 +301,27 @@ def device_label(kinds) -> str:
     kinds = set(pd.Series(list(kinds)).dropna())
     return {frozenset({"GPU"}): "GPU seconds", frozenset({"CPU"}): "CPU seconds"}.get(
         frozenset(kinds), "device seconds"
+    )
+
+
+@dataclass(frozen=True)
+class Tables:
+    """The report's tables, computed once from the results they were built from."""
+
+    results: Results  # as read
+    headline: pd.DataFrame  # one row per configuration, the best on test first (`headline`)
+    depth_curve: pd.DataFrame  # mean and sd over seeds per backbone, mode and depth
+    winners: pd.DataFrame  # per backbone, the winning strategy on test (`strategy_winners`)
+    unit: str  # what device time is counted in (`device_label`)
+
+
+def build(results: Results) -> Tables:
+    """Every table the report shows or writes, from what the stages wrote."""
+    table = headline(results.runs)
+    return Tables(
+        results=results,
+        headline=table,
+        depth_curve=depth_curve(results.depth_runs),
+        winners=strategy_winners(table),
+        unit=device_label(results.runs.device_kind),
     )

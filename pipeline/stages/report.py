@@ -15,44 +15,40 @@ from __future__ import annotations
 import json
 
 from pipeline.config import load_params
-from pipeline.data import datasets
 from pipeline.errors import run_main
-from pipeline.paths import FINAL_DIR, LINEAR_BASELINE, MANIFEST, MODELS_DIR, REPORTS_DIR, SWEEP_DIR
-from pipeline.report import plots, tables
-from pipeline.report.markdown import FIGURES, markdown
+from pipeline.paths import REPORTS_DIR
+from pipeline.report import plots, results, tables
+from pipeline.report.markdown import markdown
 
 
 def main() -> None:
     params = load_params()
     names = list(params.backbones)
-    trials = tables.load_trials(names, SWEEP_DIR)
-    runs = tables.load_runs(names, FINAL_DIR, LINEAR_BASELINE)
-    table = tables.headline(runs)
-    curve = tables.depth_curve(tables.load_depth_curves(names, FINAL_DIR))
-    importances = tables.load_importances(names, SWEEP_DIR)
-    manifest = datasets.read_manifest(MANIFEST)
-    metas = {n: json.loads((MODELS_DIR / n / "meta.json").read_text()) for n in names}
+    found = results.read(names)
+    made = tables.build(found)
     REPORTS_DIR.mkdir(exist_ok=True)
-    trials.to_csv(REPORTS_DIR / "trials.csv", index=False)
-    runs.to_csv(REPORTS_DIR / "final_runs.csv", index=False)
-    table.to_csv(REPORTS_DIR / "headline.csv", index=False)
-    curve.to_csv(REPORTS_DIR / "depth_curve.csv", index=False)
-    importances.to_csv(REPORTS_DIR / "importances.csv", index=False)
-    metrics = tables.metrics(table, tables.imbalanced(manifest))
+    found.trials.to_csv(REPORTS_DIR / "trials.csv", index=False)
+    found.runs.to_csv(REPORTS_DIR / "final_runs.csv", index=False)
+    made.headline.to_csv(REPORTS_DIR / "headline.csv", index=False)
+    made.depth_curve.to_csv(REPORTS_DIR / "depth_curve.csv", index=False)
+    found.importances.to_csv(REPORTS_DIR / "importances.csv", index=False)
+    metrics = tables.metrics(made.headline, tables.imbalanced(found.manifest))
     (REPORTS_DIR / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
-    unit = tables.device_label(runs.device_kind)
-    plots.accuracy_vs_cost(
-        table, "trainable_params", "params", "trainable parameters", REPORTS_DIR / FIGURES["params"]
-    )
-    plots.accuracy_vs_cost(
-        table, "device_seconds", "time", f"{unit} per run", REPORTS_DIR / FIGURES["time"]
-    )
-    plots.depth_curve(curve, REPORTS_DIR / FIGURES["depth"])
-    plots.importances(importances, REPORTS_DIR / FIGURES["importances"])
+    plots.draw(made, REPORTS_DIR)
     (REPORTS_DIR / "report.md").write_text(
-        markdown(params, trials, table, curve, importances, manifest, metas, runs)
+        markdown(
+            params,
+            found.trials,
+            made.headline,
+            made.depth_curve,
+            found.importances,
+            found.manifest,
+            found.metas,
+            found.runs,
+        )
     )
-    print(f"report: {len(table)} configurations over {len(names)} backbones -> reports/report.md")
+    rows, written = len(made.headline), REPORTS_DIR / "report.md"
+    print(f"report: {rows} configurations over {len(names)} backbones -> {written}")
 
 
 if __name__ == "__main__":
