@@ -1,1 +1,3 @@
-"""The report: tables, Pareto fronts, plots and the words of report.md."""
+"""The report: what the stages wrote (results), how far to trust it (statistics), what to
+recommend (selection), the tables, Pareto fronts and plots, and report.md's sections
+(answer, evidence, provenance) put together by markdown.py."""

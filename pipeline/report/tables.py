@@ -37,15 +37,18 @@ def _label(row) -> str:
 UNSTABLE_SPREAD = 0.10  # seeds whose test accuracies span more than this: the result is luck
 
 
+# Columns only transfer runs write, with what a table without any transfer run holds
+ONLY_TRANSFER_COLUMNS = {"strategy": "", "frozen_fraction": math.nan, "top_k": True,
+                         "strategy_best": False, "test_accuracy_train_only": math.nan,
+                         "test_balanced_accuracy": math.nan, "image_size": math.nan,
+                         "augmentation": "", "test_correct": "", "val_correct": "",
+                         "val_loss": math.nan, "class_weight": "none"}  # fmt: skip
+
+
 def headline(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per configuration: seeds aggregated, Pareto membership marked."""
     runs = runs.assign(rank=runs["rank"].fillna(0).astype(int))
-    defaults = {"strategy": "", "frozen_fraction": math.nan, "top_k": True,
-                "strategy_best": False, "test_accuracy_train_only": math.nan,
-                "test_balanced_accuracy": math.nan, "image_size": math.nan,
-                "augmentation": "", "test_correct": "", "val_correct": "",
-                "val_loss": math.nan, "class_weight": "none"}  # fmt: skip
-    for column, default in defaults.items():
+    for column, default in ONLY_TRANSFER_COLUMNS.items():
         if column not in runs:  # no transfer run at all (every final stage failed)
             runs[column] = default
     keys = ["backbone", "kind", "rank"]

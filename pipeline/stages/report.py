@@ -35,20 +35,9 @@ def main() -> None:
     metrics = tables.metrics(made.headline, tables.imbalanced(found.manifest))
     (REPORTS_DIR / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     plots.draw(made, REPORTS_DIR)
-    (REPORTS_DIR / "report.md").write_text(
-        markdown(
-            params,
-            found.trials,
-            made.headline,
-            made.depth_curve,
-            found.importances,
-            found.manifest,
-            found.metas,
-            found.runs,
-        )
-    )
-    rows, written = len(made.headline), REPORTS_DIR / "report.md"
-    print(f"report: {rows} configurations over {len(names)} backbones -> {written}")
+    report = REPORTS_DIR / "report.md"
+    report.write_text(markdown(params, made))
+    print(f"report: {len(made.headline)} configurations over {len(names)} backbones -> {report}")
 
 
 if __name__ == "__main__":

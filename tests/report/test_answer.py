@@ -1,28 +1,26 @@
-"""The report's words: why the pick was chosen, how stable it is, a baseline as the pick,
-baselines tuned to an end of their rate grid, and where the weights came from."""
+"""The answer's words: why the pick was chosen, how stable it is, a baseline as the pick,
+and baselines tuned to an end of their rate grid."""
 
 from __future__ import annotations
 
 import pandas as pd
-import pytest
 
-from pipeline.report import markdown, selection, statistics, tables
-from pipeline.report.markdown import weights_origin
+from pipeline.report import answer, selection, statistics, tables
 from tests.report.factories import tied_runs, with_val_bits
 
 
 def test_a_cheaper_pick_within_one_standard_error_says_what_it_saves():
     table = tables.headline(tied_runs(linear_val=0.5))
     choice = selection.recommendation(table, n_val=80, rule="one_se")
-    text = markdown.why_chosen(choice)
+    text = answer.why_chosen(choice)
     assert "tied with the best" in text and "14x fewer trainable parameters" in text
     assert "136x less time" in text
 
 
 def test_a_baseline_as_the_pick_says_transfer_did_not_pay():
     table = tables.headline(tied_runs(linear_val=0.99))
-    text = markdown.recommendation_markdown(table, tables.strategy_winners(table), "CPU s",
-                                            80, "one_se")  # fmt: skip
+    text = answer.recommendation_markdown(table, tables.strategy_winners(table), "CPU s",
+                                          80, "one_se")  # fmt: skip
     assert text.startswith("- **Transfer did not pay here: use a linear model on pixels**")
     assert "**Did transfer pay here?** No: a baseline is the pick" in text
 
@@ -33,7 +31,7 @@ def test_the_pick_stability_is_worded_with_its_share_and_flagged_when_fragile():
     best = statistics.pick_stability(table, n_val=80, rule="best")
     share_best = dict(zip(best.trial.fillna(-1).astype(int), best.share))
     pick = selection.recommendation(table, 80, "best").pick
-    text = markdown.stability_markdown(best, pick, 80)
+    text = answer.stability_markdown(best, pick, 80)
     assert f"picks it in {share_best[3]:.0%}" in text
     assert ("Fragile" in text) == (share_best[3] < 0.5)
 
@@ -41,25 +39,12 @@ def test_the_pick_stability_is_worded_with_its_share_and_flagged_when_fragile():
 def test_without_per_image_results_the_stability_line_says_not_measured():
     table = tables.headline(tied_runs(0.5))
     pick = selection.recommendation(table, 80, "one_se").pick
-    assert "not measured" in markdown.stability_markdown(pd.DataFrame(), pick, 80)
+    assert "not measured" in answer.stability_markdown(pd.DataFrame(), pick, 80)
 
 
 def test_a_baseline_tuned_to_the_end_of_its_rate_grid_is_flagged(runs):
     table = tables.headline(runs)  # every row ran at 1e-3
-    assert markdown.edge_note(table, [1e-4, 1e-3, 1e-2]) == ""
-    note = markdown.edge_note(table, [1e-4, 1e-3])
+    assert answer.edge_note(table, [1e-4, 1e-3, 1e-2]) == ""
+    note = answer.edge_note(table, [1e-4, 1e-3])
     assert "a scratch baseline (1.0e-03, the highest)" in note
     assert "pixels linear on pixels" in note and "#1" not in note  # transfer was searched
-
-
-@pytest.mark.parametrize(
-    "weights, origin, how",
-    [
-        ("source", "pretrained here on source classes [0, 1]", "its own classifier"),
-        ("imagenet", "ImageNet weights (keras.applications)", "a linear probe"),
-        ("my.keras", "weights from the file `my.keras`", "a linear probe"),
-    ],
-)
-def test_provenance_says_where_the_weights_came_from(weights, origin, how):
-    text = weights_origin({"weights": weights, "source_accuracy": 0.9}, [0, 1])
-    assert text.startswith(f"{origin}; accuracy on the source classes 0.900 ({how}")
