@@ -19,9 +19,9 @@ import time
 
 import optuna
 
-from pipeline.config import load_params
 from pipeline.data import datasets
 from pipeline.paths import MANIFEST
+from pipeline.preflight import load_params
 from pipeline.search import objective, pruning
 from pipeline.train import devices, pretrain
 from pipeline.train.context import Contexts

@@ -31,9 +31,9 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from pipeline.config import load_params  # noqa: E402
 from pipeline.data import datasets  # noqa: E402
 from pipeline.paths import MANIFEST, MODELS_DIR  # noqa: E402
+from pipeline.preflight import load_params  # noqa: E402
 from pipeline.search import objective, pruning  # noqa: E402
 from pipeline.train import context, devices, phases  # noqa: E402
 

@@ -19,9 +19,9 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from pipeline.config import load_params  # noqa: E402
 from pipeline.data import datasets  # noqa: E402
 from pipeline.paths import MANIFEST  # noqa: E402
+from pipeline.preflight import load_params  # noqa: E402
 from pipeline.search import objective, pruning  # noqa: E402
 from pipeline.train import context  # noqa: E402
 

@@ -17,8 +17,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipeline.config import Params, load_params
+from pipeline.config import Params
 from pipeline.errors import ParamsError, ThawError
+from pipeline.preflight import dataset_class_names, load_params
 
 
 def check(params: Params, _args) -> int:
@@ -34,8 +35,6 @@ def check(params: Params, _args) -> int:
         f"{params.sweep.workers} local worker(s)."
     )
     if params.data.dataset == "folder":
-        from pipeline.config import dataset_class_names
-
         names = dataset_class_names("folder", params.data.folder)
         source = [names[c] for c in params.data.source_classes] or "none (no source task)"
         target = [names[c] for c in params.data.target_classes]

@@ -1,8 +1,13 @@
-"""Typed view of `params.yaml`, validated in full before any stage does work.
+"""Typed view of `params.yaml`: each key, what it accepts and its default.
 
-Every stage calls `load_params()` once in its `main()` and passes the typed
-sections down. A bad file raises `ParamsError`, whose message names the key,
-the value it got and what would be accepted.
+This describes params and nothing else: what the file's text alone tells. The checks
+against what the params name (a folder's classes, a model file's layers, an architecture's
+smallest input, the storage URL, the network) are pipeline/preflight.py's: its subclasses of
+these models add them where the schema leaves room (`DataParams._class_count`,
+`Params._backbone_fits`), and its `load_params()` is what every stage calls once in its
+`main()`, and `thaw check` too; stages pass the typed sections down. A bad file raises
+`ParamsError`, whose message names the key, the value it got and what would be accepted.
+It imports nothing of Thaw's but its errors: every layer may read it.
 """
 
 from __future__ import annotations
@@ -14,14 +19,34 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pipeline.errors import ParamsError, ThawError
-from pipeline.models import backbones
+from pipeline.errors import ParamsError
 
 PARAMS_FILE = Path("params.yaml")
 BUILT_IN_WEIGHTS = ("source", "imagenet")  # any other `weights` value is a file
+FILE_SUFFIXES = (".keras", ".h5")  # a `weights` file: a whole model, or weights only
 RESERVED_NAME = "best"  # models/best/<name>/: the exported winners
-ALPHAS = (0.25, 0.35, 0.5, 0.75, 1.0, 1.3, 1.4)  # widths Keras publishes weights for
-OFFLINE_DATASETS = ("digits",)  # builders of Thaw's own, available without a network
+FOLDER = "folder"  # data.dataset for your own images, in data.folder
+# Builders of Thaw's own, available without a network, and their class names in id order
+OFFLINE_CLASSES = {"digits": tuple(str(i) for i in range(10))}
+DEFAULT_CLASSES = {"source_classes": [0, 1, 2, 3, 4], "target_classes": [5, 6, 7, 8, 9]}
+
+# Accepted choices. The engine keys what each one does by these names (tests/test_config.py
+# checks that they agree): data/datasets.py, data/augment.py, models/backbones.py and
+# models/strategies.py.
+RESIZE_RULES = ("crop", "pad")  # data.resize
+AUGMENTATION_LEVELS = ("none", "light", "strong")  # search.augmentation
+PREPROCESSORS = ("raw", "unit", "symmetric", "caffe")  # backbones.*.preprocess
+STRATEGIES = ("head_only", "freeze_depth", "last_n_layers", "by_name", "gradual", "lp_ft",
+              "bn_bias_only", "surgical")  # search.strategies  # fmt: skip
+CLASS_WEIGHTS = ("none", "balanced")  # search.class_weight: how the loss weighs each class
+PRUNERS = ("median", "hyperband", "none")  # sweep.pruner.kind
+
+
+def unknown(what: str, value: Any, accepted: Any) -> str:
+    """The one wording of a value outside its choices: "unknown pruner 'asha'; accepted:
+    [...]". `value` None: the key's own line shows it already."""
+    shown = "" if value is None else f" {value!r}"
+    return f"unknown {what}{shown}; accepted: {accepted}"
 
 
 class Strict(BaseModel):
@@ -47,30 +72,6 @@ class LogRange(FloatRange):
         return self
 
 
-def dataset_class_names(name: str, folder: str | None = None) -> list[str] | None:
-    """The dataset's class names in id order, from metadata or folder names (no download,
-    no image read); None if unknown offline. A folder that cannot be used raises
-    folder_dataset.FolderError."""
-    if name == "digits":
-        return [str(i) for i in range(10)]
-    if name == "folder":
-        from pipeline.data import folder_dataset
-
-        return list(folder_dataset.scan(folder).classes)
-    try:
-        import tensorflow_datasets as tfds
-
-        return list(tfds.builder(name).info.features["label"].names)
-    except Exception:  # metadata not available offline, or no `label` feature
-        return None
-
-
-def dataset_classes(name: str, folder: str | None = None) -> int | None:
-    """How many classes the dataset has, from its metadata (no download); None if unknown."""
-    names = dataset_class_names(name, folder)
-    return None if names is None else len(names)
-
-
 def out_of_range(ids: list[int], count: int | None) -> list[int]:
     """Class ids a dataset of `count` classes (None: not known yet) does not have."""
     return [c for c in ids if c < 0 or (count is not None and c >= count)]
@@ -79,30 +80,6 @@ def out_of_range(ids: list[int], count: int | None) -> list[int]:
 def range_problem(dataset: str, absent: list[int], count: int | None) -> str:
     have = f"classes 0-{count - 1}" if count is not None else "class ids from 0"
     return f"{dataset} has {have}; {absent} is not one of them"
-
-
-DEFAULT_CLASSES = {"source_classes": [0, 1, 2, 3, 4], "target_classes": [5, 6, 7, 8, 9]}
-
-
-def _class_ids(key: str, given: list, names: list[str] | None) -> list:
-    """Class names (folder names, or the dataset's label names) as ids; ids stay."""
-    out = []
-    for c in given:
-        if isinstance(c, str) and not (names and c in names) and c.lstrip("-").isdigit():
-            c = int(c)
-        if isinstance(c, str):
-            if names is None:
-                raise ParamsProblem(
-                    ("data", key), given, f"class name {c!r} given, but the dataset's class "
-                    "names are not known offline; use ids"
-                )  # fmt: skip
-            if c not in names:
-                raise ParamsProblem(
-                    ("data", key), given, f"no class named {c!r}; the classes are {names}"
-                )
-            c = names.index(c)
-        out.append(c)
-    return out
 
 
 class DataParams(Strict):
@@ -117,54 +94,6 @@ class DataParams(Strict):
     train_per_class: int | float | str = 10
     val_per_class: int | float | str = 30
     source_val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _names_and_defaults(cls, raw: Any) -> Any:
-        """Class names to ids; a folder's classes default to every class as a target."""
-        if not isinstance(raw, dict):
-            return raw
-        raw = dict(raw)
-        dataset = raw.get("dataset", "digits")
-        folder = raw.get("folder", "images")
-        if dataset == "folder" or any(
-            isinstance(c, str) for k in DEFAULT_CLASSES for c in (raw.get(k) or [])
-        ):
-            from pipeline.data import folder_dataset
-
-            try:
-                names = dataset_class_names(dataset, folder)
-            except folder_dataset.FolderError as exc:
-                raise ParamsProblem(("data", "folder"), folder, str(exc)) from None
-        else:
-            names = None
-        for key in DEFAULT_CLASSES:
-            if isinstance(raw.get(key), list):
-                raw[key] = _class_ids(key, raw[key], names)
-        if dataset == "folder":
-            source = raw.setdefault("source_classes", [])
-            if raw.get("target_classes") is None:
-                raw["target_classes"] = [i for i in range(len(names)) if i not in source]
-        else:
-            for key, default in DEFAULT_CLASSES.items():
-                if raw.get(key) is None:
-                    raw[key] = default
-        return raw
-
-    @field_validator("dataset")
-    @classmethod
-    def _known_dataset(cls, name: str) -> str:
-        if name in OFFLINE_DATASETS or name == "folder":
-            return name
-        import tensorflow_datasets as tfds  # slow import: only for catalog names
-
-        base = name.split(":")[0].split("/")[0]
-        if base not in tfds.list_builders():
-            raise ValueError(
-                f"unknown dataset {name!r}; accepted: 'digits' (offline), 'folder' (your "
-                "images in data.folder) or a TFDS catalog name such as 'tf_flowers', 'cifar10'"
-            )
-        return name
 
     @field_validator("train_per_class", "val_per_class")
     @classmethod
@@ -215,15 +144,19 @@ class DataParams(Strict):
     @field_validator("resize")
     @classmethod
     def _resize(cls, rule: str) -> str:
-        from pipeline.data.datasets import RESIZE_RULES
-
         if rule not in RESIZE_RULES:
-            raise ValueError(f"unknown resize rule {rule!r}; accepted: {list(RESIZE_RULES)}")
+            raise ValueError(unknown("resize rule", rule, list(RESIZE_RULES)))
         return rule
 
     @property
     def has_source(self) -> bool:
         return bool(self.source_classes)
+
+    def _class_count(self) -> int | None:
+        """How many classes the dataset has, where the params alone tell: Thaw's own
+        builders. None: ids are only checked to be >= 0. preflight.py asks a folder or TFDS."""
+        names = OFFLINE_CLASSES.get(self.dataset)
+        return None if names is None else len(names)
 
     @model_validator(mode="after")
     def _classes(self) -> DataParams:
@@ -233,7 +166,7 @@ class DataParams(Strict):
                 continue  # no source task: backbones bring their own weights
             if len(labels) < 2 or len(set(labels)) != len(labels):
                 raise ValueError(f"{key}={labels}: needs at least two distinct class ids")
-        count = dataset_classes(self.dataset, self.folder)
+        count = self._class_count()
         for key in ("source_classes", "target_classes"):
             absent = out_of_range(getattr(self, key), count)
             if absent:
@@ -267,44 +200,26 @@ class BackboneParams(Strict):
     @property
     def file(self) -> str | None:
         """The path in `weights` (a model or weights-only file), or None for source and
-        imagenet."""
+        imagenet. Which of the two it holds, the file says (models/weights_file.py)."""
         return None if self.weights in BUILT_IN_WEIGHTS else self.weights
-
-    @property
-    def model_file(self) -> str | None:
-        """The path in `weights` when it holds a whole model (.keras, or .h5 with its config)."""
-        from pipeline.models import weights_file
-
-        path = self.file
-        return path if path is not None and weights_file.kind(path) == weights_file.MODEL else None
-
-    @property
-    def weights_file(self) -> str | None:
-        """The path in `weights` when it holds weights only, for the built-in `arch`."""
-        return self.file if self.file is not None and self.model_file is None else None
 
     @field_validator("weights")
     @classmethod
     def _weights(cls, value: str) -> str:
-        if value in BUILT_IN_WEIGHTS:
-            return value
-        if Path(value).suffix in (".keras", ".h5"):
-            if not Path(value).is_file():
-                raise ValueError(f"model file {value!r} does not exist")
+        """Whether the file is there: preflight.py."""
+        if value in BUILT_IN_WEIGHTS or Path(value).suffix in FILE_SUFFIXES:
             return value
         raise ValueError(
-            f"unknown weights {value!r}; accepted: 'source', 'imagenet', a path to a "
-            ".keras/.h5 model file, or to a weights-only .h5/.weights.h5 file for a built-in "
-            "architecture (such as Keras's ImageNet download)"
-        )
+            unknown("weights", value, "'source', 'imagenet', a path to a .keras/.h5 model "
+                    "file, or to a weights-only .h5/.weights.h5 file for a built-in "
+                    "architecture (such as Keras's ImageNet download)")
+        )  # fmt: skip
 
     @field_validator("preprocess")
     @classmethod
     def _preprocess(cls, value: str | None) -> str | None:
-        if value is not None and value not in backbones.PREPROCESSORS:
-            raise ValueError(
-                f"unknown preprocess {value!r}; accepted: {sorted(backbones.PREPROCESSORS)}"
-            )
+        if value is not None and value not in PREPROCESSORS:
+            raise ValueError(unknown("preprocess", value, sorted(PREPROCESSORS)))
         return value
 
 
@@ -368,15 +283,11 @@ class SearchParams(Strict):
     @field_validator("augmentation")
     @classmethod
     def _augmentation(cls, levels: list[str]) -> list[str]:
-        from pipeline.data.augment import LEVELS
-
-        return _choices(levels, list(LEVELS), "levels")
+        return _choices(levels, list(AUGMENTATION_LEVELS), "levels")
 
     @field_validator("class_weight")
     @classmethod
     def _class_weight(cls, choices: list[str]) -> list[str]:
-        from pipeline.train.loop import CLASS_WEIGHTS
-
         return _choices(choices, list(CLASS_WEIGHTS), "choices")
 
     @field_validator("head_units")
@@ -389,11 +300,9 @@ class SearchParams(Strict):
     @field_validator("strategies")
     @classmethod
     def _strategies(cls, names: list[str]) -> list[str]:
-        from pipeline.models.strategies import STRATEGIES
-
-        unknown = [n for n in names if n not in STRATEGIES]
-        if not names or unknown:
-            raise ValueError(f"unknown strategies {unknown}; accepted: {list(STRATEGIES)}")
+        absent = [n for n in names if n not in STRATEGIES]
+        if not names or absent:
+            raise ValueError(unknown("strategies", absent, list(STRATEGIES)))
         return names
 
     @field_validator("discriminative")
@@ -420,9 +329,6 @@ class SearchParams(Strict):
         return self
 
 
-PRUNERS = ("median", "hyperband", "none")
-
-
 class PrunerParams(Strict):
     kind: str = "median"
     warmup_epochs: int = Field(4, ge=0)  # median: never prune before this epoch
@@ -432,7 +338,7 @@ class PrunerParams(Strict):
     @classmethod
     def _kind(cls, kind: str) -> str:
         if kind not in PRUNERS:
-            raise ValueError(f"unknown pruner {kind!r}; accepted: {list(PRUNERS)}")
+            raise ValueError(unknown("pruner", kind, list(PRUNERS)))
         return kind
 
 
@@ -486,17 +392,6 @@ class SweepParams(Strict):
             )
         return self
 
-    @field_validator("storage")
-    @classmethod
-    def _storage(cls, url: str) -> str:
-        from pipeline.search import urls
-
-        try:
-            urls.check_url(url)  # the scheme, the driver, and no password
-        except ValueError as exc:  # the value is echoed masked: it may hold a password
-            raise ParamsProblem(("sweep", "storage"), urls.mask(url), str(exc)) from None
-        return url
-
 
 class ReportParams(Strict):
     top_n: int = Field(10, ge=1)  # rows of the all-trials table in report.md
@@ -533,87 +428,6 @@ class Params(Strict):
             )
         return self
 
-    def _fits_model_file(self, name: str, spec: BackboneParams) -> None:
-        """Image size and by_name patterns against the file's own config."""
-        from pipeline.models import model_file
-        from pipeline.models.strategies import resolve_layer_patterns
-
-        found = model_file.describe(spec.weights)
-        if found is None:
-            return
-        shape, sizes = found.input_shape, self.data.sizes
-        fixed = shape and len(shape) == 4 and any(d is not None for d in shape[1:3])
-        if fixed and any(d not in (None, size) for d in shape[1:3] for size in sizes):
-            raise ParamsProblem(
-                ("data", "image_size"),
-                self.data.image_size,
-                f"backbone {name!r} ({spec.weights}) takes {shape[1]}x{shape[2]} images only; "
-                "set data.image_size to match (or save the model with a (None, None, 3) input "
-                "to search sizes)",
-            )
-        patterns = spec.by_name or self.search.by_name
-        if "by_name" in self.search.strategies and patterns:
-            try:
-                resolve_layer_patterns(found.layers, list(patterns))
-            except ThawError as exc:
-                key = ("backbones", name, "by_name") if spec.by_name else ("search", "by_name")
-                raise ParamsProblem(key, list(patterns), f"{spec.weights}: {exc}") from None
-
-    def _fits_weights_file(self, name: str, spec: BackboneParams, arch: str) -> None:
-        """A weights-only file against the architecture and width it is loaded into: the
-        stem's layer name (in the published layout) and its number of filters."""
-        from pipeline.models import weights_file
-
-        entry, key = backbones.ARCHITECTURES[arch], ("backbones", name, "weights")
-        if not entry.imagenet:
-            raise ParamsProblem(key, spec.weights, f"a weights-only file needs an architecture "
-                                f"Keras publishes weights for; {arch} has none")  # fmt: skip
-        found = weights_file.describe(spec.weights)
-        if found is None or found.stem_filters is None:
-            raise ParamsProblem(
-                key, spec.weights, "not the weights of an image backbone (no single "
-                "convolution over 3 input channels in the file)",
-            )  # fmt: skip
-        named = [a for a, e in backbones.ARCHITECTURES.items() if e.stem and e.stem in found.layers]
-        if named and arch not in named:
-            raise ParamsProblem(
-                ("backbones", name, "arch"), arch, f"{spec.weights} holds {named[0]} weights "
-                f"(it has layer {backbones.ARCHITECTURES[named[0]].stem!r}); set "
-                f"backbones.{name}.arch: {named[0]}",
-            )  # fmt: skip
-        expected = entry.stem_filters(spec.alpha)
-        if found.stem_filters != expected:
-            fits = [a for a in ALPHAS if entry.stem_filters(a) == found.stem_filters]
-            raise ParamsProblem(
-                ("backbones", name, "alpha"),
-                spec.alpha,
-                f"{spec.weights} has "
-                f"{found.stem_filters} filters in its first convolution, {arch} at alpha "
-                f"{spec.alpha} has {expected}"
-                + (f"; the file fits alpha {fits[0]}" if fits else ""),
-            )
-
-    def _by_name_fits_architecture(self, name: str, spec: BackboneParams, arch: str) -> None:
-        """by_name patterns against the built architecture's layer names (random weights:
-        nothing is downloaded). Only when by_name is searched: it imports TensorFlow."""
-        from pipeline.models.strategies import resolve_layer_patterns
-
-        if arch not in backbones.ARCHITECTURES:
-            return
-        if backbones.min_image_size(arch) > self.data.sizes[0]:
-            return  # reported below, by the image-size check
-        import keras
-
-        model = backbones.build(arch, self.data.sizes[0], None, spec)
-        layers = tuple(layer.name for layer in model.layers)
-        keras.backend.clear_session()
-        patterns = spec.by_name or self.search.by_name
-        try:
-            resolve_layer_patterns(layers, list(patterns))
-        except ThawError as exc:
-            key = ("backbones", name, "by_name") if spec.by_name else ("search", "by_name")
-            raise ParamsProblem(key, list(patterns), f"{arch}: {exc}") from None
-
     @model_validator(mode="after")
     def _backbones_fit_data(self) -> Params:
         if not self.backbones:
@@ -639,33 +453,12 @@ class Params(Strict):
                     f"strategy by_name needs layer names or patterns to freeze for backbone "
                     f"{name!r}: set search.by_name or backbones.{name}.by_name",
                 )
-            arch = spec.arch or name
-            if spec.model_file is None and arch not in backbones.ARCHITECTURES:
-                raise ParamsProblem(
-                    ("backbones", name, "arch"),
-                    arch,
-                    f"unknown architecture; accepted: {sorted(backbones.ARCHITECTURES)} "
-                    "(or weights: a .keras/.h5 file)",
-                )
-            if spec.weights == "imagenet" and not backbones.ARCHITECTURES[arch].imagenet:
-                raise ParamsProblem(
-                    ("backbones", name, "weights"), spec.weights, f"{arch} has no published "
-                    "ImageNet weights; use weights: source, or a .keras/.h5 model file"
-                )  # fmt: skip
-            if spec.model_file is not None:
-                self._fits_model_file(name, spec)
-            elif spec.weights_file is not None:
-                self._fits_weights_file(name, spec, arch)
-            if spec.model_file is None and "by_name" in self.search.strategies:
-                self._by_name_fits_architecture(name, spec, arch)
-            min_size = backbones.min_image_size(arch) if arch in backbones.ARCHITECTURES else 1
-            if self.data.sizes[0] < min_size:
-                raise ParamsProblem(
-                    ("data", "image_size"),
-                    self.data.image_size,
-                    f"backbone {name!r} ({arch}) needs images of at least {min_size} px",
-                )
+            self._backbone_fits(name, spec)
         return self
+
+    def _backbone_fits(self, name: str, spec: BackboneParams) -> None:
+        """The backbone against its architecture and file, which the params alone do not
+        tell: preflight.py looks."""
 
 
 class ParamsProblem(ValueError):
@@ -696,18 +489,24 @@ def _short(value: Any) -> str:
     return text if len(text) < 120 else text[:117] + "..."
 
 
-def parse_params(raw: Any) -> Params:
+def parse_params(raw: Any, schema: type[Params] = Params) -> Params:
+    """`raw` as typed params, checked by `schema`: this module's, what the text alone
+    tells, or preflight.py's, which also looks at what the keys name."""
     if not isinstance(raw, dict):
         raise ParamsError(f"params.yaml must be a mapping of keys to values, got {_short(raw)}")
     try:
-        return Params.model_validate(raw)
+        return schema.model_validate(raw)
     except ValidationError as exc:
         lines = [_describe(e) for e in exc.errors(include_url=False)]
         raise ParamsError("Invalid params.yaml:\n  " + "\n  ".join(lines)) from None
 
 
-def _read_yaml(path: Path) -> Any:
-    """The file's YAML, or a ParamsError with its line, column and what the parser wanted."""
+def read_yaml(path: str | Path = PARAMS_FILE) -> Any:
+    """The file's YAML, or a ParamsError: where to run from, or the line and column of a
+    syntax error and what the parser wanted."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path} not found; run from the project root (where dvc.yaml is)")
     try:
         return yaml.safe_load(path.read_text())
     except yaml.MarkedYAMLError as exc:
@@ -724,57 +523,3 @@ def _read_yaml(path: Path) -> Any:
         raise ParamsError(f"{where}: YAML syntax error: {found}{context}{pointer}") from None
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path}: not valid YAML: {exc}") from None
-
-
-def load_params(path: str | Path = PARAMS_FILE) -> Params:
-    path = Path(path)
-    if not path.is_file():
-        raise ParamsError(f"{path} not found; run from the project root (where dvc.yaml is)")
-    params = parse_params(_read_yaml(path))
-    from pipeline.search import urls
-
-    urls.env_url()  # THAW_STORAGE overrides sweep.storage: checked as early
-    for name, spec in params.backbones.items():
-        if spec.weights == "imagenet":
-            _imagenet_reachable(name, spec, params.data.stored_size)
-    return params
-
-
-def keras_cache() -> Path:
-    """Where Keras keeps downloaded weights (keras.utils.get_file's default)."""
-    import os
-
-    home = os.environ.get("KERAS_HOME") or Path.home() / ".keras"
-    return Path(home) / "models"
-
-
-def _imagenet_reachable(name: str, spec: BackboneParams, image_size: int) -> None:
-    """`weights: imagenet` without a network and without Keras's cached file fails in the
-    backbone stage, after prepare: say so now, with the file to point to instead."""
-    from pipeline.data import datasets
-
-    arch = spec.arch or name
-    url = backbones.ARCHITECTURES[arch].imagenet_url
-    if url is None or (keras_cache() / url(spec.alpha, image_size).rsplit("/", 1)[1]).is_file():
-        return
-    if not datasets.network_available():
-        raise ParamsError(
-            f"backbones.{name}.weights = 'imagenet': this machine cannot reach "
-            f"storage.googleapis.com and Keras's cache ({keras_cache()}) lacks the file. "
-            + backbones.offline_advice(arch, spec.alpha, image_size)
-        )
-
-
-def backbone_stage_args(doc: str, argv: list[str] | None = None) -> tuple[str, Params]:
-    """`python -m pipeline.<stage> <name>`: the backbone's name, checked, and the params."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description=doc.strip().splitlines()[0])
-    parser.add_argument("name", help="a key of `backbones` in params.yaml")
-    name = parser.parse_args(argv).name
-    params = load_params()
-    if name not in params.backbones:
-        raise ParamsError(
-            f"backbone {name!r} is not in params.yaml; known: {sorted(params.backbones)}"
-        )
-    return name, params

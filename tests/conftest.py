@@ -67,8 +67,8 @@ def prepared_workspace(tmp_path_factory) -> Path:
     import os
 
     from pipeline import paths
-    from pipeline.config import load_params
     from pipeline.data import datasets, preparation
+    from pipeline.preflight import load_params
     from pipeline.train import pretrain
 
     folder = tmp_path_factory.mktemp("workspace")

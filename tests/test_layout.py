@@ -14,10 +14,11 @@ PACKAGE = ROOT / "pipeline"
 # Engine sub-packages, lowest first: a module may import its own layer and those below.
 LAYERS = {"data": 0, "models": 1, "train": 2, "search": 3, "winner": 3, "evaluate": 4, "report": 5}
 STAGES = ("prepare", "weights", "backbone", "sweep", "final", "linear_baseline", "report")
-# Read by every stage but not a stage's computation (params are declared key by key;
-# progress bars and log lines change no result).
-NOT_DEPS = {"pipeline.config", "pipeline.errors", "pipeline.paths", "pipeline.progress",
-            "pipeline.quiet_tf"}  # fmt: skip
+# Read by every stage but not a stage's computation: params are declared key by key (config
+# types them, preflight checks them against what they name and turns class names into ids,
+# as config did), and progress bars and log lines change no result.
+NOT_DEPS = {"pipeline.config", "pipeline.preflight", "pipeline.errors", "pipeline.paths",
+            "pipeline.progress", "pipeline.quiet_tf"}  # fmt: skip
 
 
 def module_name(path: Path) -> str:
@@ -84,6 +85,20 @@ def test_engine_layers_import_only_their_own_or_lower():
         if i.startswith("pipeline.stages") or i == "pipeline.cli" or (layer(i) or 0) > layer(m)
     ]
     assert not wrong, wrong
+
+
+def test_config_sits_below_every_layer():
+    """The schema describes params: it imports nothing of Thaw's but its errors."""
+    assert imports("pipeline.config") <= {"pipeline.errors"}, imports("pipeline.config")
+    source = MODULES["pipeline.config"].read_text()
+    assert "import pipeline" not in source and "from pipeline import" not in source
+
+
+def test_preflight_is_read_by_no_engine_layer():
+    """The checks against the world sit above data/, models/, search/ and the rest."""
+    engine = [m for m in MODULES if m.split(".")[1:2] and m.split(".")[1] in LAYERS]
+    readers = [m for m in engine if "pipeline.preflight" in imports(m)]
+    assert not readers, readers
 
 
 def test_no_import_circle():

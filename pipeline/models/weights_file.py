@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.config import BackboneParams
+
 MODEL = "model"  # a whole model (.keras, or .h5 with a model config)
 WEIGHTS = "weights"  # weights only, for a built-in architecture
 
@@ -40,6 +42,19 @@ def kind(path: str | Path) -> str:
             return MODEL if "model_config" in f.attrs else WEIGHTS
     except OSError:
         return MODEL  # not HDF5: loading it as a model says what is wrong
+
+
+def model_path(spec: BackboneParams) -> str | None:
+    """The path in a backbone's `weights` when it holds a whole model (.keras, or .h5 with
+    its config); None for source, imagenet and a weights-only file."""
+    path = spec.file
+    return path if path is not None and kind(path) == MODEL else None
+
+
+def weights_path(spec: BackboneParams) -> str | None:
+    """The path in a backbone's `weights` when it holds weights only, for the built-in
+    `arch`."""
+    return spec.file if spec.file is not None and model_path(spec) is None else None
 
 
 def _text(value) -> str:

@@ -10,10 +10,10 @@ loads that model. Writes `models/<name>/backbone.keras` and `meta.json`
 
 from __future__ import annotations
 
-from pipeline.config import backbone_stage_args
 from pipeline.data import datasets
 from pipeline.errors import run_main
 from pipeline.paths import MANIFEST, MODELS_DIR
+from pipeline.stages import backbone_stage_args
 from pipeline.train import devices, pretrain
 
 

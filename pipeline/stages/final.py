@@ -15,12 +15,12 @@ the same budget (baselines.py) and traces the freeze-depth curve
 
 from __future__ import annotations
 
-from pipeline.config import backbone_stage_args
 from pipeline.data import datasets
 from pipeline.errors import run_main
 from pipeline.evaluate import retrain
 from pipeline.evaluate.ranking import TRANSFER
 from pipeline.paths import BEST_DIR, FINAL_DIR, MANIFEST
+from pipeline.stages import backbone_stage_args
 
 
 def main() -> None:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import sys
 
-from pipeline.config import load_params
 from pipeline.data import datasets
 from pipeline.errors import run_main
 from pipeline.evaluate import baselines
 from pipeline.paths import LINEAR_BASELINE, MANIFEST
+from pipeline.preflight import load_params
 
 
 def main() -> None:

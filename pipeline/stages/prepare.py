@@ -10,10 +10,10 @@ across splits).
 
 from __future__ import annotations
 
-from pipeline.config import load_params
 from pipeline.data import datasets, preparation
 from pipeline.errors import run_main
 from pipeline.paths import MANIFEST
+from pipeline.preflight import load_params
 
 
 def main() -> None:

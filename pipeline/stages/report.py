@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import json
 
-from pipeline.config import load_params
 from pipeline.errors import run_main
 from pipeline.paths import REPORTS_DIR
+from pipeline.preflight import load_params
 from pipeline.report import plots, results, tables
 from pipeline.report.markdown import markdown
 

@@ -14,11 +14,11 @@ resumes where it stopped. Writes `results/sweep/<name>/trials.csv` and `best.jso
 
 from __future__ import annotations
 
-from pipeline.config import backbone_stage_args
 from pipeline.data import datasets
 from pipeline.errors import run_main
 from pipeline.paths import MANIFEST, SWEEP_DIR
 from pipeline.search import coordinator
+from pipeline.stages import backbone_stage_args
 
 
 def main() -> None:

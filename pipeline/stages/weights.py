@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import json
 
-from pipeline.config import BackboneParams, load_params
+from pipeline.config import BackboneParams
 from pipeline.data.datasets import file_digest
 from pipeline.errors import run_main
 from pipeline.paths import WEIGHTS_DIR
+from pipeline.preflight import load_params
 
 
 def fingerprint(spec: BackboneParams) -> dict:

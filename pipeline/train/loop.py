@@ -28,9 +28,6 @@ EVAL_BATCH = 512
 BETA_1, BETA_2, EPSILON = 0.9, 0.999, 1e-7  # Keras's Adam defaults
 
 
-CLASS_WEIGHTS = ("none", "balanced")  # search.class_weight: how the loss weighs each class
-
-
 def class_weights(choice: str, labels: np.ndarray, num_classes: int) -> np.ndarray | None:
     """Loss weight per class: None for `none`; for `balanced`, n / (k * n_c) over the k
     classes present, so that every class weighs the same in the loss however many

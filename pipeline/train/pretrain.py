@@ -14,7 +14,7 @@ import numpy as np
 from pipeline.config import BackboneParams, PretrainParams
 from pipeline.data import datasets
 from pipeline.errors import ThawError
-from pipeline.models import backbones, freezing
+from pipeline.models import backbones, freezing, weights_file
 from pipeline.train import loop
 from pipeline.train.batchnorm import batchnorm_layers, recalibrate_batchnorm
 
@@ -141,7 +141,7 @@ def make_backbone(
     )
     keras.utils.set_random_seed(seed)  # the initial weights too: same seed, same backbone
     arch = spec.arch or name
-    if spec.model_file is None:
+    if weights_file.model_path(spec) is None:
         preprocess = spec.preprocess or backbones.architecture(arch).preprocess
         # None: random, to pretrain; "imagenet": Keras's download; or a weights-only file
         weights = None if spec.weights == "source" else spec.weights

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.config import DataParams, parse_params
+from pipeline.config import DataParams
 from pipeline.data import datasets, folder_dataset, image_files, preparation
 from pipeline.errors import ParamsError
+from pipeline.preflight import parse_params
 from tests.conftest import TINY_PARAMS
 from tests.image_folders import class_folder, split_folder
 

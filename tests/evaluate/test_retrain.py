@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.config import parse_params
 from pipeline.data import datasets, image_store
 from pipeline.evaluate import baselines, ranking, retrain
 from pipeline.models.configuration import RunConfig, StrategyChoice
 from pipeline.models.strategies import Phase, StrategyPlan
 from pipeline.paths import FINAL_DIR, MANIFEST, SWEEP_DIR
+from pipeline.preflight import parse_params
 from pipeline.search import coordinator
 from pipeline.train import context, loop
 from tests.conftest import TINY_PARAMS

@@ -285,8 +285,8 @@ def test_a_saved_model_with_custom_names_is_frozen_by_name(tmp_path):
 
 
 def test_unknown_strategy_is_a_params_error():
-    from pipeline.config import parse_params
     from pipeline.errors import ParamsError
+    from pipeline.preflight import parse_params
     from tests.test_config import params_with
 
     with pytest.raises(ParamsError, match="search.strategies.*'lora'.*head_only"):

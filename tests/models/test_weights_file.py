@@ -9,9 +9,9 @@ import keras
 import numpy as np
 import pytest
 
-from pipeline.config import parse_params
 from pipeline.errors import ParamsError
 from pipeline.models import weights_file
+from pipeline.preflight import parse_params
 from tests.conftest import TINY_PARAMS
 from tests.train.test_pretrain import published_weights
 
@@ -47,12 +47,14 @@ def test_the_stem_gives_the_width_and_the_published_layout_the_architecture(file
 @pytest.mark.parametrize("name", ["mobilenet_2_5_224_tf_no_top.h5", "quarter.weights.h5"])
 def test_a_fitting_weights_file_is_accepted(files, name):
     spec = params_for(arch="mobilenet", weights=str(files / name), alpha=0.25).backbones["net"]
-    assert spec.weights_file == str(files / name) and spec.model_file is None
+    assert weights_file.weights_path(spec) == str(files / name)
+    assert weights_file.model_path(spec) is None
 
 
 def test_a_whole_model_h5_stays_a_model_file(files):
     spec = params_for(weights=str(files / "whole.h5")).backbones["net"]
-    assert spec.model_file == str(files / "whole.h5") and spec.weights_file is None
+    assert weights_file.model_path(spec) == str(files / "whole.h5")
+    assert weights_file.weights_path(spec) is None
 
 
 @pytest.mark.parametrize("name", ["mobilenet_2_5_224_tf_no_top.h5", "quarter.weights.h5"])
@@ -93,7 +95,7 @@ def test_a_compact_file_loads_within_its_rounding_and_is_smaller(files, tmp_path
     assert target.stat().st_size < source.stat().st_size
     assert weights_file.describe(target).stem_filters == 8  # thaw check reads it as before
     spec = params_for(arch="mobilenet", weights=str(target), alpha=0.25).backbones["net"]
-    assert spec.weights_file == str(target)
+    assert weights_file.weights_path(spec) == str(target)
 
     model = backbones.build("mobilenet", 32, str(target), BackboneParams(alpha=0.25))
     original = backbones.build("mobilenet", 32, str(source), BackboneParams(alpha=0.25))

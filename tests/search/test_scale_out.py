@@ -269,9 +269,9 @@ def test_an_unreachable_database_is_named_masked(tmp_path):
 
 def test_copying_a_sqlite_study_to_postgres_keeps_everything(workspace, db, monkeypatch):
     from pipeline import cli
-    from pipeline.config import load_params
     from pipeline.data import datasets
     from pipeline.paths import MANIFEST
+    from pipeline.preflight import load_params
     from pipeline.search import coordinator
 
     raw = project(workspace, "default", n_trials=3)

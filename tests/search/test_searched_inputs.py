@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 
 from pipeline import paths
-from pipeline.config import ParamsError, parse_params
 from pipeline.data import augment, datasets, preparation
+from pipeline.errors import ParamsError
 from pipeline.evaluate import retrain
+from pipeline.preflight import parse_params
 from pipeline.search import coordinator
 from pipeline.train import context
 from tests.conftest import TINY_PARAMS

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from pipeline import errors
-from pipeline.config import load_params, parse_params
 from pipeline.data import datasets
 from pipeline.paths import MANIFEST, SWEEP_DIR
+from pipeline.preflight import load_params, parse_params
 from pipeline.search import coordinator, pruning, studies, workers
 from pipeline.train import phases
 from tests.conftest import TINY_PARAMS

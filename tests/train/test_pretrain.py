@@ -13,7 +13,7 @@ import pytest
 from pipeline.config import BackboneParams, PretrainParams
 from pipeline.data import datasets
 from pipeline.errors import ThawError
-from pipeline.models import backbones, freezing
+from pipeline.models import backbones, freezing, weights_file
 from pipeline.train import batchnorm, pretrain
 
 # (architecture, feature channels at 32 px), as keras.applications' own tests walk a table.
@@ -76,7 +76,7 @@ def test_a_weights_only_file_loads_into_its_architecture(workspace, monkeypatch,
     monkeypatch.setattr(pretrain, "linear_probe_accuracy", lambda *args: 0.9)  # random features
     manifest = {**datasets.read_manifest("data/manifest.json"), "image_size": 64}
     spec = BackboneParams(arch="mobilenet", weights=str(path), alpha=0.25)
-    assert spec.weights_file == str(path) and spec.model_file is None
+    assert weights_file.weights_path(spec) == str(path) and weights_file.model_path(spec) is None
     model, meta = pretrain.make_backbone("mine", spec, manifest, PretrainParams(), seed=0)
     assert model.input_shape == (None, 64, 64, 3)  # weights do not depend on the image size
     loaded, expected = model.get_weights(), saved.get_weights()
