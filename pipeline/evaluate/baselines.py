@@ -24,7 +24,7 @@ from pipeline.config import Params, SearchParams
 from pipeline.data import image_store
 from pipeline.data.datasets import TRAINVAL, load_target_splits
 from pipeline.data.image_store import MB
-from pipeline.evaluate.ranking import LINEAR_PIXELS, SCRATCH
+from pipeline.evaluate.ranking import LINEAR_PIXELS, SCRATCH, rate_grid
 from pipeline.models import flops
 from pipeline.models.freezing import param_count
 from pipeline.train import devices, loop
@@ -44,16 +44,6 @@ class Baseline:
 def retrain_seeds(seed: int, n: int) -> list[int]:
     """Seeds for every retraining run and baseline: distinct from the sweep's per-trial seeds."""
     return [seed + 10_000 + i for i in range(n)]
-
-
-RATE_POINTS = 5  # the baselines' learning-rate grid: a factor of about 4 apart on the default
-
-
-def rate_grid(search: SearchParams) -> list[float]:
-    """The rates a baseline tries: RATE_POINTS evenly spaced on a log scale over the
-    search's own range."""
-    rates = np.geomspace(search.learning_rate.low, search.learning_rate.high, RATE_POINTS)
-    return [float(x) for x in rates]
 
 
 def scratch(

@@ -18,13 +18,13 @@ import time
 
 import numpy as np
 
-from pipeline.evaluate.ranking import TRANSFER
+from pipeline.evaluate.ranking import PROBE, TRANSFER
 from pipeline.models import flops
 from pipeline.models.freezing import param_count
 from pipeline.train import activations, devices, loop
 from pipeline.train.context import RunContext
 
-STRATEGY = "linear_probe"
+STRATEGY = PROBE
 C_GRID = (0.01, 0.1, 1.0, 10.0)  # inverse L2 strength; ties go to the stronger penalty
 
 

@@ -9,9 +9,8 @@ import textwrap
 import pandas as pd
 
 from pipeline.config import Params
-from pipeline.evaluate import baselines
-from pipeline.evaluate.probe import STRATEGY as PROBE
-from pipeline.evaluate.ranking import LINEAR_PIXELS, SCRATCH, TRANSFER
+from pipeline.evaluate import ranking
+from pipeline.evaluate.ranking import LINEAR_PIXELS, PROBE, SCRATCH, TRANSFER
 from pipeline.report import blocks, selection, statistics
 from pipeline.report.tables import Tables, against_baselines, verdicts
 
@@ -38,7 +37,7 @@ configurations by **validation** accuracy, which is therefore optimistic. Each
 backbone's top {params.report.top_k}, and each strategy's best, were retrained with
 {seeds} seeds on train+val and evaluated **once** on the held-out test split ({n_test} images);
 the headline is that test accuracy, mean ± sd over seeds. {baselines_text(params)}
-A baseline's learning rate was chosen on validation from {baselines.RATE_POINTS} rates over
+A baseline's learning rate was chosen on validation from {ranking.RATE_POINTS} rates over
 the search's range, a lighter search than the transferred models' study, which favours
 transfer. If they match the transferred models anyway, transfer did not pay on
 this data."""
@@ -49,7 +48,7 @@ def verdict(params: Params, tables: Tables) -> str:
     table, n_test = tables.headline, tables.results.images("test")
     top = table.test_accuracy_mean.iloc[0]
     binomial_se = (top * (1 - top) / n_test) ** 0.5
-    notes = edge_note(table, baselines.rate_grid(params.search)) + data_gap_note(
+    notes = edge_note(table, ranking.rate_grid(params.search)) + data_gap_note(
         table, tables.results.manifest["counts"]
     )
     return f"""## Verdict

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from pipeline.evaluate.probe import STRATEGY as PROBE
-from pipeline.evaluate.ranking import LINEAR_PIXELS, SCRATCH, TRANSFER, by_rank
+from pipeline.evaluate.ranking import LINEAR_PIXELS, PROBE, SCRATCH, TRANSFER, by_rank
 from pipeline.report.pareto import pareto_front
 from pipeline.report.results import Results
 from pipeline.report.statistics import ALPHA, compare, seeds_bits
