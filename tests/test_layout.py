@@ -162,3 +162,14 @@ def test_models_and_evaluate_know_nothing_of_the_tuner():
     wrong = [(m, "optuna") for m in lower if "optuna" in third_party_imports(m)]
     wrong += [(m, i) for m in lower for i in imports(m) if i.startswith("pipeline.search")]
     assert not wrong, wrong
+
+
+def test_no_function_is_over_60_lines():
+    long = [
+        f"{name}.{node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for name, path in MODULES.items()
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.end_lineno - node.lineno + 1 > 60
+    ]
+    assert not long, long
