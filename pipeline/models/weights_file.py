@@ -95,7 +95,7 @@ def describe(path: str | Path) -> WeightsFile | None:
 # smaller kernels as float16; BatchNorm and bias vectors stay float32. The large kernels
 # are the last layers' pointwise convolutions, where an error has few layers left to
 # grow through. Loading expands the file to float32 that Keras reads as it would the
-# download. MobileNetV2 1.0: 9.4 MB to 3.4 MB (README: what that costs in accuracy).
+# download. MobileNetV2 1.0: 9.4 MB to 3.4 MB (docs/weights.md: what that costs in accuracy).
 
 INT8 = "thaw_int8"  # file attribute marking the layout; the per-tensor "scale" attribute
 INT8_FROM = 100_000

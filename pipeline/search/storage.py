@@ -341,7 +341,7 @@ def open_storage(
                 raise ThawError(
                     f"study storage {mask(url)!r} could not be opened ({type(exc).__name__}: "
                     f"{_first_line(exc)}). Use 'default' (SQLite under results/optuna/) or a "
-                    "reachable PostgreSQL URL (README: Scaling out)."
+                    "reachable PostgreSQL URL (docs/scaling-out.md)."
                 ) from exc
     storage._outage = outage
     outage.recovered()
