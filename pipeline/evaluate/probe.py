@@ -52,7 +52,7 @@ def pooled(ctx: RunContext, split: str) -> np.ndarray:
     return activations.pooled(ctx.cache.activations(len(ctx.backbone.layers), split))
 
 
-def runs(ctx: RunContext, seeds: list[int]) -> list[dict]:
+def select_and_test(ctx: RunContext, seeds: list[int]) -> list[dict]:
     """Choose C (and the class weighting, when the search has two) on validation, refit on
     train+val, test once; one row per seed."""
     ctx.restore()

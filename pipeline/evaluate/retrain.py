@@ -272,7 +272,7 @@ def _retrain_all(name: str, top, contexts: Contexts, seeds: list[int], exporter)
 def _probe_runs(ctx: RunContext, seeds: list[int]) -> list[dict]:
     """The converged linear probe, at the selected configuration's size."""
     try:
-        return probe.runs(ctx, seeds)
+        return probe.select_and_test(ctx, seeds)
     except Exception as exc:
         return [_failed(exc, kind=TRANSFER, rank=0, trial=-1, seed=seeds[0],
                         strategy=probe.STRATEGY, top_k=False, strategy_best=False)]  # fmt: skip

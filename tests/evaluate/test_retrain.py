@@ -399,7 +399,7 @@ def test_the_converged_linear_probe_is_a_candidate_chosen_and_tested_like_the_ot
     params = tiny()
     manifest = datasets.read_manifest(MANIFEST)
     ctx = context.Contexts("small_cnn", params, manifest, retrain.SPLITS).first
-    rows = probe.runs(ctx, seeds=[3, 4])
+    rows = probe.select_and_test(ctx, seeds=[3, 4])
     assert [r["seed"] for r in rows] == [3, 4]
     first, second = rows
     assert {k: v for k, v in first.items() if k != "seed"} == {
@@ -425,7 +425,7 @@ def test_the_probe_searches_the_class_weighting_when_the_search_does(workspace, 
     ctx = context.Contexts("small_cnn", params, datasets.read_manifest(MANIFEST), retrain.SPLITS)
     fits, real = [], probe._fit
     monkeypatch.setattr(probe, "_fit", lambda x, y, c, w="none": fits.append(w) or real(x, y, c, w))
-    row = probe.runs(ctx.first, seeds=[0])[0]
+    row = probe.select_and_test(ctx.first, seeds=[0])[0]
     assert fits[: 2 * len(probe.C_GRID)].count("balanced") == len(probe.C_GRID)
     assert row["class_weight"] in ("none", "balanced") and fits[-1] == row["class_weight"]
 
