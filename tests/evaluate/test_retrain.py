@@ -462,20 +462,3 @@ def test_a_class_weight_set_in_params_trains_the_sweep_and_the_retraining(worksp
     assert set(probed.class_weight) == {"balanced"} and "weighed balanced" in probed.plan.iloc[0]
     classes = len(manifest["target_classes"])
     assert seen and all(w is not None and len(w) == classes for w in seen)
-
-
-def test_an_export_process_that_fails_fails_the_stage_with_a_clear_error(workspace, tmp_path):
-    from pipeline.errors import ThawError
-    from pipeline.winner.saved_model_job import SavedModelJob
-
-    manifest = datasets.read_manifest(MANIFEST)
-    job = SavedModelJob(tmp_path / "no_model_here", manifest, seed=0, deterministic=True)
-    job.wait_ready()
-    job.write_and_test()
-    with pytest.raises(ThawError, match="saved_model and testing the saved model failed"):
-        job.result()
-    assert not (tmp_path / "no_model_here" / "saved_model").exists()
-    idle = SavedModelJob(tmp_path / "never", manifest, seed=0, deterministic=True)
-    idle.wait_ready()
-    idle.stop()  # a stage that ends without go: the waiting process is ended, not left behind
-    assert idle.process.returncode is not None

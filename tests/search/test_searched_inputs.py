@@ -1,5 +1,6 @@
 """Input size and augmentation as searched dimensions: a study compares them, costs grow
-with the size, only training images are augmented, an exported model resizes as trained."""
+with the size, only training images are augmented (an exported model resizes as trained:
+tests/winner/test_export.py)."""
 
 from __future__ import annotations
 
@@ -87,18 +88,3 @@ def test_cost_grows_with_the_input_size(workspace):
     assert small.backbone.input_shape[1:3] == (12, 12)
     flops = [sum(c.forward for c in ctx.layer_costs) for ctx in (small, large)]
     assert flops[1] > 1.5 * flops[0]  # (16 / 12)^2 = 1.8 for convolutions
-
-
-def test_an_exported_model_at_a_smaller_size_resizes_as_the_training_data_was(workspace):
-    from pipeline.winner import export
-
-    params = searched()
-    manifest = reprepare(params)
-    ctx = context.load_context("small_cnn", params, manifest, ("train", "test"), size=12)
-    head = ctx.pool.head(8, 0.0, seed=1)
-    trained_path = ctx.pool.model(0, head)
-    model = export.build(ctx.backbone, head, ctx.meta, manifest)
-    stored = datasets.load_target_splits(manifest, ("test",))["test"].images  # uint8, 16 px
-    served = model.predict(stored, verbose=0)
-    expected = trained_path.predict(np.asarray(ctx.splits["test"][0]), verbose=0)
-    np.testing.assert_allclose(served, expected, atol=1e-5)
