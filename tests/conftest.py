@@ -1,14 +1,29 @@
-"""Shared fixtures: seeded Keras, tiny models, and a tiny prepared workspace."""
+"""Shared fixtures: seeded Keras, tiny models, a tiny prepared workspace, PostgreSQL.
+
+The suite runs on pytest-xdist workers (`-n` in pyproject.toml), each test file on one
+worker, so a module fixture is built once. Each worker is a process with its own session
+fixtures: what is costly and only read (the image files, the prepared workspace) is built
+once per run by the first worker that needs it (`built_once`); a test that writes gets
+its own copy (`workspace`).
+"""
 
 from __future__ import annotations
 
+import fcntl
+import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# One thread per TensorFlow op, as every stage sets (pipeline/train/devices.py
+# tune_threads): whichever test starts TensorFlow first in a worker, and the two workers
+# together, then use the cores as a stage does.
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 
 # Small enough that pretraining and a trial take a second or two on 2 CPU cores.
 TINY_PARAMS = {
@@ -37,13 +52,52 @@ TINY_PARAMS = {
 }
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Longest first, each file's tests in their order: the `dvc repro` files of
+    tests/stages/ (4 and 2 minutes on 2 cores), then the other slow tests, then the rest.
+    The workers take files in this order, so the longest start at once and the short
+    ones fill in around them, instead of one worker running a repro alone at the end."""
+
+    def rank(item: pytest.Item) -> int:
+        if item.get_closest_marker("slow") is None:
+            return 2
+        return 0 if item.path.parent.name == "stages" else 1
+
+    items.sort(key=rank)
+
+
+def shared_folder(tmp_path_factory) -> Path:
+    """This run's temporary folder that every xdist worker sees (each worker's own base
+    folder lies inside it); without xdist, the base folder itself."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
+    """`name` in the shared folder, made by `build(folder)` in the first worker to ask;
+    the others wait on a lock, then use what it made. Readers must not write to it."""
+    root = shared_folder(tmp_path_factory)
+    folder, done = root / name, root / f"{name}.done"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # a worker that failed half-way
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _image_files(tmp_path_factory):
     """The prepared images' files (image_store.py) in a temporary folder, not the repo's
-    results/cache: keyed by content, so every test can share it."""
+    results/cache: keyed by content, and written whole or not at all, so every test of
+    every worker can share it."""
     from pipeline.data import image_store
 
-    image_store.FOLDER = tmp_path_factory.mktemp("image_store")
+    folder = shared_folder(tmp_path_factory) / "image_store"
+    folder.mkdir(exist_ok=True)
+    image_store.FOLDER = folder
 
 
 @pytest.fixture(autouse=True)
@@ -61,17 +115,13 @@ def write_params(folder: Path, params: dict) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def prepared_workspace(tmp_path_factory) -> Path:
-    """A folder with params.yaml, data/ and models/small_cnn/ from the real stages."""
-    import os
-
+def prepare_workspace(folder: Path) -> None:
+    """params.yaml, data/ and models/small_cnn/ in `folder`, from the real stages' code."""
     from pipeline import paths
     from pipeline.data import datasets, preparation
     from pipeline.preflight import load_params
     from pipeline.train import pretrain
 
-    folder = tmp_path_factory.mktemp("workspace")
     write_params(folder, TINY_PARAMS)
     cwd = os.getcwd()
     os.chdir(folder)
@@ -85,7 +135,13 @@ def prepared_workspace(tmp_path_factory) -> Path:
         pretrain.save_backbone(model, meta, paths.MODELS_DIR / "small_cnn")
     finally:
         os.chdir(cwd)
-    return folder
+
+
+@pytest.fixture(scope="session")
+def prepared_workspace(tmp_path_factory) -> Path:
+    """One prepared tiny dataset and one pretrained tiny backbone for the whole run
+    (every worker): read it, or take a `workspace` copy to write."""
+    return built_once(tmp_path_factory, "workspace", prepare_workspace)
 
 
 @pytest.fixture
@@ -99,7 +155,9 @@ def workspace(prepared_workspace, tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture(scope="session")
 def pg(tmp_path_factory):
-    """A real PostgreSQL server on a Unix socket (tests/postgres.py), one per run."""
+    """A real PostgreSQL server on a Unix socket (tests/postgres.py), one per worker: its
+    data folder and socket lie in the worker's own temporary folder and it opens no TCP
+    port, so a test that stops or restarts it cuts no other worker's connections."""
     from tests.postgres import Server
 
     server = Server(tmp_path_factory.mktemp("pg"))
