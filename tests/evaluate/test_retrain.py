@@ -1,8 +1,15 @@
-"""The final stage: top configurations retrained on train+val, tested once; baselines; curve."""
+"""The final stage: top configurations retrained on train+val, tested once; baselines; curve.
+
+Tests marked slow run the whole stage (`retrain.run_final`), each starting its export
+process; most of them retrain from one shared sweep (`after_sweep`).
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -34,6 +41,31 @@ def swept(params):
     return manifest
 
 
+@pytest.fixture(scope="module")
+def _swept_workspace(prepared_workspace, tmp_path_factory) -> Path:
+    """The prepared workspace after the sweep of `tiny()`, for the tests below that only
+    retrain: the report keys they vary are no part of a study (studies.identity), so each
+    of them would run this same sweep. Read-only: tests take `after_sweep`."""
+    folder = tmp_path_factory.mktemp("swept") / "ws"
+    shutil.copytree(prepared_workspace, folder)
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        swept(tiny())
+    finally:
+        os.chdir(cwd)
+    return folder
+
+
+@pytest.fixture
+def after_sweep(_swept_workspace, tmp_path, monkeypatch) -> dict:
+    """A private copy of the swept workspace, as the working directory; its manifest."""
+    folder = tmp_path / "ws"
+    shutil.copytree(_swept_workspace, folder)
+    monkeypatch.chdir(folder)
+    return datasets.read_manifest(MANIFEST)
+
+
 def test_replay_keeps_each_phase_as_run_and_stops_at_the_best_epoch():
     plan = StrategyPlan(
         "lp_ft", (Phase(10, (), 0.01), Phase(10, ("a",), 0.001)), "probe then tune", 0.5, True
@@ -62,18 +94,20 @@ def test_a_retraining_cut_short_by_the_best_epoch_says_what_ran():
     assert retrain.what_ran(row, whole, plan, info) == (plan.description, 0.5)
 
 
-def test_the_scratch_baseline_can_be_turned_off(workspace):
+@pytest.mark.slow
+def test_the_scratch_baseline_can_be_turned_off(after_sweep):
     params = tiny(top_k=1, seeds=2, scratch=False)
-    runs = retrain.run_final("small_cnn", params, swept(params), FINAL_DIR / "small_cnn")
+    runs = retrain.run_final("small_cnn", params, after_sweep, FINAL_DIR / "small_cnn")
     assert set(runs.kind) == {"transfer"} and len(runs) >= 2
     # the freeze-depth curve takes report.curve_seeds (default 1), not report.seeds
     curve = pd.read_csv("results/final/small_cnn/depth.csv")
     assert params.report.curve_seeds == 1 and set(curve.seed) == {runs.seed.min()}
 
 
-def test_final_retrains_the_top_k_on_train_and_val_and_tests_once(workspace, monkeypatch):
+@pytest.mark.slow
+def test_final_retrains_the_top_k_on_train_and_val_and_tests_once(after_sweep, monkeypatch):
     params = tiny(top_k=2, seeds=2, curve_seeds=2)
-    manifest = swept(params)
+    manifest = after_sweep
     seen = []
     real = loop.run_epochs
 
@@ -107,13 +141,14 @@ def test_final_retrains_the_top_k_on_train_and_val_and_tests_once(workspace, mon
     curve = pd.read_csv("results/final/small_cnn/depth.csv")
     assert {"frozen", "fine-tuned"} <= set(curve["mode"])
     assert curve.val_accuracy.between(0, 1).all() and len(curve.seed.unique()) == 2
-    summary = json.loads((workspace / "results/final/small_cnn/summary.json").read_text())
+    summary = json.loads(Path("results/final/small_cnn/summary.json").read_text())
     assert summary["versions"]["tensorflow"][0].isdigit()
 
 
-def test_a_retrained_configuration_is_reproducible_per_seed(workspace):
+@pytest.mark.slow
+def test_a_retrained_configuration_is_reproducible_per_seed(after_sweep):
     params = tiny(top_k=1, seeds=2)
-    manifest = swept(params)
+    manifest = after_sweep
     first = retrain.run_final("small_cnn", params, manifest, FINAL_DIR / "a")
     second = retrain.run_final("small_cnn", params, manifest, FINAL_DIR / "b")
     pd.testing.assert_series_equal(first.test_accuracy, second.test_accuracy)
@@ -129,9 +164,10 @@ def streamed(params, light: bool = False):
     )  # fmt: skip
 
 
-def test_a_run_streamed_from_disk_gives_the_numbers_of_the_run_held_in_memory(workspace):
+@pytest.mark.slow
+def test_a_run_streamed_from_disk_gives_the_numbers_of_the_run_held_in_memory(after_sweep):
     params = tiny(top_k=2, seeds=2)
-    manifest = swept(params)
+    manifest = after_sweep
     held = retrain.run_final("small_cnn", params, manifest, FINAL_DIR / "held")
     ctx = context.load_context("small_cnn", streamed(params), manifest, retrain.SPLITS)
     assert ctx.streamed and all(isinstance(x, image_store.Streamed) for x, _ in ctx.splits.values())
@@ -217,11 +253,12 @@ def test_scratch_starts_from_random_weights_and_trains_batchnorm_as_usual(worksp
         np.testing.assert_array_equal(network.weights[0].numpy(), pretrained[0])
 
 
-def test_a_failing_retrain_is_recorded_and_the_others_go_on(workspace, monkeypatch):
+@pytest.mark.slow
+def test_a_failing_retrain_is_recorded_and_the_others_go_on(after_sweep, monkeypatch):
     from pipeline.train import phases
 
     params = tiny(top_k=1, seeds=2)
-    manifest = swept(params)
+    manifest = after_sweep
     real, calls = phases.train_plan, []
 
     def first_diverges(*args, **kwargs):
@@ -241,11 +278,12 @@ def test_a_failing_retrain_is_recorded_and_the_others_go_on(workspace, monkeypat
     assert table[(table.kind == "transfer") & (table["rank"] == 1)].seeds.iloc[0] == 1
 
 
-def test_a_diverging_depth_curve_run_is_recorded_and_the_curve_goes_on(workspace, monkeypatch):
+@pytest.mark.slow
+def test_a_diverging_depth_curve_run_is_recorded_and_the_curve_goes_on(after_sweep, monkeypatch):
     from pipeline.evaluate import depth_curve
 
     params = tiny(top_k=1, seeds=2)
-    manifest = swept(params)
+    manifest = after_sweep
 
     def diverges(*args, **kwargs):
         raise loop.DivergedError("loss became nan in epoch 1")
@@ -439,6 +477,7 @@ def test_the_linear_baseline_streamed_from_disk_gives_the_numbers_held_in_memory
         pd.testing.assert_series_equal(held[column], on_disk[column])
 
 
+@pytest.mark.slow
 def test_a_class_weight_set_in_params_trains_the_sweep_and_the_retraining(workspace, monkeypatch):
     from pipeline.train import phases
 

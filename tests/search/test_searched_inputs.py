@@ -56,6 +56,7 @@ def test_prepare_stores_the_largest_size_once_and_smaller_ones_are_scaled(worksp
     np.testing.assert_array_equal(small, datasets.to_size(stored, 12))
 
 
+@pytest.mark.slow  # a sweep of 8 trials, then the whole final stage over them
 def test_a_study_and_the_final_stage_search_sizes_and_augment_only_training_images(
     workspace, monkeypatch
 ):
