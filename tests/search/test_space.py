@@ -45,10 +45,10 @@ def test_rates_are_asked_only_where_a_strategy_trains_backbone_layers(info):
     frozen = optuna.trial.FixedTrial({"strategy": "freeze_depth", "freeze_depth": everything})
     assert space.suggest_strategy(frozen, SPACE, info).backbone_lr_fraction is None
     tuned = {"strategy": "lp_ft", "freeze_depth": 0, "ft_lr_fraction": 0.5, "discriminative": True,
-             "lr_decay": 2.0}  # fmt: skip
+             "lr_decay": 2.6}  # fmt: skip
     choice = space.suggest_strategy(optuna.trial.FixedTrial(tuned), SPACE, info)
     assert choice.backbone_lr_fraction is None  # LP-FT's fine-tune rate is its own fraction
-    assert choice.discriminative and choice.lr_decay == 2.0
+    assert choice.discriminative and choice.lr_decay == 2.6
 
 
 def test_a_class_weight_that_is_not_searched_is_not_recorded(info):
