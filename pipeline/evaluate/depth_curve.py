@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline import progress
+from pipeline.data import augment
 from pipeline.models import configuration
 from pipeline.models.freezing import FreezePlan
 from pipeline.train import activations, loop, phases, runner
@@ -74,7 +75,7 @@ def _settings(ctx: RunContext, trials: pd.DataFrame, mode: str):
         rates["backbone_lr_fraction"] = float(np.sqrt(r.low * r.high))
     # the curve trains on the train split as it is: its runs compare depths, not augmentation
     config = configuration.from_params(params, ctx.size, ctx.search)
-    return dataclasses.replace(config, augmentation=configuration.NONE), rates, int(row["trial"])
+    return dataclasses.replace(config, augmentation=augment.NONE), rates, int(row["trial"])
 
 
 def frozen_probe(ctx: RunContext, cut: int, config, seed: int, heads: dict) -> loop.PhaseRun:

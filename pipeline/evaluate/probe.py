@@ -24,7 +24,6 @@ from pipeline.models.freezing import param_count
 from pipeline.train import activations, devices, loop
 from pipeline.train.context import RunContext
 
-STRATEGY = PROBE
 C_GRID = (0.01, 0.1, 1.0, 10.0)  # inverse L2 strength; ties go to the stronger penalty
 
 
@@ -84,7 +83,7 @@ def select_and_test(ctx: RunContext, seeds: list[int]) -> list[dict]:
     return [{**row, "seed": seed} for seed in seeds]
 
 
-def _described(c: float, weighting: str) -> dict:
+def _described(strength: float, weighting: str) -> dict:
     """The row's configuration columns: a linear head on the whole frozen backbone."""
     return {
         "kind": TRANSFER,
@@ -92,8 +91,8 @@ def _described(c: float, weighting: str) -> dict:
         "trial": -1,
         "top_k": False,
         "strategy_best": False,
-        "strategy": STRATEGY,
-        "plan": f"whole backbone frozen; logistic regression on pooled features, C {c:g} "
+        "strategy": PROBE,
+        "plan": f"whole backbone frozen; logistic regression on pooled features, C {strength:g} "
         f"(chosen on val from {', '.join(f'{c:g}' for c in C_GRID)}), L-BFGS to convergence"
         + ("" if weighting == "none" else f", classes weighed {weighting}"),
         "class_weight": weighting,

@@ -18,8 +18,8 @@ from pipeline.data import augment
 from pipeline.data.datasets import TRAINVAL
 from pipeline.errors import ThawError
 from pipeline.evaluate import baselines, depth_curve, probe
-from pipeline.evaluate.ranking import SCRATCH, TRANSFER, by_rank
-from pipeline.models import configuration, strategies
+from pipeline.evaluate.ranking import PROBE, SCRATCH, TRANSFER, by_rank
+from pipeline.models import configuration
 from pipeline.models.configuration import recorded_size
 from pipeline.models.strategies import StrategyPlan
 from pipeline.paths import BEST_DIR, SWEEP_DIR
@@ -103,7 +103,7 @@ def retrain(ctx: RunContext, row, seed: int, on_trained=None) -> dict:
 
     `on_trained(head)` runs while the backbone and `head` hold this run's weights."""
     config = configuration.from_row(row, ctx.size, ctx.search)
-    full = strategies.plan(config.strategy, ctx.search, ctx.info, config.learning_rate)
+    full = runner.plan_of(ctx, config)
     epochs = best_epoch(row["val_accuracy_per_epoch"])
     plan = replay_schedule(full, _phase_epochs(row, full), epochs)
     outcome = runner.run(ctx, config, seed, runner.FINAL, plan=plan, on_trained=on_trained)
@@ -275,7 +275,7 @@ def _probe_runs(ctx: RunContext, seeds: list[int]) -> list[dict]:
         return probe.select_and_test(ctx, seeds)
     except Exception as exc:
         return [_failed(exc, kind=TRANSFER, rank=0, trial=-1, seed=seeds[0],
-                        strategy=probe.STRATEGY, top_k=False, strategy_best=False)]  # fmt: skip
+                        strategy=PROBE, top_k=False, strategy_best=False)]  # fmt: skip
 
 
 def _scratch_runs(contexts: Contexts, top, seeds: list[int], bn_momentum: float) -> list[dict]:

@@ -13,8 +13,7 @@ import json
 from dataclasses import dataclass
 
 from pipeline.config import SearchParams
-
-NONE = "none"  # augment.NONE and the class weighting that weighs nothing
+from pipeline.data.augment import NONE
 
 
 @dataclass(frozen=True)
@@ -51,7 +50,7 @@ class RunConfig:
     dropout: float
     learning_rate: float
     strategy: StrategyChoice
-    class_weight: str = NONE  # config.CLASS_WEIGHTS
+    class_weight: str = "none"  # config.CLASS_WEIGHTS
 
 
 def from_params(params: dict, size: int, search: SearchParams) -> RunConfig:

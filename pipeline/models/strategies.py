@@ -10,6 +10,7 @@ nothing of the tuner.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import fnmatch
 import functools
@@ -332,23 +333,9 @@ def plan(choice: StrategyChoice, search, info: BackboneInfo, lr: float) -> Strat
 
 
 def tuned_layers(choice: StrategyChoice, search, info: BackboneInfo) -> tuple[str, ...]:
-    """The backbone layers whose rates a strategy sets (the rate choices exist only when
-    there are some): `choice`'s structural choices suffice, its rates are not read."""
-    name = choice.strategy
-    if name == "head_only":
-        return ()
-    if name == "gradual":
-        steps = _gradual_steps(choice, search, info)
-        return tuple(dict.fromkeys(n for _, trainable in steps for n in trainable))
-    if name == "lp_ft":
-        return info.suffix(lp_ft_depths(info)[choice.freeze_depth].n_frozen_layers)
-    if name == "freeze_depth":
-        return info.suffix(info.depths[choice.freeze_depth].n_frozen_layers)
-    if name == "last_n_layers":
-        return info.layers[info.layers.index(_weighted_layers(info)[-choice.last_n]) :]
-    if name == "by_name":
-        return _not_by_name(info)
-    if name == "surgical":
-        _, _, first, last = _surgical_window(choice, info)
-        return info.layers[first:last]
-    return info.layers  # bn_bias_only
+    """The backbone layers a strategy's plan trains, from its structural choices alone (its
+    rate choices exist only where there are some): the plan at neutral rates, which choose
+    nothing about which layers train."""
+    neutral = dataclasses.replace(choice, backbone_lr_fraction=1.0, discriminative=False)
+    phases = plan(neutral, search, info, 1.0).phases
+    return tuple(dict.fromkeys(n for phase in phases for n in phase.trainable_layers))

@@ -48,7 +48,7 @@ def run_trial(trial, contexts: Contexts) -> float:
     release_memory()  # cheap: load_context froze everything alive before the first trial
     ctx = contexts[space.suggest_size(trial, contexts.sizes)]
     config = space.suggest(trial, ctx.search, ctx.info, ctx.size)
-    plan = strategies.plan(config.strategy, ctx.search, ctx.info, config.learning_rate)
+    plan = runner.plan_of(ctx, config)
     _record_plan(trial, plan, config.class_weight)
     per_epoch: list[float] = []
     try:

@@ -151,7 +151,7 @@ def load_context(
     inputs, streamed = image_store.held_or_streamed(
         {s: x.images for s, x in loaded_splits.items()}, scale, budget
     )
-    cache = _activation_cache(name, backbone, meta, info, inputs, params, share)
+    cache = _activation_cache(name, backbone, meta, info, inputs, budget, params, share)
     splits = {s: (x, loaded_splits[s].labels) for s, x in inputs.items()}
     num_classes = len(manifest["target_classes"])
     ctx = RunContext(
@@ -176,15 +176,15 @@ def load_context(
     return ctx
 
 
-def _activation_cache(name, backbone, meta, info, inputs, params: Params, share: int):
+def _activation_cache(name, backbone, meta, info, inputs, budget: int, params: Params, share: int):
     """The cache of frozen prefixes' outputs at every candidate cut, within this context's
-    share of sweep.cache's memory and disk budgets."""
+    share of sweep.cache's memory (`budget`, bytes) and disk budgets."""
     return activations.ActivationCache(
         backbone,
         meta["sha256"],
         dict(inputs),
         [d.n_frozen_layers for d in info.depths] + [len(backbone.layers)],  # + head only
-        memory_bytes=int(params.sweep.cache.memory_mb * MB / share),
+        memory_bytes=budget,
         disk_bytes=int(params.sweep.cache.disk_mb * MB / share),
         folder=CACHE_DIR / name,
     )

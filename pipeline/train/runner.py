@@ -59,7 +59,7 @@ def run(
     `on_trained(head)` runs while the backbone and `head` hold the trained weights.
     """
     ctx.restore()
-    plan = plan or strategies.plan(config.strategy, ctx.search, ctx.info, config.learning_rate)
+    plan = plan or plan_of(ctx, config)
     head = ctx.pool.head(config.head_units, config.dropout, seed)
     val = ctx.val if fit.validate else None
     result = phases.train_plan(
@@ -82,6 +82,11 @@ def run(
     if on_trained is not None:
         on_trained(head)
     return Outcome(result, plan, run_flops(ctx, config, plan, result, fit))
+
+
+def plan_of(ctx: RunContext, config: RunConfig) -> StrategyPlan:
+    """The configuration's strategy as a plan over this context's backbone."""
+    return strategies.plan(config.strategy, ctx.search, ctx.info, config.learning_rate)
 
 
 def run_flops(ctx: RunContext, config: RunConfig, plan, result, fit: Fit) -> int:

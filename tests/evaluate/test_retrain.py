@@ -450,7 +450,7 @@ def test_the_converged_linear_probe_is_a_candidate_chosen_and_tested_like_the_ot
     width = probe.pooled(ctx, "train").shape[1]
     assert first["trainable_params"] == width * ctx.num_classes + ctx.num_classes
     assert any(f"C {c:g} " in first["plan"] for c in probe.C_GRID)
-    assert first["strategy"] == probe.STRATEGY and first["rank"] == 0 and first["epochs"] >= 1
+    assert first["strategy"] == ranking.PROBE and first["rank"] == 0 and first["epochs"] >= 1
     assert first["class_weight"] == "none" and "weighed" not in first["plan"]
 
 
