@@ -12,7 +12,7 @@ from pipeline.config import Params
 from pipeline.evaluate import ranking
 from pipeline.evaluate.ranking import LINEAR_PIXELS, PROBE, SCRATCH, TRANSFER
 from pipeline.report import blocks, selection, statistics
-from pipeline.report.tables import Tables, against_baselines, verdicts
+from pipeline.report.tables import Tables, against_baselines, selected, verdicts
 
 
 def recommendation(params: Params, tables: Tables) -> str:
@@ -48,8 +48,9 @@ def verdict(params: Params, tables: Tables) -> str:
     table, n_test = tables.headline, tables.results.images("test")
     top = table.test_accuracy_mean.iloc[0]
     binomial_se = (top * (1 - top) / n_test) ** 0.5
+    n_train = tables.results.images("train")
     notes = edge_note(table, ranking.rate_grid(params.search)) + data_gap_note(
-        table, tables.results.manifest["counts"]
+        table, n_train, n_train + tables.results.images("val")
     )
     return f"""## Verdict
 
@@ -103,7 +104,7 @@ def recommendation_markdown(
 - **Did transfer pay here?** {paid or "no baseline to compare with"}.
 - **Which strategy wins on test**, each strategy's best configuration (chosen on validation) \
 retrained over the same seeds:
-{textwrap.indent(winners_markdown(winners), "  ")}"""
+{textwrap.indent(blocks.winners_markdown(winners), "  ")}"""
 
 
 def why_chosen(choice: selection.Choice) -> str:
@@ -165,19 +166,6 @@ def stability_markdown(stability: pd.DataFrame, pick, n_val: int) -> str:
         f"resamples of the {n_val} validation images, the same rule picks it in {share:.0%}; by "
         f"strategy: {listed}.{fragile}"
     )
-
-
-def winners_markdown(winners: pd.DataFrame) -> str:
-    lines = []
-    for w in winners.itertuples():
-        line = f"- `{w.backbone}`: **{w.winner}** {w.mean:.3f} ± {w.sd:.3f} on test"
-        if w.runner_up:
-            line += (
-                f", against the runner-up {w.runner_up} {w.runner_up_mean:.3f} ± "
-                f"{w.runner_up_sd:.3f}: gap {w.gap:+.3f}, p = {w.p:.2g}, **{w.verdict}**"
-            )
-        lines.append(line + ".")
-    return "\n".join(lines) or "- No strategy's best configuration was retrained."
 
 
 def _name(row) -> str:
@@ -242,7 +230,7 @@ def verdict_markdown(table: pd.DataFrame) -> str:
     gaps = verdicts(table)
     for backbone, group in gaps.groupby("backbone", sort=False):
         ranked = table[(table.backbone == backbone) & (table.kind == TRANSFER)]
-        row = ranked[ranked["rank"] == 1].iloc[0]
+        row = selected(ranked).iloc[0]
         against = "; ".join(
             f"vs {g.against} {g.gap:+.3f} ± {g.se:.3f} (p = {g.p:.2g}): **{g.verdict}**"
             for g in group.itertuples()
@@ -280,15 +268,13 @@ def edge_note(table: pd.DataFrame, grid: list[float]) -> str:
     )
 
 
-def data_gap_note(table: pd.DataFrame, counts: dict) -> str:
+def data_gap_note(table: pd.DataFrame, n_train: int, n_trainval: int) -> str:
     """Baselines whose test score is far above the validation score that selected them.
 
     Validation scores come from models trained on train only; test scores from models
     retrained on train+val. The rate-selection run's own test score shows how much of
     the gap that extra data explains.
     """
-    n_train, n_trainval = sum(counts["train"].values()), sum(
-        counts["train"].values()) + sum(counts["val"].values())  # fmt: skip
     rows = table[
         (table.kind != TRANSFER)
         & (table.test_accuracy_mean - table.val_accuracy > 0.1)

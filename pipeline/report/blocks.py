@@ -33,3 +33,16 @@ def curve_seeds(curve: pd.DataFrame) -> str:
     """How the curve's points were averaged (report.curve_seeds): the report's and plot's words."""
     seeds = int(curve.seeds.max()) if len(curve) else 0
     return "one seed" if seeds < 2 else f"mean ± sd over {seeds} seeds"
+
+
+def winners_markdown(winners: pd.DataFrame) -> str:
+    lines = []
+    for w in winners.itertuples():
+        line = f"- `{w.backbone}`: **{w.winner}** {w.mean:.3f} ± {w.sd:.3f} on test"
+        if w.runner_up:
+            line += (
+                f", against the runner-up {w.runner_up} {w.runner_up_mean:.3f} ± "
+                f"{w.runner_up_sd:.3f}: gap {w.gap:+.3f}, p = {w.p:.2g}, **{w.verdict}**"
+            )
+        lines.append(line + ".")
+    return "\n".join(lines) or "- No strategy's best configuration was retrained."

@@ -8,7 +8,6 @@ import pandas as pd
 
 from pipeline.config import Params
 from pipeline.report import blocks
-from pipeline.report.answer import winners_markdown
 from pipeline.report.plots import FIGURES
 from pipeline.report.statistics import ALPHA
 from pipeline.report.tables import FEW_TO_COMPARE, Tables, by_input, imbalanced, strategy_summary
@@ -121,7 +120,7 @@ configuration was chosen on validation; comparing their test scores is a descrip
 of this test set, not a second selection, and the winner is the highest of several, so
 even a "wins" is optimistic by that choice.
 
-{winners_markdown(tables.winners)}"""
+{blocks.winners_markdown(tables.winners)}"""
 
 
 def trials(params: Params, tables: Tables) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.evaluate.ranking import TRANSFER
+from pipeline.evaluate.ranking import LINEAR_PIXELS, SCRATCH, TRANSFER
 from pipeline.report.blocks import curve_seeds
 from pipeline.report.tables import Tables
 
@@ -32,11 +32,11 @@ def draw(tables: Tables, folder: Path) -> None:
     importances(tables.results.importances, folder / FIGURES["importances"])
 
 
-MARKERS = {TRANSFER: "o", "scratch": "X", "linear_pixels": "s"}
+MARKERS = {TRANSFER: "o", SCRATCH: "X", LINEAR_PIXELS: "s"}
 KIND_NAMES = {
     TRANSFER: "transferred (top-k, each strategy's best)",
-    "scratch": "from scratch",
-    "linear_pixels": "linear",
+    SCRATCH: "from scratch",
+    LINEAR_PIXELS: "linear",
 }
 
 

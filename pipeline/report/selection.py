@@ -9,7 +9,6 @@ the recommendation). Test accuracy only reports; it never chooses. The rule's tw
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,8 +46,7 @@ def recommendation(table: pd.DataFrame, n_val: int, rule: str = "one_se") -> Cho
         raise ThawError("no configuration has a test run: every final stage failed")
     best = pool.sort_values("val_accuracy", ascending=False, kind="stable").iloc[0]
     tied = pool[tied_with_best(pool.val_accuracy.to_numpy()[:, None], n_val, rule)[:, 0]]
-    p = float(best.val_accuracy)
-    margin = math.sqrt(p * (1 - p) / n_val) if rule == "one_se" and n_val else 0.0
+    margin = float(tie_margin(np.float64(best.val_accuracy), n_val, rule))
     return Choice(tied.iloc[0], best, tied, len(pool), margin, n_val, rule)
 
 
@@ -79,5 +77,10 @@ def tied_with_best(accuracy: np.ndarray, n_val: int, rule: str) -> np.ndarray:
     binomial standard error of the column's best for `one_se`, equal to it for `best`.
     The recommendation is the first tied row; `pick_stability` applies the same rule."""
     best = accuracy.max(axis=0)
-    margin = np.sqrt(best * (1 - best) / n_val) if rule == "one_se" and n_val else 0.0
-    return accuracy >= best - margin - 1e-12
+    return accuracy >= best - tie_margin(best, n_val, rule) - 1e-12
+
+
+def tie_margin(best: np.ndarray, n_val: int, rule: str):
+    """How far below the best validation accuracy a candidate still ties: one binomial
+    standard error for `one_se`, nothing for `best`."""
+    return np.sqrt(best * (1 - best) / n_val) if rule == "one_se" and n_val else 0.0
