@@ -221,7 +221,9 @@ def parser() -> argparse.ArgumentParser:
     )
     c = s.add_parser("copy", help="copy a backbone's study to another storage (e.g. PostgreSQL)")
     c.add_argument("backbone")
-    c.add_argument("--to", required=True, help="target URL, without a password (docs/scaling-out.md)")
+    c.add_argument(
+        "--to", required=True, help="target URL, without a password (docs/scaling-out.md)"
+    )
     return top
 
 

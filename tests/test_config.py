@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 
 from pipeline import config
@@ -48,6 +49,15 @@ def test_the_accepted_choices_are_those_the_engine_keys_its_work_by():
     assert set(config.PREPROCESSORS) == set(backbones.PREPROCESSORS)
     assert config.STRATEGIES == tuple(strategies.STRATEGIES)
     assert config.OFFLINE_CLASSES["digits"] == tuple(str(i) for i in range(10))
+    from pipeline.config import PrunerParams
+    from pipeline.search.pruning import make_pruner
+    from pipeline.train.loop import class_weights
+
+    labels = np.array([0, 0, 1])
+    assert [class_weights(c, labels, 2) is None for c in config.CLASS_WEIGHTS] == [True, False]
+    made = [type(make_pruner(PrunerParams(kind=k), 8)).__name__ for k in config.PRUNERS]
+    nop = [name == "NopPruner" for name in made]
+    assert nop == [k == "none" for k in config.PRUNERS]  # every other kind is a real pruner
 
 
 @pytest.mark.parametrize("path", ["params.yaml", "examples/digits/params.yaml"])

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.config import FOLDER, RESIZE_RULES  # noqa: F401  (this module's interface too)
 from pipeline.data import image_store
 from pipeline.data.image_store import CHUNK
 from pipeline.errors import ThawError
@@ -44,8 +45,8 @@ class Split:
         return len(self.labels)
 
 
-FOLDER = "folder"  # data.dataset for the user's own images (data.folder)
-RESIZE_RULES = ("crop", "pad")  # data.resize: to a square, before scaling to image_size
+# FOLDER: data.dataset for the user's own images (data.folder); RESIZE_RULES: data.resize,
+# to a square before scaling to image_size. Named once, in the params schema.
 
 
 def tfds_name(dataset: str) -> str:
