@@ -40,6 +40,7 @@ STRATEGIES = ("head_only", "freeze_depth", "last_n_layers", "by_name", "gradual"
               "bn_bias_only", "surgical")  # search.strategies  # fmt: skip
 CLASS_WEIGHTS = ("none", "balanced")  # search.class_weight: how the loss weighs each class
 PRUNERS = ("median", "hyperband", "none")  # sweep.pruner.kind
+SCREEN_SCORES = ("probe", "knn", "logme")  # sweep.screen.score (screen/scores.py)
 
 
 def unknown(what: str, value: Any, accepted: Any) -> str:
@@ -358,6 +359,29 @@ class CacheParams(Strict):
     traced_models: int = Field(8, ge=1)  # models with traced steps kept for later trials
 
 
+class ScreenParams(Strict):
+    """Which (backbone, input size) pairs go on to a full sweep, ranked by a score of their
+    frozen features that needs no training (screen/)."""
+
+    score: str = "probe"  # what ranks the candidates
+    keep: int | Literal["all"] = "all"  # (backbone, size) pairs swept; all: every one
+    neighbours: int = Field(5, ge=1)  # k of the k-NN score
+
+    @field_validator("score")
+    @classmethod
+    def _score(cls, score: str) -> str:
+        if score not in SCREEN_SCORES:
+            raise ValueError(unknown("screen score", score, list(SCREEN_SCORES)))
+        return score
+
+    @field_validator("keep", mode="before")
+    @classmethod
+    def _keep(cls, keep: Any) -> Any:
+        if keep == "all" or (isinstance(keep, int) and not isinstance(keep, bool) and keep >= 1):
+            return keep
+        raise ValueError(f"keep {keep!r}: accepted: 'all' or a whole number of at least 1")
+
+
 class SweepParams(Strict):
     n_trials: int = Field(12, ge=1)  # completed trials per backbone; pruned ones come on top
     min_trials_per_strategy: int = Field(1, ge=0)  # completed trials every strategy gets
@@ -370,6 +394,7 @@ class SweepParams(Strict):
     max_failures: int = Field(5, ge=1)
     pruner: PrunerParams = PrunerParams()
     cache: CacheParams = CacheParams()
+    screen: ScreenParams = ScreenParams()
 
     @property
     def trial_cap(self) -> int:

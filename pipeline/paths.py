@@ -10,6 +10,7 @@ DATA_DIR = Path("data/tfds")  # prepare: the TFDS data_dir
 MANIFEST = Path("data/manifest.json")  # prepare: splits and counts
 WEIGHTS_DIR = Path("data/weights")  # weights: each model file's sha256
 MODELS_DIR = Path("models")  # backbone@<name>: backbone.keras, meta.json
+SCREEN_DIR = Path("results/screen")  # screen: scores.csv, decisions/<name>.json
 SWEEP_DIR = Path("results/sweep")  # sweep@<name>: trials.csv, best.json
 STUDIES_DIR = Path("results/optuna")  # sweep@<name>: the study (persist: true)
 CACHE_DIR = Path("results/cache")  # sweep@ and final@: frozen-prefix activations spilled

@@ -12,8 +12,12 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "pipeline"
 # Engine sub-packages, lowest first: a module may import its own layer and those below.
-LAYERS = {"data": 0, "models": 1, "train": 2, "search": 3, "winner": 3, "evaluate": 4, "report": 5}
-STAGES = ("prepare", "weights", "backbone", "sweep", "final", "linear_baseline", "report")
+LAYERS = {
+    "data": 0, "models": 1, "train": 2, "screen": 3, "search": 3, "winner": 3, "evaluate": 4,
+    "report": 5,
+}  # fmt: skip
+STAGES = ("prepare", "weights", "backbone", "screen", "sweep", "final", "linear_baseline",
+          "report")  # fmt: skip
 # Read by every stage but not a stage's computation: params are declared key by key (config
 # types them, preflight checks them against what they name and turns class names into ids,
 # as config did), and progress bars and log lines change no result.

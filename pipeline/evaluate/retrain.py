@@ -23,8 +23,9 @@ from pipeline.models import configuration
 from pipeline.models.configuration import recorded_size
 from pipeline.models.strategies import StrategyPlan
 from pipeline.paths import BEST_DIR, SWEEP_DIR
+from pipeline.screen import decision
 from pipeline.train import runner
-from pipeline.train.context import Contexts, RunContext
+from pipeline.train.context import Contexts, RunContext, manifest_sizes
 from pipeline.winner import card, export
 from pipeline.winner.saved_model_job import SavedModelJob
 
@@ -229,7 +230,8 @@ def _run_final(
 ) -> pd.DataFrame:
     trials = pd.read_csv(SWEEP_DIR / name / "trials.csv", dtype={"val_correct": str})
     top = chosen_trials(trials, params.report.top_k)
-    contexts = Contexts(name, params, manifest, SPLITS)
+    sizes = decision.screened_sizes(name, manifest_sizes(manifest))  # those it was swept at
+    contexts = Contexts(name, params, manifest, SPLITS, sizes)
     ctx = contexts.at(recorded_size(top.iloc[0]))  # the selected configuration's size
     exporter.ctx = ctx
     seeds = baselines.retrain_seeds(params.seed, params.report.seeds)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from pipeline.config import Params
-from pipeline.report import answer, evidence
+from pipeline.report import answer, evidence, screening
 from pipeline.report.provenance import provenance
 from pipeline.report.tables import Tables
 
@@ -17,6 +17,7 @@ SECTIONS: tuple[Section, ...] = (
     answer.method,  # how the numbers were made
     answer.verdict,  # did transfer pay, gap by gap
     evidence.headline,  # every configuration's test accuracy and cost
+    screening.section,  # the backbones ranked before training, against the search
     evidence.depth,  # accuracy against the share frozen
     evidence.sizes,  # input size and augmentation
     evidence.importances,  # which search parameters mattered

@@ -15,7 +15,8 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.errors import ThawError
-from pipeline.paths import FINAL_DIR, LINEAR_BASELINE, MANIFEST, MODELS_DIR, SWEEP_DIR
+from pipeline.paths import FINAL_DIR, LINEAR_BASELINE, MANIFEST, MODELS_DIR, SCREEN_DIR, SWEEP_DIR
+from pipeline.screen import decision
 
 BITS = {"test_correct": str, "val_correct": str}  # "0110...": per-image results, not numbers
 
@@ -85,14 +86,24 @@ class Results:
     manifest: dict  # the prepared data: splits, counts, classes, folder record
     metas: dict[str, dict]  # each backbone's meta.json: architecture, weights, source accuracy
     versions: dict[str, str]  # package versions of the final stage
+    screen: pd.DataFrame  # the screen's scores, one row per backbone, size and cut (or none)
+    screened_out: tuple[str, ...] = ()  # backbones the screen kept from the sweeps
 
     def images(self, split: str) -> int:
         """How many images `split` holds, by the manifest's counts."""
         return sum(self.manifest["counts"][split].values())
 
 
-def read(names: list[str]) -> Results:
-    """Everything the report stage reads for the backbones `names`, from the stages' paths."""
+def load_screen(screen_dir: Path) -> pd.DataFrame:
+    """The screen's scores; empty where no screen ran (results from before it)."""
+    path = screen_dir / "scores.csv"
+    return pd.read_csv(path) if path.is_file() else pd.DataFrame()
+
+
+def read(backbones: list[str]) -> Results:
+    """Everything the report stage reads for the backbones `names`, from the stages' paths:
+    the sweeps' and final stages' results of those the screen sent on."""
+    names = [n for n in backbones if not decision.screened_out(n)]
     return Results(
         trials=load_trials(names, SWEEP_DIR),
         runs=load_runs(names, FINAL_DIR, LINEAR_BASELINE),
@@ -101,4 +112,6 @@ def read(names: list[str]) -> Results:
         manifest=json.loads(MANIFEST.read_text()),
         metas={n: json.loads((MODELS_DIR / n / "meta.json").read_text()) for n in names},
         versions=package_versions(names, FINAL_DIR),
+        screen=load_screen(SCREEN_DIR),
+        screened_out=tuple(n for n in backbones if n not in names),
     )

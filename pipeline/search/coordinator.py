@@ -15,16 +15,26 @@ from pipeline.config import Params
 from pipeline.data import datasets
 from pipeline.errors import ThawError
 from pipeline.paths import MANIFEST, MODELS_DIR
+from pipeline.screen import decision
 from pipeline.search import budget, storage, studies, urls, workers
 from pipeline.search.objective import Progress, run_trial
 from pipeline.search.pruning import make_pruner
-from pipeline.train.context import MB, Contexts, effective_search
+from pipeline.train.context import MB, Contexts, effective_search, manifest_sizes
 
 
 def study_inputs(name: str, params: Params, meta: dict) -> dict:
-    return studies.identity(
+    inputs = studies.identity(
         meta["sha256"], datasets.file_digest(MANIFEST), effective_search(params, name), params.seed
     )
+    sizes = decision.screened_sizes(name, manifest_sizes(datasets.read_manifest(MANIFEST)))
+    # only when the screen narrowed them: a study of every size keeps its name
+    return inputs if sizes is None else {**inputs, "screened_sizes": list(sizes)}
+
+
+def swept_contexts(name: str, params: Params, manifest: dict) -> Contexts:
+    """The backbone's contexts at the sizes the screen kept for its sweep."""
+    sizes = decision.screened_sizes(name, manifest_sizes(manifest))
+    return Contexts(name, params, manifest, sizes=sizes)
 
 
 def read_meta(name: str) -> dict:
@@ -159,7 +169,7 @@ def sweep(name: str, params: Params, manifest: dict):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    contexts = Contexts(name, params, manifest)
+    contexts = swept_contexts(name, params, manifest)
     meta = read_meta(name)
     study = open_study(name, params, meta)
     quota = budget.Budget.of(params)
@@ -235,7 +245,8 @@ def run_worker(name: str, params: Params, worker_id: int | None, wait: float) ->
         file=sys.stderr,
         flush=True,
     )
-    contexts = Contexts(name, params, datasets.read_manifest(MANIFEST))
+    manifest = datasets.read_manifest(MANIFEST)
+    contexts = swept_contexts(name, params, manifest)
     ran = run_trials(study, contexts, name, params, who, stop)
     if stop.requested is not None:
         print(

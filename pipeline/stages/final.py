@@ -10,7 +10,7 @@ validation accuracy) on train+val with `report.seeds` seeds, and evaluates
 once on the held-out test split. It also trains the backbone from scratch with
 the same budget (baselines.py) and traces the freeze-depth curve
 (depth_curve.py). Writes `results/final/<name>/runs.csv`, `depth.csv` and
-`summary.json`.
+`summary.json` (`screened_out.json` for a backbone the screen left out).
 """
 
 from __future__ import annotations
@@ -20,11 +20,16 @@ from pipeline.errors import run_main
 from pipeline.evaluate import retrain
 from pipeline.evaluate.ranking import TRANSFER
 from pipeline.paths import BEST_DIR, FINAL_DIR, MANIFEST
+from pipeline.screen import decision
 from pipeline.stages import backbone_stage_args
 
 
 def main() -> None:
     name, params = backbone_stage_args(__doc__)
+    if decision.screened_out(name):
+        decision.mark_screened_out(name, FINAL_DIR / name, BEST_DIR / name)
+        print(f"final {name}: screened out (results/screen/pairs.csv), nothing to retrain")
+        return
     manifest = datasets.read_manifest(MANIFEST)
     runs = retrain.run_final(name, params, manifest, FINAL_DIR / name)
     print(f"final {name}: the selected configuration is exported to {BEST_DIR / name}/")

@@ -9,20 +9,26 @@ study's coordinator: it creates the study once in `sweep.storage` (or
 and waits until the study holds `sweep.n_trials` completed trials with every
 strategy at its minimum, or its cap of finished ones (budget.py), counting the
 trials of `thaw worker` processes on other machines too. An interrupted run
-resumes where it stopped. Writes `results/sweep/<name>/trials.csv` and `best.json`.
+resumes where it stopped. Writes `results/sweep/<name>/trials.csv` and `best.json`; a
+backbone the screen stage left out gets `screened_out.json` instead.
 """
 
 from __future__ import annotations
 
 from pipeline.data import datasets
 from pipeline.errors import run_main
-from pipeline.paths import MANIFEST, SWEEP_DIR
+from pipeline.paths import MANIFEST, STUDIES_DIR, SWEEP_DIR
+from pipeline.screen import decision
 from pipeline.search import coordinator
 from pipeline.stages import backbone_stage_args
 
 
 def main() -> None:
     name, params = backbone_stage_args(__doc__)
+    if decision.screened_out(name):
+        decision.mark_screened_out(name, SWEEP_DIR / name, STUDIES_DIR / name)
+        print(f"sweep {name}: screened out (results/screen/pairs.csv), not swept")
+        return
     manifest = datasets.read_manifest(MANIFEST)
     study, meta = coordinator.sweep(name, params, manifest)
     summary = coordinator.write_results(name, study, meta, SWEEP_DIR / name)

@@ -190,17 +190,31 @@ def _activation_cache(name, backbone, meta, info, inputs, budget: int, params: P
     )
 
 
+def manifest_sizes(manifest: dict) -> list[int]:
+    """The input sizes prepared, smallest first."""
+    return manifest.get("image_sizes") or [manifest["image_size"]]
+
+
 class Contexts:
     """A RunContext per searched input size, loaded when a run first asks for its size."""
 
-    def __init__(self, name: str, params: Params, manifest: dict, split_names=("train", "val")):
+    def __init__(
+        self,
+        name: str,
+        params: Params,
+        manifest: dict,
+        split_names=("train", "val"),
+        sizes: tuple[int, ...] | None = None,
+    ):
+        """`sizes`: the manifest's sizes a run may ask for (the screen's kept ones); None:
+        all of them."""
         self.name, self.params, self.manifest, self.split_names = (
             name,
             params,
             manifest,
             split_names,
         )
-        self.sizes: list[int] = manifest.get("image_sizes") or [manifest["image_size"]]
+        self.sizes: list[int] = list(sizes or manifest_sizes(manifest))
         self._loaded: dict[int, RunContext] = {}
 
     def __getitem__(self, size: int) -> RunContext:

@@ -1,0 +1,107 @@
+"""The screen: its decision rule, the stage on a prepared workspace, and a six-backbone
+params file that sweeps only the two the screen keeps."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pandas as pd
+import pytest
+
+from pipeline import paths
+from pipeline.config import ScreenParams
+from pipeline.errors import ParamsError
+from pipeline.screen import decision
+from tests.conftest import TINY_PARAMS, write_params
+
+
+def _scores(rows: list[tuple[str, int, float, float]]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {"backbone": b, "image_size": s, "frozen_fraction": f, "probe": p, "knn": p, "logme": p}
+            for b, s, f, p in rows
+        ]
+    )
+
+
+SCORES = _scores(
+    [
+        ("a", 32, 1.0, 0.70),
+        ("a", 32, 0.5, 0.90),  # a's best cut at 32 px
+        ("a", 64, 1.0, 0.80),
+        ("b", 32, 1.0, 0.85),
+        ("b", 64, 1.0, 0.95),
+        ("c", 32, 1.0, 0.60),
+    ]
+)
+
+
+def test_a_pair_is_ranked_by_its_best_cut():
+    pairs = decision.ranked_pairs(SCORES, "probe")
+    assert list(zip(pairs.backbone, pairs.image_size, pairs["rank"])) == [
+        ("b", 64, 1), ("a", 32, 2), ("b", 32, 3), ("a", 64, 4), ("c", 32, 5),
+    ]  # fmt: skip
+    assert pairs.iloc[1].frozen_fraction == 0.5
+
+
+def test_keep_all_sweeps_every_backbone_at_every_size():
+    found = decision.decide(SCORES, ScreenParams(keep="all"), ["a", "b", "c"])
+    assert found == {
+        "a": decision.Decision(True, (32, 64)),
+        "b": decision.Decision(True, (32, 64)),
+        "c": decision.Decision(True, (32,)),
+    }
+
+
+def test_keep_two_sweeps_the_two_best_pairs_only():
+    found = decision.decide(SCORES, ScreenParams(keep=2), ["a", "b", "c"])
+    assert found == {
+        "a": decision.Decision(True, (32,)),
+        "b": decision.Decision(True, (64,)),
+        "c": decision.Decision(False, ()),
+    }
+
+
+def test_a_tie_goes_to_the_smaller_input_then_the_name():
+    tied = _scores([("b", 64, 1.0, 0.9), ("b", 32, 1.0, 0.9), ("a", 64, 1.0, 0.9)])
+    pairs = decision.ranked_pairs(tied, "probe")
+    assert list(zip(pairs.backbone, pairs.image_size)) == [("b", 32), ("a", 64), ("b", 64)]
+
+
+@pytest.mark.parametrize(
+    "screen, message",
+    [({"keep": 0}, "keep 0"), ({"keep": "some"}, "keep 'some'"), ({"score": "auc"}, "'auc'")],
+)
+def test_bad_screen_params_are_refused_naming_the_key(workspace, screen, message):
+    from pipeline.preflight import load_params
+
+    params = json.loads(json.dumps(TINY_PARAMS))
+    params["sweep"]["screen"] = screen
+    write_params(workspace, params)
+    with pytest.raises(ParamsError) as caught:
+        load_params()
+    assert "sweep.screen" in str(caught.value) and message in str(caught.value)
+
+
+def _run(module, monkeypatch, *args: str) -> None:
+    monkeypatch.setattr(sys, "argv", [module.__name__, *args])
+    module.main()
+
+
+def test_the_stage_scores_every_cut_and_the_sweep_reads_its_activations(workspace, monkeypatch):
+    from pipeline.preflight import load_params
+    from pipeline.stages import screen
+    from pipeline.train.context import load_context
+
+    _run(screen, monkeypatch)
+    scores = pd.read_csv(paths.SCREEN_DIR / "scores.csv")
+    assert set(scores.backbone) == {"small_cnn"} and len(scores) >= 2
+    assert scores.frozen_fraction.is_unique and (scores.frozen_fraction > 0).all()
+    assert scores.probe.between(0, 1).all() and scores.knn.between(0, 1).all()
+    assert scores.logme.notna().all()
+    assert decision.read("small_cnn") == decision.Decision(True, (16,))
+    ctx = load_context("small_cnn", load_params(), json.loads(paths.MANIFEST.read_text()))
+    for cut in scores.cut:
+        ctx.cache.activations(int(cut), "train")
+    assert ctx.cache.stats.computed == 0 and ctx.cache.stats.disk_hits == len(scores)
