@@ -105,3 +105,50 @@ def test_the_stage_scores_every_cut_and_the_sweep_reads_its_activations(workspac
     for cut in scores.cut:
         ctx.cache.activations(int(cut), "train")
     assert ctx.cache.stats.computed == 0 and ctx.cache.stats.disk_hits == len(scores)
+
+
+WIDTHS = {"cnn2": 2, "cnn3": 3, "cnn4": 4, "cnn5": 5, "cnn6": 6, "cnn8": 8}
+
+
+@pytest.mark.slow
+def test_six_backbones_with_keep_two_sweep_only_the_two_the_screen_ranks_first(
+    workspace, monkeypatch
+):
+    """A params file with six backbones and sweep.screen.keep: 2, run through every stage:
+    the screen scores all six, two are swept, finalised and reported, four are not."""
+    from pipeline.stages import backbone, final, linear_baseline, report, screen, sweep
+
+    params = json.loads(json.dumps(TINY_PARAMS))
+    params["backbones"] = {
+        name: {"arch": "small_cnn", "weights": "source", "width": width}
+        for name, width in WIDTHS.items()
+    }
+    params["search"]["strategies"] = ["head_only"]
+    params["sweep"].update(n_trials=1, screen={"keep": 2, "score": "probe"})
+    params["report"].update(top_k=1, seeds=2, scratch=False)
+    write_params(workspace, params)
+    for name in WIDTHS:
+        _run(backbone, monkeypatch, name)
+    _run(screen, monkeypatch)
+    pairs = pd.read_csv(paths.SCREEN_DIR / "pairs.csv")
+    assert set(pd.read_csv(paths.SCREEN_DIR / "scores.csv").backbone) == set(WIDTHS)
+    kept = list(pairs.backbone[:2])
+    for name in WIDTHS:
+        _run(sweep, monkeypatch, name)
+        _run(final, monkeypatch, name)
+        swept = (paths.SWEEP_DIR / name / "trials.csv").is_file()
+        assert swept == (name in kept), name
+        assert (paths.SWEEP_DIR / name / decision.SCREENED_OUT).is_file() == (name not in kept)
+        assert (paths.FINAL_DIR / name / "runs.csv").is_file() == (name in kept)
+    _run(linear_baseline, monkeypatch)
+    _run(report, monkeypatch)
+    trials = pd.read_csv(paths.REPORTS_DIR / "trials.csv")
+    assert set(trials.backbone) == set(kept)
+    text = (paths.REPORTS_DIR / "report.md").read_text()
+    assert "the top 2 of 6 pairs went on to the sweeps; screened out: " in text
+    table = text.split("## Screen")[1].split("Kendall")[0]
+    rows = [
+        line.split(" | ") for line in table.splitlines() if line.startswith("| ") and "px" in line
+    ]
+    assert {r[1] for r in rows} == set(WIDTHS)  # every candidate of every backbone
+    assert all((r[7] == "yes") == (r[1] in kept) for r in rows)
