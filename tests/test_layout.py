@@ -16,7 +16,7 @@ LAYERS = {
     "data": 0, "models": 1, "train": 2, "screen": 3, "search": 3, "winner": 3, "evaluate": 4,
     "report": 5,
 }  # fmt: skip
-STAGES = ("prepare", "weights", "backbone", "screen", "sweep", "final", "linear_baseline",
+STAGES = ("prepare", "weights", "backbone", "score", "screen", "sweep", "final", "linear_baseline",
           "report")  # fmt: skip
 # Read by every stage but not a stage's computation: params are declared key by key (config
 # types them, preflight checks them against what they name and turns class names into ids,

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.errors import ThawError
-from pipeline.paths import FINAL_DIR, LINEAR_BASELINE, MANIFEST, MODELS_DIR, SCREEN_DIR, SWEEP_DIR
+from pipeline.paths import FINAL_DIR, LINEAR_BASELINE, MANIFEST, MODELS_DIR, SWEEP_DIR
 from pipeline.screen import decision
 
 BITS = {"test_correct": str, "val_correct": str}  # "0110...": per-image results, not numbers
@@ -94,12 +94,6 @@ class Results:
         return sum(self.manifest["counts"][split].values())
 
 
-def load_screen(screen_dir: Path) -> pd.DataFrame:
-    """The screen's scores; empty where no screen ran (results from before it)."""
-    path = screen_dir / "scores.csv"
-    return pd.read_csv(path) if path.is_file() else pd.DataFrame()
-
-
 def read(backbones: list[str]) -> Results:
     """Everything the report stage reads for the backbones `names`, from the stages' paths:
     the sweeps' and final stages' results of those the screen sent on."""
@@ -112,6 +106,6 @@ def read(backbones: list[str]) -> Results:
         manifest=json.loads(MANIFEST.read_text()),
         metas={n: json.loads((MODELS_DIR / n / "meta.json").read_text()) for n in names},
         versions=package_versions(names, FINAL_DIR),
-        screen=load_screen(SCREEN_DIR),
+        screen=decision.read_scores(backbones),  # empty where no screen ran
         screened_out=tuple(n for n in backbones if n not in names),
     )

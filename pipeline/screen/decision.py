@@ -29,6 +29,17 @@ class Decision:
         return {**asdict(self), "sizes": list(self.sizes)}
 
 
+def scores_path(name: str, folder: Path = SCREEN_DIR) -> Path:
+    """Where `score@<name>` writes the backbone's candidates."""
+    return folder / "scores" / f"{name}.csv"
+
+
+def read_scores(names: list[str], folder: Path = SCREEN_DIR) -> pd.DataFrame:
+    """The candidates of every backbone in `names` that was scored (all, after `dvc repro`)."""
+    found = [pd.read_csv(scores_path(n, folder)) for n in names if scores_path(n, folder).is_file()]
+    return pd.concat(found, ignore_index=True) if found else pd.DataFrame()
+
+
 def path(name: str, folder: Path = SCREEN_DIR) -> Path:
     return folder / "decisions" / f"{name}.json"
 

@@ -91,11 +91,12 @@ def _run(module, monkeypatch, *args: str) -> None:
 
 def test_the_stage_scores_every_cut_and_the_sweep_reads_its_activations(workspace, monkeypatch):
     from pipeline.preflight import load_params
-    from pipeline.stages import screen
+    from pipeline.stages import score, screen
     from pipeline.train.context import load_context
 
+    _run(score, monkeypatch, "small_cnn")
     _run(screen, monkeypatch)
-    scores = pd.read_csv(paths.SCREEN_DIR / "scores.csv")
+    scores = pd.read_csv(decision.scores_path("small_cnn"))
     assert set(scores.backbone) == {"small_cnn"} and len(scores) >= 2
     assert scores.frozen_fraction.is_unique and (scores.frozen_fraction > 0).all()
     assert scores.probe.between(0, 1).all() and scores.knn.between(0, 1).all()
@@ -116,7 +117,7 @@ def test_six_backbones_with_keep_two_sweep_only_the_two_the_screen_ranks_first(
 ):
     """A params file with six backbones and sweep.screen.keep: 2, run through every stage:
     the screen scores all six, two are swept, finalised and reported, four are not."""
-    from pipeline.stages import backbone, final, linear_baseline, report, screen, sweep
+    from pipeline.stages import backbone, final, linear_baseline, report, score, screen, sweep
 
     params = json.loads(json.dumps(TINY_PARAMS))
     params["backbones"] = {
@@ -129,9 +130,10 @@ def test_six_backbones_with_keep_two_sweep_only_the_two_the_screen_ranks_first(
     write_params(workspace, params)
     for name in WIDTHS:
         _run(backbone, monkeypatch, name)
+        _run(score, monkeypatch, name)
     _run(screen, monkeypatch)
     pairs = pd.read_csv(paths.SCREEN_DIR / "pairs.csv")
-    assert set(pd.read_csv(paths.SCREEN_DIR / "scores.csv").backbone) == set(WIDTHS)
+    assert set(decision.read_scores(list(WIDTHS)).backbone) == set(WIDTHS)
     kept = list(pairs.backbone[:2])
     for name in WIDTHS:
         _run(sweep, monkeypatch, name)
