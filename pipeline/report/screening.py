@@ -96,8 +96,9 @@ Every backbone, input size and candidate cut was scored on its frozen, pooled fe
 train and val with no training: LogME evidence on train (per image; higher is better),
 k-NN accuracy on val (k = {chosen.neighbours}) and the converged linear probe's val accuracy. A
 (backbone, size) pair counts as its best cut; ranked by **{SCORES[chosen.score]}**,
-{_kept_text(chosen.keep, pairs, found.screened_out)} The screen took {seconds:.1f} s in all,
-{_share_text(seconds, swept)} of the sweeps' {swept:.0f} s of trial time.
+{_kept_text(chosen.keep, pairs, found.screened_out)} The screen took {seconds:.1f} s in all
+({_share_text(seconds, swept)} of the sweeps' {swept:.0f} s of training), most of it the
+forward passes whose activations the sweeps then read from the cache.
 
 {blocks.table(_markdown(rows, found.screened_out))}
 
