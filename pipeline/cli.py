@@ -58,6 +58,11 @@ def _open_study(params: Params, name: str):
             "study_name": studies.study_name(name, coordinator.study_inputs(name, params, meta))
         }
     if pointer is None:
+        from pipeline.screen import decision
+
+        if decision.screened_out(name):
+            print(f"{name}: screened out before its sweep (results/screen/pairs.csv ranks it)")
+            return None
         print(f"{name}: not started (run `dvc repro` or `dvc repro sweep@{name}`)")
         return None
     url = storage.url_for(params.sweep.storage, name)
