@@ -44,7 +44,12 @@ class FreezePlan:
 
 
 def _layer_edges(model) -> tuple[list[str], list[tuple[int, int]]]:
-    """Layer names in topological order and (producer, consumer) index pairs."""
+    """Node names in topological order and (producer, consumer) index pairs.
+
+    The nodes are the serialized graph's: layers, and the bare operations a constructor
+    wrote as `x + y` or `x * 0.5` (MobileNetV3's hard sigmoid), which `model.layers` leaves
+    out but whose edges still jump over layers.
+    """
     config = model.get_config()
     if "layers" not in config or not all("inbound_nodes" in c for c in config["layers"]):
         # A Sequential model: a plain chain.
@@ -83,10 +88,13 @@ def layer_params(layer) -> int:
 def cut_points(model) -> list[CutPoint]:
     """Every layer after which a single tensor carries everything forward."""
     names, edges = _layer_edges(model)
-    if [layer.name for layer in model.layers] != names:
+    layer_names = [layer.name for layer in model.layers]
+    at = {name: i for i, name in enumerate(names)}
+    if any(name not in at for name in layer_names) or sorted(at[name] for name in layer_names) != [
+        at[name] for name in layer_names
+    ]:
         raise ValueError("model.layers and its config disagree; cannot find cut points")
-    n = len(names)
-    crossed = np.zeros(n, dtype=bool)  # crossed[i]: some edge jumps over layer i
+    crossed = np.zeros(len(names), dtype=bool)  # crossed[i]: some edge jumps over node i
     for producer, consumer in edges:
         crossed[producer + 1 : consumer] = True
     sizes = np.array([layer_params(layer) for layer in model.layers])
@@ -94,14 +102,24 @@ def cut_points(model) -> list[CutPoint]:
     cumulative = np.cumsum(sizes)
     first = 1 if model.layers and type(model.layers[0]).__name__ == "InputLayer" else 0
     return [
-        CutPoint(i, names[i], int(cumulative[i]), float(cumulative[i] / total))
-        for i in range(first, n)
-        if not crossed[i]
+        CutPoint(i, layer_names[i], int(cumulative[i]), float(cumulative[i] / total))
+        for i in range(first, len(layer_names))
+        if not crossed[at[layer_names[i]]]
     ]
 
 
-# Layers that complete the one before them: never cut just before one of these.
+# Layers that complete the one before them: never cut between a layer with weights and
+# one of these. After a layer without weights (a residual Add, a dense block's Concatenate,
+# a pooling), the same layer opens the next block instead: ResNetV2's and DenseNet's
+# pre-activation BatchNormalization. There the cut is a block boundary.
 _COMPANIONS = {"BatchNormalization", "LayerNormalization", "Activation", "ReLU"}
+
+
+def _completed_by_next(layers, position: int) -> bool:
+    """Whether the layer after `position` completes it (a convolution's BN or activation)."""
+    if position + 1 == len(layers) or not layers[position].weights:
+        return False
+    return type(layers[position + 1]).__name__ in _COMPANIONS
 
 
 def candidate_plans(model, low: float, high: float, candidates: int) -> list[FreezePlan]:
@@ -112,12 +130,7 @@ def candidate_plans(model, low: float, high: float, candidates: int) -> list[Fre
     the end of a block); the rest are thinned to `candidates`, keeping the
     shallowest and deepest within [low, high].
     """
-    layers = model.layers
-    points = [
-        p
-        for p in cut_points(model)
-        if p.position + 1 == len(layers) or type(layers[p.position + 1]).__name__ not in _COMPANIONS
-    ]
+    points = [p for p in cut_points(model) if not _completed_by_next(model.layers, p.position)]
     distinct: list[CutPoint] = []
     for point in points:
         if distinct and distinct[-1].frozen_params == point.frozen_params:
