@@ -35,7 +35,7 @@ DEFAULT_CLASSES = {"source_classes": [0, 1, 2, 3, 4], "target_classes": [5, 6, 7
 # models/strategies.py.
 RESIZE_RULES = ("crop", "pad")  # data.resize
 AUGMENTATION_LEVELS = ("none", "light", "strong")  # search.augmentation
-PREPROCESSORS = ("raw", "unit", "symmetric", "caffe")  # backbones.*.preprocess
+PREPROCESSORS = ("raw", "unit", "symmetric", "caffe", "torch")  # backbones.*.preprocess
 STRATEGIES = ("head_only", "freeze_depth", "last_n_layers", "by_name", "gradual", "lp_ft",
               "bn_bias_only", "surgical")  # search.strategies  # fmt: skip
 CLASS_WEIGHTS = ("none", "balanced")  # search.class_weight: how the loss weighs each class

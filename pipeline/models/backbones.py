@@ -4,10 +4,15 @@ Every builder returns a model from an (image_size, image_size, 3) input to a
 feature map, with no classification head. `weights` is None (random init, to be
 pretrained on the source task), "imagenet" (Keras's download) or the path of a
 weights-only file for the architecture (the same weights, downloaded once).
+Thaw's own `small_cnn`, and every keras.applications ImageNet family from the one
+table in models/zoo.py, built by Keras's constructor and flattened so that every
+block boundary is a layer (models/graph.py).
 """
 
 from __future__ import annotations
 
+import difflib
+import functools
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,9 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import ThawError
-from pipeline.models import weights_file
-
-KERAS_WEIGHTS = "https://storage.googleapis.com/tensorflow/keras-applications/"
+from pipeline.models import graph, weights_file, zoo
 
 
 @dataclass(frozen=True)
@@ -28,9 +31,11 @@ class Architecture:
     preprocess: str  # key into PREPROCESSORS
     imagenet: bool = True  # whether Keras publishes ImageNet weights for it
     stem: str = ""  # the first convolution's name: how a published weights file shows it
-    stem_filters: Callable[[float], int] = lambda alpha: 32  # its filters at width `alpha`
+    # its filters at width `alpha`, where the width changes them (MobileNet and V2)
+    stem_filters: Callable[[float], int] | None = None
     # Keras's ImageNet file without top at (alpha, image_size): the download `imagenet` makes
     imagenet_url: Callable[[float, int], str] | None = None
+    member: zoo.Member | None = None  # its row of the zoo; None for Thaw's own
 
 
 def _small_cnn(image_size: int, weights: str | None, spec) -> object:
@@ -54,17 +59,26 @@ def _small_cnn(image_size: int, weights: str | None, spec) -> object:
     return keras.Model(inputs, x, name="small_cnn")
 
 
-def _application(constructor_name: str, **fixed) -> Callable[..., object]:
+def _application(member: zoo.Member) -> Callable[..., object]:
     def build(image_size: int, weights: str | None, spec) -> object:
         import keras
 
-        constructor = getattr(keras.applications, constructor_name)
-        kwargs = dict(fixed)
-        if constructor_name in ("MobileNet", "MobileNetV2"):
-            kwargs["alpha"] = spec.alpha
-        return constructor(
-            input_shape=(image_size, image_size, 3), include_top=False, weights=weights, **kwargs
-        )
+        constructor = getattr(keras.applications, member.constructor)
+        kwargs = {"alpha": spec.alpha} if member.has_width else {}
+        # A Keras 3 file of the flat graph (the layout Thaw's own backbone saves) loads
+        # after flattening; Keras's download and its own layouts load as Keras loads them.
+        later = weights not in (None, "imagenet") and weights_file.flat_layout(weights)
+        with graph.fresh_names():
+            model = constructor(
+                input_shape=(image_size, image_size, 3),
+                include_top=False,
+                weights=None if later else weights,
+                **kwargs,
+            )
+            model = graph.flat(model)
+        if later:
+            model.load_weights(weights)
+        return model
 
     return build
 
@@ -75,56 +89,29 @@ def _divisible_by_8(value: float) -> int:
     return rounded + 8 if rounded < 0.9 * value else rounded
 
 
-def _mobilenet_url(alpha: float, _size: int) -> str:
-    text = {1.0: "1_0", 0.75: "7_5", 0.5: "5_0", 0.25: "2_5"}.get(alpha, f"{alpha}")
-    return f"{KERAS_WEIGHTS}mobilenet/mobilenet_{text}_224_tf_no_top.h5"
+# The stem's filters at width alpha, where alpha changes them: how a weights file tells its
+# width when its tensors' count (zoo fingerprints) is one Thaw does not know.
+_STEM_FILTERS: dict[str, Callable[[float], int]] = {
+    "mobilenet": lambda alpha: int(32 * alpha),
+    "mobilenet_v2": lambda alpha: _divisible_by_8(32 * alpha),
+}
 
 
-def _mobilenet_v2_url(alpha: float, size: int) -> str:
-    rows = size if size in (96, 128, 160, 192, 224) else 224
-    return (
-        f"{KERAS_WEIGHTS}mobilenet_v2/"
-        f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(alpha)}_{rows}_no_top.h5"
+def _from_zoo(arch: str, member: zoo.Member) -> Architecture:
+    return Architecture(
+        _application(member),
+        member.min_size,
+        member.preprocess,
+        stem=member.stem,
+        stem_filters=_STEM_FILTERS.get(arch),
+        imagenet_url=functools.partial(zoo.imagenet_url, member),
+        member=member,
     )
 
 
 ARCHITECTURES: dict[str, Architecture] = {
     "small_cnn": Architecture(_small_cnn, min_image_size=8, preprocess="unit", imagenet=False),
-    "mobilenet": Architecture(
-        _application("MobileNet"),
-        32,
-        "symmetric",
-        stem="conv1",
-        stem_filters=lambda alpha: int(32 * alpha),
-        imagenet_url=_mobilenet_url,
-    ),
-    "mobilenet_v2": Architecture(
-        _application("MobileNetV2"),
-        32,
-        "symmetric",
-        stem="Conv1",
-        stem_filters=lambda alpha: _divisible_by_8(32 * alpha),
-        imagenet_url=_mobilenet_v2_url,
-    ),
-    "efficientnet_b0": Architecture(
-        _application("EfficientNetB0"),
-        32,
-        "raw",
-        stem="stem_conv",
-        imagenet_url=lambda *_: (
-            "https://storage.googleapis.com/keras-applications/efficientnetb0_notop.h5"
-        ),
-    ),
-    "resnet50": Architecture(
-        _application("ResNet50"),
-        32,
-        "caffe",
-        stem="conv1_conv",
-        stem_filters=lambda _: 64,
-        imagenet_url=lambda *_: (
-            f"{KERAS_WEIGHTS}resnet/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
-        ),
-    ),
+    **{arch: _from_zoo(arch, member) for arch, member in zoo.ZOO.items()},
 }
 
 
@@ -133,12 +120,22 @@ def _caffe(x: np.ndarray) -> np.ndarray:
     return x[..., ::-1] - np.array([103.939, 116.779, 123.68], dtype=np.float32)
 
 
-# Pixel scaling applied to float images in [0, 255] before the backbone.
+def _torch(x: np.ndarray) -> np.ndarray:
+    # keras.applications.densenet.preprocess_input: [0, 1], then ImageNet's channel mean
+    # and standard deviation, in the order Keras applies them.
+    mean = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+    std = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+    return (x / 255.0 - mean) / std
+
+
+# Pixel scaling applied to float images in [0, 255] before the backbone: each equals its
+# families' keras.applications.<module>.preprocess_input (zoo.Member.preprocess).
 PREPROCESSORS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "raw": lambda x: x,  # EfficientNet rescales inside the model
+    "raw": lambda x: x,  # EfficientNet, V2, ConvNeXt, MobileNetV3 rescale inside the model
     "unit": lambda x: x / 255.0,
-    "symmetric": lambda x: x / 127.5 - 1.0,  # MobileNetV2's [-1, 1]
-    "caffe": _caffe,
+    "symmetric": lambda x: x / 127.5 - 1.0,  # Keras's "tf" mode: MobileNet, Inception, ...
+    "caffe": _caffe,  # ResNet (v1), VGG
+    "torch": _torch,  # DenseNet
 }
 
 
@@ -146,7 +143,14 @@ def architecture(arch: str) -> Architecture:
     try:
         return ARCHITECTURES[arch]
     except KeyError:
-        raise ThawError(f"Unknown backbone architecture {arch!r}; known: {sorted(ARCHITECTURES)}")
+        raise ThawError(unknown_architecture(arch)) from None
+
+
+def unknown_architecture(arch: str) -> str:
+    """Says the name is unknown, with the known names closest to it, then all of them."""
+    close = difflib.get_close_matches(arch, list(ARCHITECTURES), n=3, cutoff=0.6)
+    hint = f" (closest: {', '.join(close)})" if close else ""
+    return f"Unknown backbone architecture {arch!r}{hint}; known: {sorted(ARCHITECTURES)}"
 
 
 def min_image_size(arch: str) -> int:
@@ -178,13 +182,18 @@ def build(arch: str, image_size: int, weights: str | None, spec) -> object:
 
 
 def offline_advice(arch: str, alpha: float, image_size: int) -> str:
-    """How to use ImageNet weights on a machine without a network."""
-    url = architecture(arch).imagenet_url
-    where = f"download {url(alpha, image_size)}" if url else "download Keras's ImageNet file"
+    """How to use ImageNet weights on a machine without a network: the exact file."""
+    member = architecture(arch).member
+    if member is None:
+        return "Without a network, use weights: source, or a .keras/.h5 model file."
+    url, cached = (
+        zoo.imagenet_url(member, alpha, image_size),
+        zoo.cache_name(member, alpha, image_size),
+    )
     return (
-        f"Without a network, {where} (without top) where there is one, copy it here and set "
-        "`weights:` to its path: a weights-only file for a built-in architecture is loaded "
-        "as Keras would load its download."
+        f"Without a network, download {url} (without top) where there is one, copy it here "
+        "and set `weights:` to its path: a weights-only file for a built-in architecture is "
+        f"loaded as Keras would load its download (or put it in Keras's cache as {cached})."
     )
 
 

@@ -2,14 +2,16 @@
 
 `keras.applications` publish ImageNet weights as weights-only `.h5` files (no model
 config: a layer list with each layer's tensors); Keras 3 writes `.weights.h5`. Either
-fits one architecture at one width. The stem, the only convolution over the 3 input
-channels, tells the width (MobileNet's alpha), and in the published layout its layer
-name tells the architecture: enough for `thaw check` to refuse a file that cannot fit
-before any work starts. The backbone stage then loads it, tensor by tensor.
-"""
+fits one architecture at one width. How many values its tensors hold (the fingerprint)
+names the architecture and width among the zoo's (models/zoo.py: no two share one); the
+stem, the only convolution over the 3 input channels, tells the width (MobileNet's
+alpha), and in the published layout its layer name tells the family: enough for `thaw
+check` to refuse a file that cannot fit before any work starts. The backbone stage then
+loads it, tensor by tensor."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +28,9 @@ class WeightsFile:
     layers: tuple[str, ...]  # layer names as stored (Keras 3 files store generic ones)
     stem_layer: str | None  # the layer whose kernel reads the 3 input channels
     stem_filters: int | None  # that kernel's output channels
+    # values in its tensors of one or more dimensions: zoo.Member.fingerprints (a scalar,
+    # such as a Normalization layer's sample count, differs between Keras versions)
+    fingerprint: int = 0
 
 
 def kind(path: str | Path) -> str:
@@ -62,7 +67,7 @@ def _text(value) -> str:
 
 
 def describe(path: str | Path) -> WeightsFile | None:
-    """The file's layers and stem; None when it cannot be read as HDF5."""
+    """The file's layers, stem and fingerprint; None when it cannot be read as HDF5."""
     import h5py
 
     try:
@@ -74,19 +79,52 @@ def describe(path: str | Path) -> WeightsFile | None:
                     for name in layers
                     for w in f[name].attrs.get("weight_names", [])
                 ]
-            else:  # Keras 3: layers/<generic name>/vars/<i>
-                group = f.get("layers", {})
-                layers = tuple(group)
-                tensors = [
-                    (name, var.shape)
-                    for name in layers
-                    for var in group[name].get("vars", {}).values()
-                ]
+            else:  # Keras 3: layers/<generic name>/vars/<i>, nested models inside
+                layers = tuple(f.get("layers", {}))
+                tensors = _keras3_tensors(f)
     except OSError:
         return None
     stems = [(name, shape[-1]) for name, shape in tensors if len(shape) == 4 and shape[2] == 3]
     stem_layer, filters = stems[0] if len(stems) == 1 else (None, None)
-    return WeightsFile(layers, stem_layer, None if filters is None else int(filters))
+    count = sum(math.prod(shape) for _, shape in tensors if len(shape) >= 1)
+    return WeightsFile(layers, stem_layer, None if filters is None else int(filters), count)
+
+
+def _keras3_tensors(f) -> list[tuple[str, tuple[int, ...]]]:
+    """(top-level layer, shape) of every variable in a Keras 3 weights file, nested
+    models' included."""
+    import h5py
+
+    found: list[tuple[str, tuple[int, ...]]] = []
+
+    def visit(name: str, item) -> None:
+        parts = name.split("/")
+        if isinstance(item, h5py.Dataset) and parts[0] == "layers" and "vars" in parts:
+            found.append((parts[1], item.shape))
+
+    f.visititems(visit)
+    return found
+
+
+def fingerprint(weights) -> int:
+    """A model's counterpart of WeightsFile.fingerprint, from its weights."""
+    return sum(math.prod(w.shape) for w in weights if len(w.shape) >= 1)
+
+
+def flat_layout(path: str | Path) -> bool:
+    """Whether a weights-only file is Keras 3's own with no nested model in it: the
+    layout a model whose every layer sits at the top writes (Thaw's backbones, models/
+    graph.flat). Keras's downloads and a keras.applications model's own `.weights.h5`
+    (ConvNeXt's nested stem) are not, and load as Keras loads them."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            if "layer_names" in f.attrs or "layers" not in f:
+                return False
+            return not any("layers" in group for group in f["layers"].values())
+    except OSError:
+        return False
 
 
 # --- Compact files: an ImageNet backbone small enough for git ----------------------------
