@@ -13,6 +13,7 @@ words and order. Above data/, models/ and search/: none of them imports this mod
 
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from pipeline import config
 from pipeline.config import DEFAULT_CLASSES, FOLDER, BackboneParams, Params, ParamsProblem
 from pipeline.data import datasets, folder_dataset
 from pipeline.errors import ParamsError, ThawError
-from pipeline.models import backbones, model_file, weights_file
+from pipeline.models import backbones, model_file, weights_file, zoo
 from pipeline.models.strategies import resolve_layer_patterns
 from pipeline.search import urls
 
@@ -110,11 +111,9 @@ class CheckedParams(Params):
     def _backbone_fits(self, name: str, spec: BackboneParams) -> None:
         """The backbone's architecture and file against each other and the data."""
         arch, model = spec.arch or name, weights_file.model_path(spec)
-        if model is None and arch not in backbones.ARCHITECTURES:
-            accepted = f"{sorted(backbones.ARCHITECTURES)} (or weights: a .keras/.h5 file)"
-            raise ParamsProblem(
-                ("backbones", name, "arch"), arch, config.unknown("architecture", None, accepted)
-            )
+        if model is None:
+            _known_architecture(name, arch)
+            _width_fits(name, spec, arch)
         if spec.weights == "imagenet" and not backbones.ARCHITECTURES[arch].imagenet:
             raise ParamsProblem(
                 ("backbones", name, "weights"), spec.weights, f"{arch} has no published "
@@ -126,13 +125,50 @@ class CheckedParams(Params):
             _fits_weights_file(name, spec, arch)
         if model is None and "by_name" in self.search.strategies:
             _by_name_fits_architecture(self, name, spec, arch)
-        min_size = backbones.min_image_size(arch) if arch in backbones.ARCHITECTURES else 1
-        if self.data.sizes[0] < min_size:
-            raise ParamsProblem(
-                ("data", "image_size"),
-                self.data.image_size,
-                f"backbone {name!r} ({arch}) needs images of at least {min_size} px",
-            )
+        if arch in backbones.ARCHITECTURES:
+            _sizes_fit(self.data, name, arch)
+
+
+def _known_architecture(name: str, arch: str) -> None:
+    """A built-in architecture, or the names closest to the one given."""
+    if arch in backbones.ARCHITECTURES:
+        return
+    close = difflib.get_close_matches(arch, list(backbones.ARCHITECTURES), n=3, cutoff=0.6)
+    what = "architecture" + (f" (closest: {', '.join(close)})" if close else "")
+    accepted = f"{sorted(backbones.ARCHITECTURES)} (or weights: a .keras/.h5 file)"
+    raise ParamsProblem(("backbones", name, "arch"), arch, config.unknown(what, None, accepted))
+
+
+def _width_fits(name: str, spec: BackboneParams, arch: str) -> None:
+    """alpha only where the architecture has widths, and a published one for ImageNet's."""
+    member, key = backbones.ARCHITECTURES[arch].member, ("backbones", name, "alpha")
+    if member is None:
+        return
+    widths = [a for a, m in zoo.ZOO.items() if m.has_width]
+    if not member.has_width and spec.alpha != 1.0:
+        raise ParamsProblem(key, spec.alpha, f"{arch} has no width option (alpha applies to "
+                            f"{', '.join(widths)}); leave alpha at 1.0")  # fmt: skip
+    if member.has_width and spec.weights == "imagenet" and spec.alpha not in member.widths:
+        raise ParamsProblem(key, spec.alpha, f"Keras publishes ImageNet weights for {arch} at "
+                            f"alpha {', '.join(map(str, member.widths))} only")  # fmt: skip
+
+
+def _sizes_fit(data: config.DataParams, name: str, arch: str) -> None:
+    """Every searched size at least the architecture's smallest, and one its graph keeps."""
+    min_size, member = backbones.min_image_size(arch), backbones.ARCHITECTURES[arch].member
+    if data.sizes[0] < min_size:
+        raise ParamsProblem(
+            ("data", "image_size"),
+            data.image_size,
+            f"backbone {name!r} ({arch}) needs images of at least {min_size} px",
+        )
+    step = member.size_step if member is not None else 1
+    if len(data.sizes) > 1 and any(size % step for size in data.sizes):
+        raise ParamsProblem(
+            ("data", "image_size"), data.image_size, f"backbone {name!r} ({arch}) is built "
+            f"at the largest size and resized to the others, which its graph allows between "
+            f"multiples of {step} px only; search sizes that are multiples of {step}",
+        )  # fmt: skip
 
 
 def dataset_class_names(name: str, folder: str | None = None) -> list[str] | None:
@@ -229,7 +265,8 @@ def _fits_model_file(params: Params, name: str, spec: BackboneParams) -> None:
 
 
 def _fits_weights_file(name: str, spec: BackboneParams, arch: str) -> None:
-    """A weights-only file against the architecture and width it is loaded into: the
+    """A weights-only file against the architecture and width it is loaded into: which
+    architectures and widths have exactly as many values (zoo fingerprints), else the
     stem's layer name (in the published layout) and its number of filters."""
     entry, key = backbones.ARCHITECTURES[arch], ("backbones", name, "weights")
     if not entry.imagenet:
@@ -241,13 +278,59 @@ def _fits_weights_file(name: str, spec: BackboneParams, arch: str) -> None:
             key, spec.weights, "not the weights of an image backbone (no single "
             "convolution over 3 input channels in the file)",
         )  # fmt: skip
+    fits = zoo.fitting(found.fingerprint)
+    if fits:
+        _fits_by_fingerprint(name, spec, arch, found, fits)
+    else:  # a file Thaw has no count for (another Keras's layout, an unpublished width)
+        _fits_by_stem(name, spec, arch, found)
+
+
+def _fits_by_fingerprint(
+    name: str, spec: BackboneParams, arch: str, found, fits: list[tuple[str, float]]
+) -> None:
+    member = backbones.ARCHITECTURES[arch].member
+    alpha = spec.alpha if member.has_width else 1.0
+    if (arch, alpha) in fits:
+        return
+    same = [a for other, a in fits if other == arch]
+    if same:
+        raise _wrong_width(name, spec, arch, found, same[0])
+    other, other_alpha = fits[0]
+    width = f" at alpha {other_alpha}" if zoo.ZOO[other].has_width else ""
+    raise ParamsProblem(
+        ("backbones", name, "arch"), arch, f"{spec.weights} holds {other} weights{width} "
+        f"(exactly as many values, {found.fingerprint:,}, as {other}{width} has); set "
+        f"backbones.{name}.arch: {other}"
+        + (f" and alpha: {other_alpha}" if width and other_alpha != spec.alpha else ""),
+    )  # fmt: skip
+
+
+def _wrong_width(name: str, spec: BackboneParams, arch: str, found, fits: float) -> ParamsProblem:
+    """The file holds `arch` weights at width `fits`, not at spec.alpha."""
+    entry = backbones.ARCHITECTURES[arch]
+    expected = entry.stem_filters(spec.alpha) if entry.stem_filters else found.stem_filters
+    if found.stem_filters != expected:
+        said = (f"has {found.stem_filters} filters in its first convolution, {arch} at alpha "
+                f"{spec.alpha} has {expected}")  # fmt: skip
+    else:  # MobileNetV3's stem has 16 filters at every width
+        said = f"holds {arch} weights at another width ({found.fingerprint:,} values)"
+    return ParamsProblem(
+        ("backbones", name, "alpha"), spec.alpha, f"{spec.weights} {said}; the file fits "
+        f"alpha {fits}"
+    )  # fmt: skip
+
+
+def _fits_by_stem(name: str, spec: BackboneParams, arch: str, found) -> None:
+    entry = backbones.ARCHITECTURES[arch]
     named = [a for a, e in backbones.ARCHITECTURES.items() if e.stem and e.stem in found.layers]
     if named and arch not in named:
         raise ParamsProblem(
-            ("backbones", name, "arch"), arch, f"{spec.weights} holds {named[0]} weights "
-            f"(it has layer {backbones.ARCHITECTURES[named[0]].stem!r}); set "
-            f"backbones.{name}.arch: {named[0]}",
+            ("backbones", name, "arch"), arch, f"{spec.weights} holds {' or '.join(named)} "
+            f"weights (it has layer {backbones.ARCHITECTURES[named[0]].stem!r}); set "
+            f"backbones.{name}.arch: {named[0] if len(named) == 1 else 'one of them'}",
         )  # fmt: skip
+    if entry.stem_filters is None:
+        return
     expected = entry.stem_filters(spec.alpha)
     if found.stem_filters != expected:
         fits = [a for a in ALPHAS if entry.stem_filters(a) == found.stem_filters]
@@ -297,8 +380,8 @@ def _imagenet_reachable(name: str, spec: BackboneParams, image_size: int) -> Non
     """`weights: imagenet` without a network and without Keras's cached file fails in the
     backbone stage, after prepare: say so now, with the file to point to instead."""
     arch = spec.arch or name
-    url = backbones.ARCHITECTURES[arch].imagenet_url
-    if url is None or (keras_cache() / url(spec.alpha, image_size).rsplit("/", 1)[1]).is_file():
+    member = backbones.ARCHITECTURES[arch].member
+    if member is None or (keras_cache() / zoo.cache_name(member, spec.alpha, image_size)).is_file():
         return
     if not datasets.network_available():
         raise ParamsError(
