@@ -193,8 +193,11 @@ def last_n_layers(choice, search, info: BackboneInfo, lr: float) -> StrategyPlan
 
 
 def _not_by_name(info: BackboneInfo) -> tuple[str, ...]:
+    """The layers with weights that no pattern froze. A layer without weights (the input,
+    a pooling or padding layer) trains nothing, and listing it as trained would keep the
+    activation cache from serving any prefix that contains it."""
     frozen = set(info.frozen_by_name)
-    return tuple(n for n in info.layers if n not in frozen)
+    return tuple(n for n, p in zip(info.layers, info.params) if p > 0 and n not in frozen)
 
 
 def by_name(choice, search, info: BackboneInfo, lr: float) -> StrategyPlan:
