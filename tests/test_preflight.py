@@ -4,13 +4,14 @@ classes, model and weights files, architectures, the storage URL, ImageNet's fil
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 import yaml
 
 from pipeline import config, preflight
 from pipeline.errors import ParamsError
-from pipeline.models import weights_file
+from pipeline.models import weights_file, zoo
 from pipeline.preflight import load_params, parse_params
 from tests.conftest import ROOT, TINY_PARAMS, write_params
 from tests.test_config import params_with
@@ -205,3 +206,92 @@ def test_problems_of_the_schema_and_of_what_it_names_come_together_in_key_order(
         "search.epochs",
         "sweep.storage",
     ]
+
+
+# --- the keras.applications zoo (models/zoo.py) --------------------------------------------
+
+ZOO_SIZE = 75  # at least every architecture's smallest (InceptionV3's)
+
+
+def zoo_params(*archs: str, **backbone) -> dict:
+    raw = params_with(**{"data.image_size": ZOO_SIZE})
+    raw["backbones"] = {arch: {"weights": "source", **backbone} for arch in archs}
+    return raw
+
+
+def test_thaw_check_accepts_every_architecture_of_the_zoo(tmp_path, capsys):
+    from pipeline import cli
+
+    params = parse_params(zoo_params(*zoo.ZOO))
+    assert sorted(spec.arch or name for name, spec in params.backbones.items()) == sorted(zoo.ZOO)
+    six = ("vgg16", "resnet50_v2", "densenet121", "convnext_tiny", "efficientnet_v2_b0", "xception")
+    write_params(tmp_path, zoo_params(*six))
+    assert cli.main(["--params", str(tmp_path / "params.yaml"), "check"]) == 0
+
+
+@pytest.mark.parametrize(
+    "arch, closest",
+    [
+        ("vgg99", ["vgg19", "vgg16"]),
+        ("resnet05", ["resnet50"]),
+        ("efficientnetb0", ["efficientnet_b0"]),
+    ]
+    + [("convnext-tiny", ["convnext_tiny"]), ("mobilenetv3_large", ["mobilenet_v3_large"])],
+)
+def test_an_unknown_architecture_is_refused_with_its_closest_names(arch, closest):
+    message = error_for(**{"backbones": {"net": {"arch": arch, "weights": "source"}}})
+    assert f"backbones.net.arch = {arch!r}" in message and "unknown architecture" in message
+    shown = re.search(r"closest: ([^)]*)\)", message).group(1).split(", ")
+    assert set(closest) <= set(shown), shown
+    assert "nasnet_large" in message  # and every accepted name after them
+
+
+def test_alpha_is_refused_where_the_architecture_has_no_widths():
+    message = error_for(**{"backbones": {"resnet50": {"weights": "source", "alpha": 0.5}}})
+    assert "backbones.resnet50.alpha = 0.5" in message and "resnet50 has no width option" in message
+    assert "mobilenet_v3_small" in message  # where alpha applies
+
+
+def test_imagenet_at_a_width_keras_does_not_publish_is_refused():
+    raw = zoo_params("mobilenet_v3_large", alpha=0.5)
+    raw["backbones"]["mobilenet_v3_large"]["weights"] = "imagenet"
+    with pytest.raises(ParamsError) as info:
+        parse_params(raw)
+    message = str(info.value)
+    assert (
+        "backbones.mobilenet_v3_large.alpha = 0.5" in message and "alpha 0.75, 1.0 only" in message
+    )
+    parse_params(zoo_params("mobilenet_v3_large", alpha=0.5))  # random weights: any width
+
+
+def test_nasnet_searches_sizes_its_graph_resizes_to():
+    """NASNet pads or crops by each stage's parity: built at the largest size, it resizes to
+    the others only between multiples of 32."""
+    raw = zoo_params("nasnet_mobile")
+    raw["data"]["image_size"] = [64, 96]
+    assert parse_params(raw).data.sizes == [64, 96]
+    raw["data"]["image_size"] = [48, 96]
+    with pytest.raises(ParamsError, match="multiples of 32"):
+        parse_params(raw)
+    raw["data"]["image_size"] = 75  # one size: nothing is resized
+    parse_params(raw)
+
+
+@pytest.mark.parametrize("arch", sorted(zoo.ZOO))
+def test_imagenet_offline_names_the_exact_file_of_every_architecture(arch, tmp_path, monkeypatch):
+    from pipeline.data import datasets
+    from pipeline.models import backbones
+
+    raw = zoo_params(arch)
+    raw["backbones"][arch]["weights"] = "imagenet"
+    write_params(tmp_path, raw)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setattr(datasets, "network_available", lambda: False)
+    with pytest.raises(ParamsError) as caught:
+        load_params(tmp_path / "params.yaml")
+    url = backbones.ARCHITECTURES[arch].imagenet_url(1.0, ZOO_SIZE)
+    assert url in str(caught.value) and url.startswith("https://storage.googleapis.com/")
+    cached = preflight.keras_cache() / zoo.cache_name(zoo.ZOO[arch], 1.0, ZOO_SIZE)
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"")  # where Keras's get_file keeps it (NASNet: not the URL's name)
+    load_params(tmp_path / "params.yaml")
