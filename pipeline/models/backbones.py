@@ -76,11 +76,30 @@ def _application(member: zoo.Member) -> Callable[..., object]:
                 **kwargs,
             )
             model = graph.flat(model)
-        if later:
-            model.load_weights(weights)
+            if later:
+                model.load_weights(weights)
+            if weights not in (None, "imagenet") and member.module == "efficientnet":
+                model = _efficientnet_as_downloaded(model)
         return model
 
     return build
+
+
+def _efficientnet_as_downloaded(model):
+    """EfficientNet as Keras builds it for its ImageNet download, when a weights file holds
+    that download's input statistics. The published files store the standard deviations
+    as the Normalization's variance, so Keras's `weights="imagenet"` adds a Rescaling by
+    1/sqrt(std) after it (tensorflow/tensorflow#49930); built from the file's path, Keras
+    leaves it out, and the ImageNet features would see wrongly scaled inputs."""
+    import keras
+    from keras.src.applications.efficientnet import IMAGENET_STDDEV_RGB
+
+    (normalization,) = [x for x in model.layers if isinstance(x, keras.layers.Normalization)]
+    if not np.allclose(normalization.adapt_variance.numpy(), IMAGENET_STDDEV_RGB):
+        return model  # random or its own statistics: as built
+    scale = [1.0 / np.sqrt(stddev) for stddev in IMAGENET_STDDEV_RGB]
+    name = "rescaling_1"  # Keras's name for it in a fresh session
+    return graph.insert_after(model, normalization.name, keras.layers.Rescaling(scale, name=name))
 
 
 def _divisible_by_8(value: float) -> int:
@@ -217,5 +236,5 @@ def at_size(model, image_size: int):
     resized = keras.models.clone_model(
         model, input_tensors=keras.Input((image_size, image_size, 3), name="image")
     )
-    resized.set_weights(model.get_weights())
+    graph.copy_weights(model, resized)  # and a Normalization's statistics (EfficientNet)
     return resized

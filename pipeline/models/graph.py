@@ -6,7 +6,7 @@ Thaw freezes a backbone's first n layers and caches the activations at a layer's
 list: ConvNeXt joins each residual block with a bare `inputs + x` (an operation, not a
 layer), and wraps its stem and downsampling convolutions in nested Sequential models
 (whose fixed input shape also stops `clone_model` from resizing the backbone). `flat`
-rebuilds the graph over the same layers and weights with both undone; any other model
+rebuilds the graph with the same layers and weights and both undone; any other model
 comes back as it is.
 """
 
@@ -63,8 +63,8 @@ def needs_flattening(model) -> bool:
 
 
 def flat(model):
-    """The same layers (and so the same weights) in a graph whose joins are Add layers and
-    whose nested Sequentials are inlined; `model` itself when it has neither."""
+    """The same layers and weights in a graph whose joins are Add layers and whose nested
+    Sequentials are inlined; `model` itself when it has neither."""
     import keras
 
     if not isinstance(model, keras.Model) or not needs_flattening(model):
@@ -81,10 +81,46 @@ def flat(model):
             return keras.layers.Add(name=_join_name(args[1], operation.name, used))(list(args))
         return operation(*args, **kwargs)
 
-    inputs = keras.Input(model.input_shape[1:], name=model.layers[0].name)
-    return keras.models.clone_model(
-        model, input_tensors=inputs, clone_function=lambda layer: layer, call_function=call
+    return _rebuilt(model, call)
+
+
+def insert_after(model, name: str, layer):
+    """The same layers and weights with `layer` applied to the output of the layer `name`."""
+
+    def call(operation, *args, **kwargs):
+        out = operation(*args, **kwargs)
+        return layer(out) if operation.name == name else out
+
+    return _rebuilt(model, call)
+
+
+def _rebuilt(model, call):
+    """`model`'s graph traced again, each node computed by `call(operation, *args,
+    **kwargs)`, then cloned onto layers of its own with the same weights: a layer called in
+    two graphs answers `layer.output` with the first one's tensor, and the activation
+    cache cuts the backbone at `layers[i].output`."""
+    import keras
+
+    def named_input():
+        return keras.Input(model.input_shape[1:], name=model.layers[0].name)
+
+    traced = keras.models.clone_model(
+        model, input_tensors=named_input(), clone_function=lambda layer: layer, call_function=call
     )
+    rebuilt = keras.models.clone_model(traced, input_tensors=named_input())
+    copy_weights(traced, rebuilt)
+    return rebuilt
+
+
+def copy_weights(source, target) -> None:
+    """`source`'s weights into `target`, a clone of it. set_weights alone leaves a
+    Normalization layer dividing by the statistics it was built with (it reads its
+    variables in finalize_state, which only loading a file calls): EfficientNet's ImageNet
+    mean and variance would be lost."""
+    target.set_weights(source.get_weights())
+    for layer in target.layers:
+        if hasattr(layer, "finalize_state"):
+            layer.finalize_state()
 
 
 def _join_name(branch, fallback: str, used: set[str]) -> str:
