@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.data import datasets
-from pipeline.models import backbones
+from pipeline.models import backbones, graph
 from pipeline.train import loop
 
 _CAFFE_MEANS = (103.939, 116.779, 123.68)  # BGR, as backbones._caffe
+_TORCH_MEAN, _TORCH_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # as backbones._torch
 
 
 def scaling_layer(name: str):
@@ -43,6 +44,9 @@ def scaling_layer(name: str):
         layer.build((None, None, None, 3))
         layer.set_weights([swap, -np.array(_CAFFE_MEANS, np.float32)])
         return layer
+    if name == "torch":  # DenseNet's: ImageNet's mean and std on [0, 255], as ConvNeXt's stem
+        mean, std = np.array(_TORCH_MEAN) * 255.0, np.array(_TORCH_STD) * 255.0
+        return keras.layers.Normalization(mean=mean, variance=std**2, name="scale")
     raise ValueError(
         f"no exported form of preprocess {name!r}; known: {list(backbones.PREPROCESSORS)}"
     )
@@ -53,7 +57,7 @@ def build(backbone, head, meta: dict, manifest: dict):
     import keras
 
     features = keras.models.clone_model(backbone)
-    features.set_weights(backbone.get_weights())
+    graph.copy_weights(backbone, features)  # a Normalization's statistics too (EfficientNet)
     inputs = keras.Input((None, None, 3), dtype="uint8", name="image")
     x = keras.layers.Identity(dtype="float32", name="to_float")(inputs)
     x = datasets.resizer(manifest["image_size"], manifest.get("resize", "crop"))(x)
