@@ -131,9 +131,9 @@ def load_context(
 ) -> RunContext:
     """One backbone at one input size (default: as stored); `share`: how many contexts
     split the activation cache's budgets (each keeps its own traced models: a re-trace
-    costs seconds, a kept model little memory); `loaded`: another size's backbone and
-    its weights as read from models/<name>/backbone.keras, to clone instead of reading
-    the file again."""
+    costs seconds, a kept model little memory); `loaded`: another size's backbone with
+    the weights read from models/<name>/backbone.keras, to clone instead of reading the
+    file again."""
     folder = MODELS_DIR / name
     meta = json.loads((folder / "meta.json").read_text())
     import keras
@@ -141,11 +141,8 @@ def load_context(
     devices.configure(params.seed, params.deterministic)
     size = size or manifest["image_size"]
     if loaded is None:
-        file_model = keras.models.load_model(folder / "backbone.keras", compile=False)
-        backbone = backbones.at_size(file_model, size)
-    else:
-        backbone = backbones.at_size(loaded[0], size)
-        backbone.set_weights(loaded[1])
+        loaded = keras.models.load_model(folder / "backbone.keras", compile=False)
+    backbone = backbones.at_size(loaded, size)
     search = effective_search(params, name)
     info = strategies.backbone_info(backbone, search)
     loaded_splits = datasets.load_target_splits(manifest, split_names, size)
@@ -227,9 +224,11 @@ class Contexts:
     def __getitem__(self, size: int) -> RunContext:
         if size not in self._loaded:
             # one read of the file serves every size: another size's context clones its
-            # backbone (restored to the weights as loaded, whatever a run left in it)
+            # backbone, restored first to the weights as loaded (every run restores anyway)
             first = next(iter(self._loaded.values()), None)
-            loaded = None if first is None else (first.backbone, first.pristine)
+            if first is not None:
+                first.restore()
+            loaded = None if first is None else first.backbone
             self._loaded[size] = load_context(
                 self.name, self.params, self.manifest, self.split_names, size,
                 len(self.sizes), loaded,
