@@ -277,21 +277,21 @@ def test_nasnet_searches_sizes_its_graph_resizes_to():
     parse_params(raw)
 
 
-@pytest.mark.parametrize("arch", sorted(zoo.ZOO))
-def test_imagenet_offline_names_the_exact_file_of_every_architecture(arch, tmp_path, monkeypatch):
+def test_imagenet_offline_names_the_exact_file_of_every_architecture(tmp_path, monkeypatch):
     from pipeline.data import datasets
     from pipeline.models import backbones
 
-    raw = zoo_params(arch)
-    raw["backbones"][arch]["weights"] = "imagenet"
-    write_params(tmp_path, raw)
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     monkeypatch.setattr(datasets, "network_available", lambda: False)
-    with pytest.raises(ParamsError) as caught:
+    for arch in zoo.ZOO:
+        raw = zoo_params(arch)
+        raw["backbones"][arch]["weights"] = "imagenet"
+        write_params(tmp_path, raw)
+        monkeypatch.setenv("KERAS_HOME", str(tmp_path / arch))
+        with pytest.raises(ParamsError) as caught:
+            load_params(tmp_path / "params.yaml")
+        url = backbones.ARCHITECTURES[arch].imagenet_url(1.0, ZOO_SIZE)
+        assert url in str(caught.value) and url.startswith("https://storage.googleapis.com/")
+        cached = preflight.keras_cache() / zoo.cache_name(zoo.ZOO[arch], 1.0, ZOO_SIZE)
+        cached.parent.mkdir(parents=True)
+        cached.write_bytes(b"")  # where Keras's get_file keeps it (NASNet: not the URL's name)
         load_params(tmp_path / "params.yaml")
-    url = backbones.ARCHITECTURES[arch].imagenet_url(1.0, ZOO_SIZE)
-    assert url in str(caught.value) and url.startswith("https://storage.googleapis.com/")
-    cached = preflight.keras_cache() / zoo.cache_name(zoo.ZOO[arch], 1.0, ZOO_SIZE)
-    cached.parent.mkdir(parents=True)
-    cached.write_bytes(b"")  # where Keras's get_file keeps it (NASNet: not the URL's name)
-    load_params(tmp_path / "params.yaml")

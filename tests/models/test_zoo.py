@@ -86,14 +86,17 @@ def test_the_table_holds_every_keras_applications_constructor_once():
     assert not NEVER_BUILT & {a for a, _ in MEMBERS}
 
 
-@pytest.mark.parametrize("arch", sorted(zoo.ZOO))
-def test_a_row_names_a_constructor_its_module_and_a_scaling(arch):
-    member = zoo.ZOO[arch]
-    assert callable(getattr(keras.applications, member.constructor))
-    assert callable(getattr(keras.applications, member.module).preprocess_input)
-    assert member.preprocess in backbones.PREPROCESSORS
-    assert backbones.architecture(arch).preprocess == member.preprocess
-    assert member.min_size >= 32 and member.widths and 1.0 in member.widths
+# The row-by-row tests loop over the table (with the row in each message): one test each,
+# not forty, as each test's end (clear_session's garbage collection) costs half a second.
+
+
+def test_a_row_names_a_constructor_its_module_and_a_scaling():
+    for arch, member in zoo.ZOO.items():
+        assert callable(getattr(keras.applications, member.constructor)), arch
+        assert callable(getattr(keras.applications, member.module).preprocess_input), arch
+        assert member.preprocess in backbones.PREPROCESSORS, arch
+        assert backbones.architecture(arch).preprocess == member.preprocess, arch
+        assert member.min_size >= 32 and member.widths and 1.0 in member.widths, arch
 
 
 def test_no_two_architectures_or_widths_share_a_fingerprint():
@@ -106,13 +109,13 @@ def _fingerprints() -> dict[tuple[str, float], int]:
     return {(a, w): n for a, m in zoo.ZOO.items() for w, n in m.fingerprints.items()}
 
 
-@pytest.mark.parametrize("arch", sorted(zoo.ZOO))
-def test_our_scaling_is_the_family_preprocess_input_bit_for_bit(arch):
-    member, x = zoo.ZOO[arch], images(9)
-    ours = backbones.preprocess(member.preprocess, x)
-    theirs = getattr(keras.applications, member.module).preprocess_input(x.copy())
-    assert ours.dtype == np.float32 and np.asarray(theirs).dtype == np.float32
-    np.testing.assert_array_equal(ours, theirs)
+def test_our_scaling_is_the_family_preprocess_input_bit_for_bit():
+    for arch, member in zoo.ZOO.items():
+        x = images(9, seed=len(arch))
+        ours = backbones.preprocess(member.preprocess, x)
+        theirs = getattr(keras.applications, member.module).preprocess_input(x.copy())
+        assert ours.dtype == np.float32 and np.asarray(theirs).dtype == np.float32, arch
+        np.testing.assert_array_equal(ours, theirs, err_msg=arch)
 
 
 def test_the_four_existing_scalings_are_unchanged():
@@ -177,22 +180,22 @@ def keras_no_top_url(arch: str) -> str:
     return module.WEIGHTS_PATH_NO_TOP  # VGG16, VGG19, InceptionV3, Xception
 
 
-@pytest.mark.parametrize("arch", sorted(zoo.ZOO))
-def test_the_url_is_the_one_keras_modules_name(arch):
-    assert backbones.ARCHITECTURES[arch].imagenet_url(1.0, 224) == keras_no_top_url(arch)
+def test_the_url_is_the_one_keras_modules_name():
+    for arch in zoo.ZOO:
+        assert backbones.ARCHITECTURES[arch].imagenet_url(1.0, 224) == keras_no_top_url(arch)
 
 
 # --- each family built ------------------------------------------------------------------------
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch, size", MEMBERS)
-def test_a_family_builds_headless_with_its_fingerprint(zoo_models, arch, size):
-    model = zoo_models[arch]
-    assert model.input_shape == (None, size, size, 3) and len(model.output_shape) == 4
-    assert weights_file.fingerprint(model.weights) == zoo.ZOO[arch].fingerprints[1.0]
-    assert not graph.needs_flattening(model)  # every block boundary is a layer
-    assert len({layer.name for layer in model.layers}) == len(model.layers)
+def test_every_family_builds_headless_with_its_fingerprint(zoo_models):
+    for arch, size in MEMBERS:
+        model = zoo_models[arch]
+        assert model.input_shape == (None, size, size, 3) and len(model.output_shape) == 4, arch
+        assert weights_file.fingerprint(model.weights) == zoo.ZOO[arch].fingerprints[1.0], arch
+        assert not graph.needs_flattening(model), arch  # every block boundary is a layer
+        assert len({layer.name for layer in model.layers}) == len(model.layers), arch
 
 
 @pytest.mark.slow
