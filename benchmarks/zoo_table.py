@@ -21,6 +21,7 @@ import time
 
 SIZE = 224
 LOW, HIGH, CANDIDATES = 0.5, 1.0, 3  # the search.freeze_depth a study of the zoo would use
+ALL = 10_000  # candidates: every distinct depth, unthinned (search.freeze_depth takes up to 64)
 
 
 def measure(arch: str, alpha: float) -> dict:
@@ -37,7 +38,7 @@ def measure(arch: str, alpha: float) -> dict:
         "fingerprint": weights_file.fingerprint(model.weights),
         "layers": len(model.layers),
         "cuts": len(freezing.cut_points(model)),
-        "depths": len(freezing.candidate_plans(model, 0.0, 1.0, 64)),
+        "depths": len(freezing.candidate_plans(model, 0.0, 1.0, ALL)),
         "searched": [
             (p.last_frozen_layer, p.frozen_fraction)
             for p in freezing.candidate_plans(model, LOW, HIGH, CANDIDATES)
@@ -59,7 +60,7 @@ def main_table(rows: dict[str, dict]) -> list[str]:
 
     lines = [
         "| arch | Keras constructor | parameters (no top) | `weights: imagenet` downloads | "
-        "preprocessing | min size | cut points | depths 0-100 % | searched at 0.5-1.0, 3 |",
+        "preprocessing | min size | cut points | distinct depths | searched at 0.5-1.0, 3 |",
         "|---|---|---:|---|---|---:|---:|---:|---|",
     ]
     for arch, member in zoo.ZOO.items():
