@@ -32,6 +32,7 @@ from pipeline import progress
 from pipeline.data import augment
 from pipeline.models import configuration
 from pipeline.models.freezing import FreezePlan
+from pipeline.screen import scores
 from pipeline.train import activations, loop, phases, runner
 from pipeline.train.context import RunContext
 
@@ -113,15 +114,9 @@ def converged_probe(ctx: RunContext, cut: int) -> tuple[float, int]:
     such a head can end at chance. This probe shows what the features allow at best:
     standardised, multinomial logistic regression (L-BFGS, deterministic).
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     ctx.restore()
-
     train, val = (activations.pooled(ctx.cache.activations(cut, s)) for s in ("train", "val"))
-    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
-    probe.fit(train, ctx.splits["train"][1])
+    probe = scores.fit_probe(train, ctx.splits["train"][1])
     return float(probe.score(val, ctx.splits["val"][1])), train.shape[1]
 
 

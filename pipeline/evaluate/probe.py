@@ -21,22 +21,11 @@ import numpy as np
 from pipeline.evaluate.ranking import PROBE, TRANSFER
 from pipeline.models import flops
 from pipeline.models.freezing import param_count
+from pipeline.screen import scores
 from pipeline.train import activations, devices, loop
 from pipeline.train.context import RunContext
 
 C_GRID = (0.01, 0.1, 1.0, 10.0)  # inverse L2 strength; ties go to the stronger penalty
-
-
-def _fit(x: np.ndarray, y: np.ndarray, c: float, class_weight: str = "none"):
-    """`class_weight` "balanced" is scikit-learn's rule, the one the train step uses
-    (loop.class_weights: n / (k n_c) over the k classes present)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    weights = None if class_weight == "none" else class_weight
-    regression = LogisticRegression(C=c, max_iter=5000, class_weight=weights)
-    return make_pipeline(StandardScaler(), regression).fit(x, y)
 
 
 def _scores(probe, x: np.ndarray, y: np.ndarray) -> tuple[float, str, float]:
@@ -61,12 +50,12 @@ def select_and_test(ctx: RunContext, seeds: list[int]) -> list[dict]:
     # ties go to the stronger penalty, then to the search's first class weighting
     for rank, weighting in enumerate(ctx.search.class_weight):
         for c in C_GRID:
-            fit = _fit(x["train"], y["train"], c, weighting)
+            fit = scores.fit_probe(x["train"], y["train"], c, weighting)
             accuracy, hits, loss = _scores(fit, x["val"], y["val"])
             tried.append((accuracy, -loss, -c, -rank, weighting, hits, loss))
     val_accuracy, _, negative_c, _, weighting, val_correct, val_loss = max(tried)
     start = time.perf_counter()
-    probe = _fit(x["trainval"], y["trainval"], -negative_c, weighting)
+    probe = scores.fit_probe(x["trainval"], y["trainval"], -negative_c, weighting)
     seconds = time.perf_counter() - start
     row = {
         **_described(-negative_c, weighting),

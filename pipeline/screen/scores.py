@@ -136,6 +136,20 @@ def knn_accuracy(
     return float(np.mean(model.predict(val_x) == np.asarray(val_y)))
 
 
+def fit_probe(x: np.ndarray, y: np.ndarray, c: float = 1.0, class_weight: str = "none"):
+    """Thaw's converged linear probe, the one protocol the screen, the freeze-depth curve
+    and the final stage's probe candidate share: standardised multinomial logistic
+    regression by L-BFGS to convergence, L2 strength 1/C. `class_weight` "balanced" is
+    scikit-learn's rule, the one the train step uses (loop.class_weights: n / (k n_c))."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    weights = None if class_weight == "none" else class_weight
+    regression = LogisticRegression(C=c, max_iter=5000, class_weight=weights)
+    return make_pipeline(StandardScaler(), regression).fit(x, y)
+
+
 def probe_accuracy(
     train_x: np.ndarray,
     train_y: np.ndarray,
@@ -143,19 +157,10 @@ def probe_accuracy(
     val_y: np.ndarray,
     grid: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0),
 ) -> float:
-    """The best val accuracy over C in `grid` of a standardised multinomial logistic
-    regression fit by L-BFGS to convergence: evaluate/probe.py's linear probe (its `_fit`,
-    mirrored here so the screen does not sit above evaluate/), without the class weights."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    accuracies = []
-    for c in grid:
-        probe = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=5000))
-        probe.fit(train_x, train_y)
-        accuracies.append(float(np.mean(probe.predict(val_x) == np.asarray(val_y))))
-    return max(accuracies)
+    """The best val accuracy over C in `grid` of the converged probe (`fit_probe`), with no
+    class weighting."""
+    fits = (fit_probe(train_x, train_y, c) for c in grid)
+    return max(float(np.mean(f.predict(val_x) == np.asarray(val_y))) for f in fits)
 
 
 def kendall_tau(a, b) -> float:

@@ -461,8 +461,9 @@ def test_the_probe_searches_the_class_weighting_when_the_search_does(workspace, 
     search = params.search.model_copy(update={"class_weight": ["none", "balanced"]})
     params = params.model_copy(update={"search": search})
     ctx = context.Contexts("small_cnn", params, datasets.read_manifest(MANIFEST), retrain.SPLITS)
-    fits, real = [], probe._fit
-    monkeypatch.setattr(probe, "_fit", lambda x, y, c, w="none": fits.append(w) or real(x, y, c, w))
+    fits, real = [], probe.scores.fit_probe
+    spy = lambda x, y, c=1.0, w="none": fits.append(w) or real(x, y, c, w)  # noqa: E731
+    monkeypatch.setattr(probe.scores, "fit_probe", spy)
     row = probe.select_and_test(ctx.first, seeds=[0])[0]
     assert fits[: 2 * len(probe.C_GRID)].count("balanced") == len(probe.C_GRID)
     assert row["class_weight"] in ("none", "balanced") and fits[-1] == row["class_weight"]
