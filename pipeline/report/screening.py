@@ -15,7 +15,7 @@ from pipeline.config import Params
 from pipeline.evaluate.ranking import TRANSFER
 from pipeline.report import blocks
 from pipeline.report.tables import Tables
-from pipeline.screen import decision
+from pipeline.screen import decision, scores
 
 SCORES = {"logme": "LogME", "knn": "k-NN", "probe": "probe"}
 PAIR = ["backbone", "image_size"]
@@ -56,13 +56,11 @@ def pair_comparison(screen: pd.DataFrame, trials: pd.DataFrame, score: str) -> p
 
 def kendall(frame: pd.DataFrame, score: str) -> tuple[float, int]:
     """Kendall's tau-b between `score` and the search's best val accuracy, and how many
-    rows both have; nan below 3 rows or where either is constant."""
-    from scipy.stats import kendalltau
-
+    rows both have; nan below 3 rows (or where either is constant: scores.kendall_tau)."""
     both = frame.dropna(subset=[score, "searched"])
-    if len(both) < 3 or both[score].nunique() < 2 or both.searched.nunique() < 2:
+    if len(both) < 3:
         return float("nan"), len(both)
-    return float(kendalltau(both[score], both.searched).statistic), len(both)
+    return scores.kendall_tau(both[score], both.searched), len(both)
 
 
 def agreement(pairs: pd.DataFrame, trials: pd.DataFrame) -> str:

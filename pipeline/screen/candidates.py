@@ -38,26 +38,21 @@ def _score_sizes(name: str, params: Params, manifest: dict) -> list[dict]:
     rows = []
     for size in contexts.sizes:
         ctx = contexts[size]
-        rows += [_score(name, ctx, cut, params) for cut in distinct_cuts(ctx)]
+        rows += [_score(name, ctx, c, f, params) for c, f in distinct_cuts(ctx).items()]
     return rows
 
 
-def distinct_cuts(ctx: RunContext) -> list[int]:
-    """The cache's cuts, one per frozen share: two cuts that freeze the same weights (a
-    block's last convolution and the parameter-free activation after it) score the same
-    features but for that activation, and trials cannot tell them apart; the deeper one
-    stands for both."""
-    by_share: dict[float, int] = {}
-    for cut in ctx.cache.cuts:
-        by_share[round(_frozen_fraction(ctx, cut), 9)] = cut  # cuts ascend: the last wins
-    return sorted(by_share.values())
+def distinct_cuts(ctx: RunContext) -> dict[int, float]:
+    """The candidate freeze depths as cut -> frozen share, and the whole backbone (1.0,
+    the head-only cut), one cut per share: two cuts that freeze the same weights (a block's
+    last convolution and the parameter-free activation after it) score nearly the same
+    features, and trials cannot tell them apart; the deeper one stands for both."""
+    depths = [(d.n_frozen_layers, d.frozen_fraction) for d in ctx.info.depths]
+    by_share = {round(f, 9): n for n, f in depths + [(len(ctx.backbone.layers), 1.0)] if n > 0}
+    return {n: f for f, n in sorted(by_share.items())}
 
 
-def _frozen_fraction(ctx: RunContext, cut: int) -> float:
-    return sum(ctx.info.params[:cut]) / ctx.info.total
-
-
-def _score(name: str, ctx: RunContext, cut: int, params: Params) -> dict:
+def _score(name: str, ctx: RunContext, cut: int, share: float, params: Params) -> dict:
     start = time.perf_counter()
     x = {s: activations.pooled(ctx.cache.activations(cut, s)) for s in ("train", "val")}
     y = {s: ctx.splits[s][1] for s in ("train", "val")}
@@ -66,7 +61,7 @@ def _score(name: str, ctx: RunContext, cut: int, params: Params) -> dict:
         "image_size": ctx.size,
         "cut": cut,
         "layer": ctx.backbone.layers[cut - 1].name,
-        "frozen_fraction": _frozen_fraction(ctx, cut),
+        "frozen_fraction": share,
         "feature_dim": int(x["train"].shape[1]),
         "logme": scores.logme(x["train"], y["train"], ctx.num_classes),
         "knn": scores.knn_accuracy(
