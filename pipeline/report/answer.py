@@ -96,6 +96,7 @@ def recommendation_markdown(
 {pick.learning_rate:.1e}, {blocks.count(pick.trainable_params)} trainable parameters. \
 {why_chosen(choice)}"""
     return f"""{use}
+- **The rule**: {rule_sentence(rule)}
 {stability_markdown(statistics.pick_stability(table, n_val, rule), pick, n_val)}
 - **Test accuracy**: {pick.test_accuracy_mean:.3f} ± {pick.test_accuracy_sd:.3f} over \
 {int(pick.seeds)} seeds, retrained on train+val.{stability}
@@ -116,8 +117,7 @@ def why_chosen(choice: selection.Choice) -> str:
     )
     if choice.rule == "best" or pick.equals(best):
         rule = (
-            f"; none of the {len(choice.tied) - 1} more within one standard error "
-            f"({choice.margin:.3f}, {choice.n_val} validation images) costs less"
+            f"; none of the {len(choice.tied) - 1} more tied with it costs less"
             if choice.rule == "one_se" and len(choice.tied) > 1
             else ""
         )
@@ -137,11 +137,33 @@ def why_chosen(choice: selection.Choice) -> str:
     )  # fmt: skip
     return (
         f"Chosen by validation accuracy ({pick.val_accuracy:.3f}): tied with the best, "
-        f"{_name(best)} at {best.val_accuracy:.3f}, within one standard error "
-        f"({choice.margin:.3f}, {choice.n_val} validation images), and the cheapest of the "
-        f"{len(choice.tied)} so tied among {among}"
+        f"{_name(best)} at {best.val_accuracy:.3f}, {lead_text(choice.gap, choice.n_val)}, "
+        f"and the cheapest of the {len(choice.tied)} so tied among {among}"
         + (f": {savings} than the best" if savings else "")
         + " (`report.selection: best` takes the raw maximum)."
+    )
+
+
+def rule_sentence(rule: str) -> str:
+    """The selection rule in one sentence, as the report states it."""
+    if rule == "best":
+        return "the highest validation accuracy wins, the cheaper of equals (`report.selection: best`)."
+    return f"chosen on validation: {selection.RULE} (`report.selection: one_se`)."
+
+
+def lead_text(gap: selection.Gap, n_val: int) -> str:
+    """The best's lead over the pick as the paired rule weighed it."""
+    if not gap.paired:
+        return (
+            f"{gap.lead:.1f} images ahead of {n_val}, within one standard error "
+            f"({gap.se:.1f} images, from the images two independent classifiers of these "
+            "accuracies would disagree on: no per-image results)"
+        )
+    b = round((gap.discordant + gap.lead) / 2)
+    return (
+        f"{gap.lead:.0f} more right of the same {n_val} validation images ({b} right that "
+        f"the pick missed, {round(gap.discordant) - b} the other way), within one standard "
+        f"error of that paired difference (√{gap.discordant:.0f} = {gap.se:.1f} images)"
     )
 
 

@@ -84,28 +84,21 @@ STABILITY_RESAMPLES = 1000
 FRAGILE = 0.5  # a pick chosen in fewer than this share of the resamples is flagged
 
 
-def _val_bits(row, n_val: int) -> np.ndarray | None:
-    text = row.get("val_correct")
-    if not isinstance(text, str) or len(text) != n_val:
-        return None
-    return np.frombuffer(text.encode(), np.uint8) == ord("1")
-
-
 def pick_stability(table: pd.DataFrame, n_val: int, rule: str, seed: int = 0) -> pd.DataFrame:
     """How often the selection rule picks each candidate when the validation images are
-    resampled with replacement (STABILITY_RESAMPLES times, seeded): every candidate's
-    accuracy on each resample comes from its per-image validation results. Empty when
-    fewer than two candidates kept them."""
+    resampled with replacement (STABILITY_RESAMPLES times, seeded): on each resample the
+    rule compares every candidate with that resample's best on the images drawn, paired
+    as `selection.recommendation` does. Empty when fewer than two candidates kept
+    per-image results."""
     pool = selection.candidates(table)  # cheapest first, so the first of those tied wins
-    bits = [_val_bits(row, n_val) for _, row in pool.iterrows()]
+    bits = [selection.val_bits(row, n_val) for _, row in pool.iterrows()]
     keep = [i for i, b in enumerate(bits) if b is not None]
     if len(keep) < 2 or not n_val:
         return pd.DataFrame()
     pool, correct = pool.iloc[keep].reset_index(drop=True), np.array([bits[i] for i in keep])
     rng = np.random.default_rng(seed)
     counts = rng.multinomial(n_val, np.full(n_val, 1 / n_val), size=STABILITY_RESAMPLES)
-    accuracy = correct.astype(np.float64) @ counts.T / n_val  # candidates x resamples
-    tied = selection.tied_with_best(accuracy, n_val, rule)
+    tied = selection.tied_with_best(correct, counts, rule)  # candidates x resamples
     picked = np.argmax(tied, axis=0)  # the first (cheapest) tied row of each resample
     share = np.bincount(picked, minlength=len(pool)) / STABILITY_RESAMPLES
     return pool.assign(share=share, option=[_option(r) for _, r in pool.iterrows()])
