@@ -147,7 +147,10 @@ def why_chosen(choice: selection.Choice) -> str:
 def rule_sentence(rule: str) -> str:
     """The selection rule in one sentence, as the report states it."""
     if rule == "best":
-        return "the highest validation accuracy wins, the cheaper of equals (`report.selection: best`)."
+        return (
+            "the highest validation accuracy wins, the cheaper of equals "
+            "(`report.selection: best`)."
+        )
     return f"chosen on validation: {selection.RULE} (`report.selection: one_se`)."
 
 
