@@ -5,7 +5,7 @@
     thaw run                         the same as `dvc repro`
     thaw worker <backbone>           join the backbone's study and run trials until its budget
     thaw studies copy <backbone> --to URL   move a study (every trial) to another storage
-    thaw predict <backbone> <image or folder>...   classify images with the exported winner
+    thaw predict <image or folder>...   classify images with models/recommended/
 
 Run it from the project root (where params.yaml and dvc.yaml are).
 """
@@ -19,6 +19,7 @@ from pathlib import Path
 
 from pipeline.config import Params
 from pipeline.errors import ParamsError, ThawError
+from pipeline.paths import RECOMMENDED_DIR
 from pipeline.preflight import dataset_class_names, load_params
 
 
@@ -155,7 +156,7 @@ def copy_study(params: Params, args) -> int:
 def predict(_: Params, args) -> int:
     from pipeline.winner import predict as predicting
 
-    return predicting.run(args.backbone, args.paths, top=args.top, as_csv=args.csv)
+    return predicting.run(Path(args.model), args.paths, top=args.top, as_csv=args.csv)
 
 
 def compact_weights(_: Params, args) -> int:
@@ -210,8 +211,12 @@ def parser() -> argparse.ArgumentParser:
         default=3600,
         help="seconds to wait for the coordinator to create the study (default: %(default)s)",
     )
-    p = sub.add_parser("predict", help="classify images with models/best/<backbone>/model.keras")
-    p.add_argument("backbone", help="a backbone whose final stage has run")
+    p = sub.add_parser("predict", help="classify images with models/recommended/model.keras")
+    p.add_argument(
+        "--model",
+        default=str(RECOMMENDED_DIR),
+        help="a folder with model.keras and card.json (default: %(default)s, the recommendation)",
+    )
     p.add_argument("paths", nargs="+", help="image files or folders (searched recursively)")
     p.add_argument("--top", type=int, default=3, help="classes shown per image (default 3)")
     p.add_argument("--csv", action="store_true", help="a CSV table: every class's probability")

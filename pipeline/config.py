@@ -24,7 +24,7 @@ from pipeline.errors import ParamsError
 PARAMS_FILE = Path("params.yaml")
 BUILT_IN_WEIGHTS = ("source", "imagenet")  # any other `weights` value is a file
 FILE_SUFFIXES = (".keras", ".h5")  # a `weights` file: a whole model, or weights only
-RESERVED_NAME = "best"  # models/best/<name>/: the exported winners
+RESERVED_NAME = "recommended"  # models/recommended/: the exported recommendation
 FOLDER = "folder"  # data.dataset for your own images, in data.folder
 # Builders of Thaw's own, available without a network, and their class names in id order
 OFFLINE_CLASSES = {"digits": tuple(str(i) for i in range(10))}
@@ -461,7 +461,7 @@ class Params(Strict):
             if name == RESERVED_NAME:
                 raise ParamsProblem(
                     ("backbones", name), name, f"{RESERVED_NAME!r} is reserved: models/"
-                    f"{RESERVED_NAME}/ holds the exported winners; name the backbone otherwise"
+                    f"{RESERVED_NAME}/ holds the exported recommendation; name it otherwise"
                 )  # fmt: skip
             if spec.weights == "source" and not self.data.has_source:
                 raise ParamsProblem(

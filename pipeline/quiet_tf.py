@@ -12,6 +12,7 @@ every line that is not one of those: a real warning or error still shows.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
@@ -28,6 +29,20 @@ NOISE = (  # start-up lines that say nothing about this run's correctness
     "Unable to register cuBLAS factory",
     "TF-TRT Warning: Could not find TensorRT",
     "computation placer already registered",
+    # the TFLite converter and LiteRT's interpreter (winner/formats.py): progress, not news
+    "fully_quantize: ",
+    "Created TensorFlow Lite XNNPACK delegate",
+    "Ignored output_format.",
+    "Ignored drop_control_dependency.",
+    "Reading SavedModel from:",
+    "Reading meta graph with tags",
+    "Reading SavedModel debug info",
+    "Restoring SavedModel bundle.",
+    "Running initialization op on SavedModel bundle",
+    "SavedModel load for tags",
+    "disabling MLIR crash reproducer",
+    "MLIR V1 optimization pass is not enabled",
+    "Estimated count of arithmetic ops",
 )
 
 
@@ -51,14 +66,26 @@ def load():
         import tensorflow as tf
 
         return tf
+    with filtered():
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # the CUDA probe writes its lines now
+    return tf
+
+
+@contextlib.contextmanager
+def filtered():
+    """The process's stderr (C++ writes included) caught while the block runs, then written
+    back without the NOISE lines."""
+    if wanted():
+        yield
+        return
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile(mode="w+b") as caught:
         os.dup2(caught.fileno(), 2)
         try:
-            import tensorflow as tf
-
-            tf.config.list_physical_devices()  # the CUDA probe writes its lines now
+            yield
         finally:
             sys.stderr.flush()
             os.dup2(saved, 2)
@@ -66,4 +93,3 @@ def load():
             caught.seek(0)
             sys.stderr.write(keep(caught.read().decode(errors="replace")))
             sys.stderr.flush()
-    return tf

@@ -14,10 +14,10 @@ PACKAGE = ROOT / "pipeline"
 # Engine sub-packages, lowest first: a module may import its own layer and those below.
 LAYERS = {
     "data": 0, "models": 1, "train": 2, "screen": 3, "search": 3, "winner": 3, "evaluate": 4,
-    "report": 5,
+    "report": 5, "recommend": 6,
 }  # fmt: skip
 STAGES = ("prepare", "weights", "backbone", "score", "screen", "sweep", "final", "linear_baseline",
-          "report")  # fmt: skip
+          "export", "report")  # fmt: skip
 # Read by every stage but not a stage's computation: params are declared key by key (config
 # types them, preflight checks them against what they name and turns class names into ids,
 # as config did), and progress bars and log lines change no result.

@@ -222,7 +222,9 @@ def retrain_and_test(
     }
 
 
-def run_linear_pixels(params: Params, manifest: dict) -> pd.DataFrame:
+def pixels_setup(params: Params, manifest: dict) -> tuple[Baseline, dict, Protocol]:
+    """The linear model on pixels, its splits (scaled to [0, 1]) and its protocol: what the
+    linear_baseline stage runs, and what the export stage retrains when it is the pick."""
     devices.configure(params.seed, params.deterministic)
     loaded = load_target_splits(manifest, ("train", "val", TRAINVAL, "test"))
     # held in memory as float32 within sweep.cache.memory_mb, else read a batch at a time
@@ -232,7 +234,17 @@ def run_linear_pixels(params: Params, manifest: dict) -> pd.DataFrame:
     splits = {name: (inputs[name], s.labels) for name, s in loaded.items()}
     baseline = linear_pixels(loaded["train"].images.row_shape, len(manifest["target_classes"]))
     seeds = retrain_seeds(params.seed, params.report.seeds)
-    protocol = Protocol.of(params.search, seeds, head_like=True)
+    return baseline, splits, Protocol.of(params.search, seeds, head_like=True)
+
+
+def chosen_of(run) -> Chosen:
+    """A recorded baseline run's chosen rate and epochs, to retrain it as it ran."""
+    return Chosen(float(run.val_accuracy), float(run.learning_rate), int(run.epochs),
+                  float("nan"), str(run.val_correct), float(run.val_loss))  # fmt: skip
+
+
+def run_linear_pixels(params: Params, manifest: dict) -> pd.DataFrame:
+    baseline, splits, protocol = pixels_setup(params, manifest)
     runs = pd.DataFrame(select_and_test(baseline, splits, protocol))
     runs.insert(0, "backbone", "")
     runs["plan"] = "softmax regression on raw pixels"

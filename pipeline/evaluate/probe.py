@@ -43,6 +43,13 @@ def pooled(ctx: RunContext, split: str) -> np.ndarray:
 def select_and_test(ctx: RunContext, seeds: list[int]) -> list[dict]:
     """Choose C (and the class weighting, when the search has two) on validation, refit on
     train+val, test once; one row per seed."""
+    _, row = fitted(ctx)
+    return [{**row, "seed": seed} for seed in seeds]
+
+
+def fitted(ctx: RunContext) -> tuple[object, dict]:
+    """The probe chosen on validation and refit on train+val (scores.fit_probe's pipeline),
+    and its row: what `select_and_test` tests and the export stage exports."""
     ctx.restore()
     x = {s: pooled(ctx, s) for s in ("train", "val", "trainval", "test")}
     y = {s: ctx.splits[s][1] for s in x}
@@ -69,7 +76,7 @@ def select_and_test(ctx: RunContext, seeds: list[int]) -> list[dict]:
         "device": devices.current().name if devices.current().kind == "CPU" else "CPU",
         "device_kind": "CPU",
     }
-    return [{**row, "seed": seed} for seed in seeds]
+    return probe, row
 
 
 def _described(strength: float, weighting: str) -> dict:

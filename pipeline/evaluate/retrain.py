@@ -1,5 +1,6 @@
 """The search's best configurations retrained over seeds on train+val and tested once,
-beside the scratch baseline and the freeze-depth curve; the selected one exported.
+beside the scratch baseline and the freeze-depth curve. The export stage retrains the
+recommendation through the same `retrain` (winner files: pipeline/recommend/).
 """
 
 from __future__ import annotations
@@ -22,12 +23,10 @@ from pipeline.evaluate.ranking import PROBE, SCRATCH, TRANSFER, by_rank
 from pipeline.models import configuration
 from pipeline.models.configuration import recorded_size
 from pipeline.models.strategies import StrategyPlan
-from pipeline.paths import BEST_DIR, SWEEP_DIR
+from pipeline.paths import SWEEP_DIR
 from pipeline.screen import decision
 from pipeline.train import runner
 from pipeline.train.context import Contexts, RunContext, manifest_sizes
-from pipeline.winner import card, export
-from pipeline.winner.saved_model_job import SavedModelJob
 
 SPLITS = ("train", "val", TRAINVAL, "test")
 
@@ -159,108 +158,44 @@ def run_scratch(ctx: RunContext, best, seeds: list[int], bn_momentum: float) -> 
     return rows
 
 
-class Exporter:
-    """Keeps the selected configuration's first finished run as models/best/<name>/:
-    model.keras when it has trained, then (`start`) its SavedModel and its test, measured
-    on the file as saved (what a user who loads it gets), in `job`'s process."""
-
-    def __init__(self, manifest: dict, out: Path, job: SavedModelJob):
-        self.manifest, self.out, self.job = manifest, out, job
-        self.ctx: RunContext | None = None  # the selected configuration's, once loaded
-        self.saved = False
-
-    def wanted(self, row) -> bool:
-        return int(row["rank"]) == 1 and not self.saved
-
-    def __call__(self, head) -> None:
-        print(f"final: exporting to {self.out}/model.keras", file=sys.stderr, flush=True)
-        model = export.build(self.ctx.backbone, head, self.ctx.meta, self.manifest)
-        export.save_keras(model, self.out)
-        self.saved = True
-
-    def start(self) -> None:
-        if self.saved:
-            print(f"final: writing {self.out}/saved_model and testing the saved model, "
-                  "beside the rest", file=sys.stderr, flush=True)  # fmt: skip
-            self.job.write_and_test()
-
-    def card(self, runs: pd.DataFrame) -> dict:
-        if not self.saved:
-            raise ThawError(
-                f"no model to export to {self.out}: every run of the selected configuration "
-                "failed (fail_reason in results/final/<name>/runs.csv)"
-            )
-        selected = runs[(runs.kind == TRANSFER) & (runs["rank"] == 1)]
-        first = selected.dropna(subset=["test_accuracy"]).iloc[0]
-        keys = ("trial", "seed", "strategy", "plan", "image_size", "augmentation", "head_units",
-                "learning_rate", "epochs", "frozen_fraction", "trainable_params", "total_params",
-                "val_accuracy")  # fmt: skip
-        integers = {"trial", "seed", "image_size", "head_units", "epochs", "trainable_params",
-                    "total_params"}  # fmt: skip
-        chosen = {k: int(first[k]) if k in integers else _plain(first[k]) for k in keys}
-        seeds = {
-            "seeds": int(selected.test_accuracy.count()),
-            "mean": float(selected.test_accuracy.mean()),
-            "sd": float(selected.test_accuracy.std()),
-        }
-        return card.card(
-            self.ctx.meta["name"], chosen, seeds, self.manifest, self.ctx.meta,
-            self.job.result(),
-        )  # fmt: skip
-
-
-def _plain(value):
-    return value.item() if hasattr(value, "item") else value
-
-
-def run_final(
-    name: str, params: Params, manifest: dict, out: Path, best: Path | None = None
-) -> pd.DataFrame:
-    best = best or BEST_DIR / name
-    # the export's process starts TensorFlow on the idle core while this one loads data
-    job = SavedModelJob(best, manifest, params.seed, params.deterministic)
-    try:
-        return _run_final(name, params, manifest, out, Exporter(manifest, best, job))
-    finally:
-        job.stop()  # a failure leaves no export process behind
-
-
-def _run_final(
-    name: str, params: Params, manifest: dict, out: Path, exporter: Exporter
-) -> pd.DataFrame:
+def run_final(name: str, params: Params, manifest: dict, out: Path) -> pd.DataFrame:
     trials = pd.read_csv(SWEEP_DIR / name / "trials.csv", dtype={"val_correct": str})
     top = chosen_trials(trials, params.report.top_k)
     sizes = decision.screened_sizes(name, manifest_sizes(manifest))  # those it was swept at
     contexts = Contexts(name, params, manifest, SPLITS, sizes)
-    ctx = contexts.at(recorded_size(top.iloc[0]))  # the selected configuration's size
-    exporter.ctx = ctx
+    ctx = contexts.at(recorded_size(top.iloc[0]))  # the rank-1 configuration's size
     seeds = baselines.retrain_seeds(params.seed, params.report.seeds)
-    exporter.job.wait_ready()  # idle from here on: no timed run shares the CPU with its start
-    rows = _retrain_all(name, top, contexts, seeds, exporter)
+    rows = _retrain_all(name, top, contexts, seeds)
     rows += _logged(name, _probe_runs(ctx, seeds))
     if params.report.scratch:
         rows += _logged(name, _scratch_runs(contexts, top, seeds, params.pretrain.bn_momentum))
     runs = pd.DataFrame(rows)
     runs.insert(0, "backbone", name)
-    # every run whose seconds the report quotes is done: the export may now run beside
-    exporter.start()
     same_size = trials[[recorded_size(r) in (None, ctx.size) for _, r in trials.iterrows()]]
-    # at the selected configuration's size, with its own seed count: the curve describes,
+    # at the rank-1 configuration's size, with its own seed count: the curve describes,
     # it selects nothing, and its fine-tuned runs are the stage's costliest
     curve_seeds = baselines.retrain_seeds(params.seed, params.report.curve_seeds)
     curve = depth_curve.trace(ctx, same_size, curve_seeds)
     _finish(name, params, out, runs, curve, {"seeds": seeds, "curve_seeds": curve_seeds})
-    card.write_card(exporter.out, exporter.card(runs))
     return runs
 
 
-def _retrain_all(name: str, top, contexts: Contexts, seeds: list[int], exporter) -> list[dict]:
+def trial_row(trials: pd.DataFrame, k: int, trial: int | None):
+    """A retrained trial's row as `chosen_trials` gave it to the final stage (rank, flags);
+    None: the rank-1 trial."""
+    top = chosen_trials(trials, k)
+    found = top.iloc[:1] if trial is None else top[top.trial == trial]
+    if found.empty:
+        raise ThawError(f"trial {trial} is not among the trials the final stage retrained")
+    return found.iloc[0]
+
+
+def _retrain_all(name: str, top, contexts: Contexts, seeds: list[int]) -> list[dict]:
     rows = []
     runs_wanted = [(row, seed) for _, row in top.iterrows() for seed in seeds]
     for row, seed in progress.bar(runs_wanted, f"final {name}: retraining", unit="run"):
         try:
-            keep = exporter if exporter.wanted(row) else None
-            rows.append(retrain(contexts.at(recorded_size(row)), row, seed, keep))
+            rows.append(retrain(contexts.at(recorded_size(row)), row, seed))
         except Exception as exc:  # recorded, and the other runs go on
             rows.append(
                 _failed(exc, kind=TRANSFER, rank=row["rank"], trial=row["trial"], seed=seed,
@@ -272,7 +207,7 @@ def _retrain_all(name: str, top, contexts: Contexts, seeds: list[int], exporter)
 
 
 def _probe_runs(ctx: RunContext, seeds: list[int]) -> list[dict]:
-    """The converged linear probe, at the selected configuration's size."""
+    """The converged linear probe, at the rank-1 configuration's size."""
     try:
         return probe.select_and_test(ctx, seeds)
     except Exception as exc:

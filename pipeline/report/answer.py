@@ -12,7 +12,8 @@ from pipeline.config import Params
 from pipeline.evaluate import ranking
 from pipeline.evaluate.ranking import LINEAR_PIXELS, PROBE, SCRATCH, TRANSFER
 from pipeline.report import blocks, selection, statistics
-from pipeline.report.tables import Tables, against_baselines, selected, verdicts
+from pipeline.report.tables import Tables, against_baselines, backbone_winners, verdicts
+from pipeline.winner import card as cards
 
 
 def recommendation(params: Params, tables: Tables) -> str:
@@ -24,7 +25,9 @@ def recommendation(params: Params, tables: Tables) -> str:
         tables.results.images("val"),
         params.report.selection,
     )
-    return f"## Recommendation\n\n{body}"
+    files = exported_markdown(tables.results.card, tables.headline, tables.results.images("val"),
+                              params.report.selection)  # fmt: skip
+    return f"## Recommendation\n\n{body}\n\n{files}"
 
 
 def method(params: Params, tables: Tables) -> str:
@@ -44,7 +47,7 @@ this data."""
 
 
 def verdict(params: Params, tables: Tables) -> str:
-    """Each backbone's pick against the baselines, with how the gaps were tested."""
+    """Each backbone's winner against the baselines, with how the gaps were tested."""
     table, n_test = tables.headline, tables.results.images("test")
     top = table.test_accuracy_mean.iloc[0]
     binomial_se = (top * (1 - top) / n_test) ** 0.5
@@ -106,6 +109,39 @@ def recommendation_markdown(
 - **Which strategy wins on test**, each strategy's best configuration (chosen on validation) \
 retrained over the same seeds:
 {textwrap.indent(blocks.winners_markdown(winners), "  ")}"""
+
+
+def exported_markdown(card: dict | None, table: pd.DataFrame, n_val: int, rule: str) -> str:
+    """The recommendation's files (models/recommended/, the export stage): each one's test
+    accuracy measured on the file, and what it costs to run, on this machine."""
+    if card is None:
+        return "### The files\n\nNot exported yet: run `dvc repro export`."
+    pick = selection.recommendation(table, n_val, rule).pick
+    conf = card["configuration"]
+    named = (conf.get("backbone"), conf.get("configuration")) == (pick.backbone, pick.configuration)
+    if not named:
+        return (
+            "### The files\n\n**models/recommended/ holds another configuration** "
+            f"({conf.get('backbone')} {conf.get('configuration')}) than this recommendation: "
+            "run `dvc repro` to export this one."
+        )
+    final, rep = card["final_stage"], card["reproduced"]
+    same = (
+        "every test image scored as in the final stage's run"
+        if rep["differing_test_images"] == 0
+        else f"**{rep['differing_test_images']} test images scored otherwise than in the "
+        "final stage's run**"
+    )
+    return f"""### The files: models/recommended/
+
+This recommendation, retrained on train + val with seed {card["exported_seed"]} exactly as \
+the final stage tested it ({final["test_accuracy"]:.4f} there; {same}), in every format. \
+Each file's test accuracy is measured on the file as saved; *as the final stage's run*: \
+test images it scores right or wrong as that run did; latency in ms per image, on \
+{cards.machine_text(card["measured_on"])}. `thaw predict` uses model.keras; card.md says \
+how to feed each file.
+
+{chr(10).join(cards.files_table(card))}"""
 
 
 def why_chosen(choice: selection.Choice) -> str:
@@ -238,7 +274,7 @@ def baselines_text(params: Params) -> str:
     return (
         "Two baselines went through the same retraining and test with the same epoch cap: "
         "each backbone trained from scratch (nothing frozen, random initialisation, the "
-        "selected configuration's head, at the smallest searched input size: the costliest "
+        "head of its rank-1 trial, at the smallest searched input size: the costliest "
         f"run here, and a smaller input can only handicap it) and {pixels}."
     )
 
@@ -255,7 +291,7 @@ def verdict_markdown(table: pd.DataFrame) -> str:
     gaps = verdicts(table)
     for backbone, group in gaps.groupby("backbone", sort=False):
         ranked = table[(table.backbone == backbone) & (table.kind == TRANSFER)]
-        row = selected(ranked).iloc[0]
+        row = backbone_winners(ranked).iloc[0]
         against = "; ".join(
             f"vs {g.against} {g.gap:+.3f} ± {g.se:.3f} (p = {g.p:.2g}): **{g.verdict}**"
             for g in group.itertuples()
@@ -269,7 +305,7 @@ def verdict_markdown(table: pd.DataFrame) -> str:
             else ""
         )
         lines.append(
-            f"- `{backbone}`, selected by validation ({row.plan}): "
+            f"- `{backbone}`'s winner on validation, its rank-1 trial ({row.plan}): "
             f"{row.test_accuracy_mean:.3f} ± {row.test_accuracy_sd:.3f}"
             f"{blocks.unstable(row)}; {against}.{tie}"
         )

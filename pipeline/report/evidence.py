@@ -26,15 +26,31 @@ neither the one-off tracing a new model's first run pays nor computing a frozen
 prefix's activations once per configuration (they are cached and reused every
 epoch; the FLOPs count that forward pass). Train GFLOPs are
 analytical (forward through the whole model, backward only through what
-trains), so they compare across machines. ★: on the overall Pareto front of
-test accuracy against the column's cost (trainable parameters, or time);
-☆: on its own backbone's front only.
+trains), so they compare across machines. *model.keras MB* and *ms/image*: what the
+configuration costs to run, as the served Keras model (uint8 images in, resizing
+inside), measured by the export stage {running_on(found.card)}: median milliseconds
+per image over repeated calls at batch 1 and 32, the fastest and slowest repeat in
+brackets (the architecture's, so rows of one backbone, size and head share them; the
+recommendation's TFLite files are in its section above). ★: on the overall Pareto
+front of test accuracy against the column's cost (trainable parameters, time, or
+latency at batch 1); ☆: on its own backbone's front only.
 
 {blocks.table(rows)}
 
 ![test accuracy vs trainable parameters]({FIGURES["params"]})
 
-![test accuracy vs device time]({FIGURES["time"]})"""
+![test accuracy vs device time]({FIGURES["time"]})
+
+![test accuracy vs latency]({FIGURES["latency"]})"""
+
+
+def running_on(card: dict | None) -> str:
+    """Where the running costs were measured (the export stage's machine)."""
+    if card is None:
+        return "(not run yet: `dvc repro export`)"
+    from pipeline.winner.card import machine_text
+
+    return f"on {machine_text(card['measured_on'])}"
 
 
 def depth(params: Params, tables: Tables) -> str:
@@ -165,6 +181,15 @@ def _front_mark(row, short: str) -> str:
     return "☆" if row[f"front_{short}_backbone"] else ""
 
 
+def _ms(table: pd.DataFrame, batch: int) -> list[str]:
+    """Median ms per image of the served Keras model, the repeats' range in brackets."""
+    columns = [f"latency_b{batch}{end}" for end in ("_ms", "_min_ms", "_max_ms")]
+    return [
+        "" if pd.isna(m) else f"{m:.2f} ({lo:.2f}–{hi:.2f})"
+        for m, lo, hi in zip(*(table[c] for c in columns))
+    ]
+
+
 def headline_markdown(table: pd.DataFrame, unit: str, balanced: bool = False) -> pd.DataFrame:
     frame = pd.DataFrame(
         {
@@ -175,7 +200,7 @@ def headline_markdown(table: pd.DataFrame, unit: str, balanced: bool = False) ->
                 for r in table.itertuples()
             ],
             "strategy": table.strategy.fillna(""),
-            "selected on val": table.val_accuracy.map("{:.3f}".format),
+            "val accuracy": table.val_accuracy.map("{:.3f}".format),
             "px": table.image_size.map(lambda s: "" if pd.isna(s) else str(int(s))),
             "augmentation": table.augmentation.fillna(""),
             "freezing / model": table.plan,
@@ -188,8 +213,14 @@ def headline_markdown(table: pd.DataFrame, unit: str, balanced: bool = False) ->
             ],
             unit: table.device_seconds.map("{:.1f}".format),
             "train GFLOPs": (table.train_flops / 1e9).map("{:.1f}".format),
+            "model.keras MB": table.keras_bytes.map(
+                lambda b: "" if pd.isna(b) else f"{b / 1e6:.1f}"
+            ),
+            "ms/image, batch 1": _ms(table, 1),
+            "ms/image, batch 32": _ms(table, 32),
             "front: params": [_front_mark(r, "params") for _, r in table.iterrows()],
             "front: time": [_front_mark(r, "time") for _, r in table.iterrows()],
+            "front: latency": [_front_mark(r, "latency") for _, r in table.iterrows()],
         }
     )
     if balanced:  # the test split's classes are imbalanced: per-class recall, averaged

@@ -14,6 +14,7 @@ from pipeline.report.tables import Tables
 FIGURES = {  # report.md embeds them by these names
     "params": "accuracy_vs_trainable_params.png",
     "time": "accuracy_vs_device_time.png",
+    "latency": "accuracy_vs_latency.png",
     "depth": "accuracy_vs_freeze_depth.png",
     "importances": "importances.png",
 }
@@ -28,6 +29,15 @@ def draw(tables: Tables, folder: Path) -> None:
     accuracy_vs_cost(
         table, "device_seconds", "time", f"{tables.unit} per run", folder / FIGURES["time"]
     )
+    card = tables.results.card
+    if card is not None and table.latency_b1_ms.notna().any():
+        on = card["measured_on"]["device"]
+        label = f"ms per image at batch 1 on {on} (served Keras model)"
+        accuracy_vs_cost(table, "latency_b1_ms", "latency", label, folder / FIGURES["latency"])
+    else:
+        _placeholder(
+            "latency not measured yet: run `dvc repro export`", folder / FIGURES["latency"]
+        )
     depth_curve(tables.depth_curve, folder / FIGURES["depth"])
     importances(tables.results.importances, folder / FIGURES["importances"])
 
@@ -100,6 +110,15 @@ def accuracy_vs_cost(table: pd.DataFrame, cost: str, short: str, x_label: str, p
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _placeholder(text: str, path: Path) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 1.5), dpi=120)
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center")
     fig.savefig(path)
     plt.close(fig)
 

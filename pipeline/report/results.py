@@ -2,7 +2,8 @@
 
 Every input of the report stage is read here (the sweeps' trials and importances, the
 final runs and depth curves, the linear baseline, the data manifest, the backbones'
-metadata, the packages the final stage ran with), so the stage depends on these files
+metadata, the packages the final stage ran with, the export stage's card and running
+costs), so the stage depends on these files
 and on none of the code that wrote them.
 """
 
@@ -15,7 +16,15 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.errors import ThawError
-from pipeline.paths import FINAL_DIR, LINEAR_BASELINE, MANIFEST, MODELS_DIR, SWEEP_DIR
+from pipeline.paths import (
+    COSTS,
+    FINAL_DIR,
+    LINEAR_BASELINE,
+    MANIFEST,
+    MODELS_DIR,
+    RECOMMENDED_DIR,
+    SWEEP_DIR,
+)
 from pipeline.screen import decision
 
 BITS = {"test_correct": str, "val_correct": str}  # "0110...": per-image results, not numbers
@@ -88,6 +97,8 @@ class Results:
     versions: dict[str, str]  # package versions of the final stage
     screen: pd.DataFrame  # the screen's scores, one row per backbone, size and cut (or none)
     screened_out: tuple[str, ...] = ()  # backbones the screen kept from the sweeps
+    card: dict | None = None  # models/recommended/card.json: the export stage's files
+    costs: pd.DataFrame | None = None  # every candidate architecture's size and latency
 
     def images(self, split: str) -> int:
         """How many images `split` holds, by the manifest's counts."""
@@ -108,4 +119,11 @@ def read(backbones: list[str]) -> Results:
         versions=package_versions(names, FINAL_DIR),
         screen=decision.read_scores(backbones),  # empty where no screen ran
         screened_out=tuple(n for n in backbones if n not in names),
+        card=_json(RECOMMENDED_DIR / "card.json"),
+        costs=pd.read_csv(COSTS) if COSTS.is_file() else None,
     )
+
+
+def _json(path: Path) -> dict | None:
+    """A file the export stage writes; None before it has run (the report says so)."""
+    return json.loads(path.read_text()) if path.is_file() else None

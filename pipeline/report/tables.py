@@ -1,8 +1,9 @@
 """The report's tables, computed from the stages' results (results.py): frames, not words.
 
 The headline table has one row per retrained configuration and baseline:
-test accuracy mean and sd over seeds, the validation accuracy that selected
-it, its costs, and whether it lies on a Pareto front (nothing else is at least
+test accuracy mean and sd over seeds, its validation accuracy (what the search
+ranked it by), its costs (training, and running: size and latency from the export
+stage), and whether it lies on a Pareto front (nothing else is at least
 as accurate and at most as costly) of test accuracy against trainable
 parameters and against device time, within its backbone and overall. Beside it:
 the verdicts against the baselines, the depth curve, the strategies' summary and
@@ -21,7 +22,11 @@ from pipeline.report.pareto import pareto_front
 from pipeline.report.results import Results
 from pipeline.report.statistics import ALPHA, compare, seeds_bits
 
-COSTS = {"params": "trainable_params", "time": "device_seconds"}
+COSTS = {"params": "trainable_params", "time": "device_seconds", "latency": "latency_b1_ms"}
+# the export stage's running costs, joined to each transferred row by its architecture
+RUNNING = ["keras_bytes", "latency_b1_ms", "latency_b1_min_ms", "latency_b1_max_ms",
+           "latency_b32_ms", "latency_b32_min_ms", "latency_b32_max_ms"]  # fmt: skip
+ARCHITECTURE = ["backbone", "image_size", "head_units"]
 
 
 def _label(row) -> str:
@@ -44,8 +49,9 @@ ONLY_TRANSFER_COLUMNS = {"strategy": "", "frozen_fraction": math.nan, "top_k": T
                          "val_loss": math.nan, "class_weight": "none"}  # fmt: skip
 
 
-def headline(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per configuration: seeds aggregated, Pareto membership marked."""
+def headline(runs: pd.DataFrame, costs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per configuration: seeds aggregated, running costs joined (`costs`: the
+    export stage's latency.csv; NaN without it), Pareto membership marked."""
     runs = runs.assign(rank=runs["rank"].fillna(0).astype(int))
     for column, default in ONLY_TRANSFER_COLUMNS.items():
         if column not in runs:  # no transfer run at all (every final stage failed)
@@ -92,12 +98,26 @@ def headline(runs: pd.DataFrame) -> pd.DataFrame:
     table["strategy_best"] = table.strategy_best.fillna(False).astype(bool)
     table["unstable"] = table.test_accuracy_max - table.test_accuracy_min > UNSTABLE_SPREAD
     table["configuration"] = [_label(r) for _, r in table.iterrows()]
+    table = with_running_costs(table, costs)
     for short, cost in COSTS.items():
         overall = pareto_front(table, "test_accuracy_mean", cost)
         own = pareto_front(table, "test_accuracy_mean", cost, by="backbone")
         table[f"front_{short}_overall"] = overall
         table[f"front_{short}_backbone"] = own & (table.backbone != "")
     return table.sort_values(["test_accuracy_mean"], ascending=False, ignore_index=True)
+
+
+def with_running_costs(table: pd.DataFrame, costs: pd.DataFrame | None) -> pd.DataFrame:
+    """Each transferred row's architecture's size on disk and latency per image."""
+    if costs is None or costs.empty:
+        return table.assign(**{c: math.nan for c in RUNNING})
+    keyed = costs[ARCHITECTURE + [c for c in RUNNING if c in costs]].astype(
+        {"image_size": float, "head_units": float}
+    )
+    merged = table.astype({"image_size": float, "head_units": float}).merge(
+        keyed, on=ARCHITECTURE, how="left"
+    )
+    return merged.assign(**{c: merged.get(c, math.nan) for c in RUNNING})
 
 
 VERDICT_COLUMNS = ["backbone", "against", "gap", "se", "p", "verdict", "test"]
@@ -123,8 +143,12 @@ def against_baselines(table: pd.DataFrame, chosen) -> list[dict]:
 
 
 def verdicts(table: pd.DataFrame) -> pd.DataFrame:
-    """Each backbone's selected configuration against each baseline (`against_baselines`)."""
-    rows = [r for _, chosen in selected(table).iterrows() for r in against_baselines(table, chosen)]
+    """Each backbone's winner against each baseline (`against_baselines`)."""
+    rows = [
+        r
+        for _, chosen in backbone_winners(table).iterrows()
+        for r in against_baselines(table, chosen)
+    ]
     return pd.DataFrame(rows, columns=VERDICT_COLUMNS)
 
 
@@ -154,8 +178,9 @@ def depth_curve(curves: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def selected(table: pd.DataFrame) -> pd.DataFrame:
-    """Each backbone's configuration chosen by validation: its rank-1 trial, retrained."""
+def backbone_winners(table: pd.DataFrame) -> pd.DataFrame:
+    """Each backbone's winner on validation: its rank-1 trial, retrained. Not the
+    recommendation (selection.recommendation), which competes every candidate."""
     return table[(table.kind == TRANSFER) & (table["rank"] == 1)]
 
 
@@ -264,12 +289,12 @@ def imbalanced(manifest: dict) -> bool:
 def metrics(table: pd.DataFrame, balanced: bool = False) -> dict:
     """For `dvc metrics show` / `dvc exp show`: few numbers, named for the question.
 
-    Per backbone, the configuration selected on validation: its strategy, the share of
+    Per backbone, its winner on validation (rank 1): its strategy, the share of
     the backbone frozen, test accuracy over seeds, trainable parameters, device time;
     per baseline, its test accuracy. `balanced`: balanced accuracy beside accuracy.
     """
     out = {}
-    for _, row in selected(table).iterrows():
+    for _, row in backbone_winners(table).iterrows():
         out[row.backbone] = {
             "strategy": row.strategy,
             "frozen_share": _rounded(row.frozen_fraction, 3),
@@ -319,7 +344,7 @@ class Tables:
 
 def build(results: Results) -> Tables:
     """Every table the report shows or writes, from what the stages wrote."""
-    table = headline(results.runs)
+    table = headline(results.runs, results.costs)
     return Tables(
         results=results,
         headline=table,

@@ -19,7 +19,7 @@ from pipeline.data import datasets
 from pipeline.errors import run_main
 from pipeline.evaluate import retrain
 from pipeline.evaluate.ranking import TRANSFER
-from pipeline.paths import BEST_DIR, FINAL_DIR, MANIFEST
+from pipeline.paths import FINAL_DIR, MANIFEST
 from pipeline.screen import decision
 from pipeline.stages import backbone_stage_args
 
@@ -27,16 +27,15 @@ from pipeline.stages import backbone_stage_args
 def main() -> None:
     name, params = backbone_stage_args(__doc__)
     if decision.screened_out(name):
-        decision.mark_screened_out(name, FINAL_DIR / name, BEST_DIR / name)
+        decision.mark_screened_out(name, FINAL_DIR / name)
         print(f"final {name}: screened out (results/screen/pairs.csv), nothing to retrain")
         return
     manifest = datasets.read_manifest(MANIFEST)
     runs = retrain.run_final(name, params, manifest, FINAL_DIR / name)
-    print(f"final {name}: the selected configuration is exported to {BEST_DIR / name}/")
-    selected = runs[(runs.kind == TRANSFER) & (runs["rank"] == 1)].test_accuracy
+    winner = runs[(runs.kind == TRANSFER) & (runs["rank"] == 1)].test_accuracy
     print(
-        f"final {name}: selected configuration's test accuracy "
-        f"{selected.mean():.3f} ± {selected.std():.3f} over {len(selected)} seeds"
+        f"final {name}: this backbone's winner on validation (rank 1): test accuracy "
+        f"{winner.mean():.3f} ± {winner.std():.3f} over {len(winner)} seeds"
     )
 
 

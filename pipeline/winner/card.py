@@ -1,12 +1,18 @@
-"""The exported model's card: its configuration, test scores, input contract and
-provenance, as card.json and card.md."""
+"""The recommended model's card: what it is, what each file scored on the test images and
+costs to run, its input contract and provenance, as card.json and card.md."""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
-from pipeline import provenance
+CONFIGURATION = ("backbone", "kind", "configuration", "strategy", "plan", "image_size",
+                 "augmentation", "class_weight", "head_units", "learning_rate", "epochs",
+                 "frozen_fraction", "trainable_params", "total_params", "val_accuracy",
+                 "trial")  # fmt: skip
+FORMAT_NAMES = {"keras": "Keras (.keras)", "saved_model": "SavedModel",
+                "tflite": "TFLite float32", "tflite_int8": "TFLite int8"}  # fmt: skip
 
 
 def class_names(manifest: dict) -> list[str]:
@@ -21,36 +27,54 @@ def input_contract(manifest: dict, preprocess: str, size: int | None = None) -> 
     else:
         rule_text = "to "
     square = "the centre square" if rule == "crop" else "the image padded with black to a square"
+    resized = f"{square}, resized bilinearly (antialiased) {rule_text}{size}x{size}"
     return {
         "dtype": "uint8",
         "shape": [None, None, None, 3],
         "channels": "RGB",
-        "inside_the_model": (
-            f"{square}, resized bilinearly (antialiased) {rule_text}{size}x{size}, then the "
-            f"backbone's '{preprocess}' pixel scaling"
+        "inside_the_model": f"{resized}, then the backbone's '{preprocess}' pixel scaling",
+        "tflite": (
+            f"[batch, {size}, {size}, 3] RGB pixel values 0..255 (float32 for model.tflite, "
+            f"uint8 for model_int8.tflite), already {resized}: TFLite has no kernel for the "
+            "antialiased resize, so it is done before (as `prepare` does); the scaling is inside"
         ),
         "grayscale_rgba_palette_16bit": (
             "Convert other modes to 8-bit RGB first (`thaw predict` does: grey copied to 3 "
             "channels, 16-bit scaled to 8 bits, transparency over white)"
         ),
-        "output": "probabilities over `classes`, in that order (softmax, sums to 1)",
+        "output": "probabilities over `classes`, in that order (softmax, sums to 1); "
+        "model_int8.tflite gives them as uint8 with scale 1/256",
     }
 
 
-def card(name: str, selected: dict, seeds: dict, manifest: dict, meta: dict, test: dict) -> dict:
+def card(pick, meta: dict, reproduced: dict, files: dict, machine: dict, manifest: dict,
+         versions: dict) -> dict:  # fmt: skip
+    """Everything the card says, as JSON: `pick` (recommend/chosen.Pick), the backbone's
+    `meta`, `reproduced` (how the retraining's per-image test results compare with the
+    final stage's run), `files` (recommend/tested, with the latency rows)."""
+    row, run = pick.row, pick.run
     return {
-        "name": name,
+        "name": row.backbone,
         "classes": class_names(manifest),
-        "files": {
-            "keras": "model.keras",
-            "saved_model": "saved_model/",
-            "load": "keras.models.load_model('model.keras'): built-in layers only, "
-            "nothing from Thaw to import",
+        "configuration": {k: _plain(row[k], k in WHOLE) for k in CONFIGURATION if k in row},
+        "chosen": {
+            "rule": pick.choice.rule,
+            "candidates": pick.choice.candidates,
+            "best": f"{pick.choice.best.backbone} {pick.choice.best.configuration}",
+            "lead_images": _plain(pick.choice.gap.lead),
+            "discordant_images": _plain(pick.choice.gap.discordant),
         },
-        "configuration": selected,
-        "test": {**test, "seed": selected["seed"]},
-        "test_over_seeds": seeds,
-        "input": input_contract(manifest, meta["preprocess"], selected.get("image_size")),
+        "exported_seed": int(run.seed),
+        "final_stage": {
+            "test_accuracy": float(run.test_accuracy),
+            "test_accuracy_mean": float(row.test_accuracy_mean),
+            "test_accuracy_sd": _plain(row.test_accuracy_sd),
+            "seeds": int(row.seeds),
+        },
+        "reproduced": reproduced,
+        "files": files,
+        "measured_on": machine,
+        "input": input_contract(manifest, meta["preprocess"], int(row.image_size)),
         "data": {
             "dataset": manifest["dataset"],
             "data_sha256": manifest.get("data_sha256"),
@@ -58,39 +82,90 @@ def card(name: str, selected: dict, seeds: dict, manifest: dict, meta: dict, tes
             "images_per_split": {k: sum(v.values()) for k, v in manifest["counts"].items()},
             "trained_on": "train + val",
         },
-        "backbone": {
-            "name": meta["name"],
-            "arch": meta["arch"],
-            "weights": meta["weights"],
-            "sha256": meta["sha256"],
-            "total_params": meta["total_params"],
-        },
-        "versions": provenance.package_versions(),
+        "backbone": {k: meta[k] for k in ("name", "arch", "weights", "sha256", "total_params")},
+        "versions": versions,
     }
 
 
-def card_markdown(c: dict) -> str:
-    conf, test, seeds = c["configuration"], c["test"], c["test_over_seeds"]
+WHOLE = {"image_size", "head_units", "epochs", "trainable_params", "total_params", "trial"}
+
+
+def _plain(value, whole: bool = False):
+    """A JSON value: numpy scalars as Python's, NaN as null, counts as integers."""
+    value = value.item() if hasattr(value, "item") else value
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return int(value) if whole and isinstance(value, float) else value
+
+
+def files_table(c: dict) -> list[str]:
+    """The card's and the report's table: each format's file, size, test and latency."""
     lines = [
-        f"# {c['name']}: the selected configuration, retrained on train + val",
+        "| format | file | size | test accuracy (on the file) | as the final stage's run | "
+        "agrees with model.keras | ms/image, batch 1 | ms/image, batch 32 |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, f in c["files"].items():
+        label = FORMAT_NAMES.get(name, name)
+        if "error" in f:
+            lines.append(f"| {label} | `{f['file']}` | not written: {f['error']} | | | | | |")
+            continue
+        lines.append(
+            f"| {label} | `{f['file']}` | {f['bytes'] / 1e6:.2f} MB | {f['test_accuracy']:.4f} "
+            f"({f['correct']}/{f['examples']}) | {f['same_as_final']}/{f['examples']} | "
+            f"{f['agrees_with_keras']:.1%} | {_latency(f, 1)} | {_latency(f, 32)} |"
+        )
+    return lines
+
+
+def _latency(f: dict, batch: int) -> str:
+    found = f.get(f"latency_b{batch}")
+    if not found:
+        return "not timed" if f["file"] != "saved_model" else "as model.keras"
+    return f"{found['median_ms']:.2f} ({found['min_ms']:.2f}–{found['max_ms']:.2f})"
+
+
+def machine_text(m: dict) -> str:
+    return (
+        f"{m['device']} ({m['kind']}, {m['cores']} cores; TensorFlow's default threads, "
+        f"LiteRT {m['threads']} threads; median of the repeats, fastest–slowest in brackets)"
+    )
+
+
+def card_markdown(c: dict) -> str:
+    conf, final, rep = c["configuration"], c["final_stage"], c["reproduced"]
+    same = ("the same images right and wrong as the final stage's run"
+            if rep["differing_test_images"] == 0
+            else f"**{rep['differing_test_images']} of {rep['examples']} test images scored "
+            "otherwise than in the final stage's run**")  # fmt: skip
+    lr = conf.get("learning_rate")
+    lines = [
+        f"# The recommendation: `{c['name']}` {conf.get('configuration', '')}",
         "",
         f"- **Classes** (output order): {', '.join(c['classes'])}",
         f"- **Configuration**: strategy `{conf['strategy']}`: {conf['plan']} "
         f"({conf['frozen_fraction']:.0%} of the backbone's parameters frozen); head "
-        f"{'linear' if not conf['head_units'] else str(conf['head_units']) + ' hidden units'}; "
-        f"learning rate {conf['learning_rate']:.2e}; {conf['epochs']} epoch(s); input "
-        f"{conf.get('image_size', c['data']['image_size'])} px; augmentation "
-        f"{conf.get('augmentation', 'none')}; search trial "
-        f"{conf['trial']}, seed {conf['seed']}",
+        f"{'linear' if not conf['head_units'] else str(conf['head_units']) + ' hidden units'}"
+        + (f"; learning rate {lr:.2e}" if lr is not None else "")
+        + f"; {conf['epochs']} epoch(s); input {conf['image_size']} px; augmentation "
+        f"{conf.get('augmentation') or 'none'}; chosen by `report.selection: "
+        f"{c['chosen']['rule']}` among {c['chosen']['candidates']} candidates",
         f"- **Parameters**: {conf['trainable_params']:,} trainable of {conf['total_params']:,}",
-        f"- **This model's test accuracy**: {test['accuracy']:.4f} (balanced "
-        f"{test['balanced_accuracy']:.4f}) on {test['examples']} held-out test images, "
-        "measured on this file",
-        f"- **Over {seeds['seeds']} seeds**: {seeds['mean']:.4f} ± {seeds['sd']:.4f} "
-        "(same configuration, other initialisations)",
-        f"- **Input**: {c['input']['dtype']} RGB images, any size, batch of equal sizes; "
-        f"inside the model: {c['input']['inside_the_model']}. "
+        f"- **Retrained** on train + val with seed {c['exported_seed']}, as the final stage "
+        f"tested it: test accuracy {final['test_accuracy']:.4f} there, and this retraining "
+        f"got {same}. Over {final['seeds']} seeds: {final['test_accuracy_mean']:.4f}"
+        + (f" ± {final['test_accuracy_sd']:.4f}" if final["test_accuracy_sd"] is not None else ""),
+        "",
+        "## The files, each tested on the held-out test images and timed",
+        "",
+        *files_table(c),
+        "",
+        f"Measured on {machine_text(c['measured_on'])}.",
+        "",
+        f"- **Input of model.keras and saved_model/**: {c['input']['dtype']} RGB images, any "
+        f"size, a batch of equal sizes; inside the model: {c['input']['inside_the_model']}. "
         f"{c['input']['grayscale_rgba_palette_16bit']}.",
+        f"- **Input of the TFLite files**: {c['input']['tflite']}.",
         f"- **Output**: {c['input']['output']}",
         f"- **Data**: `{c['data']['dataset']}`, sha256 {str(c['data']['data_sha256'])[:16]}…, "
         f"images per split {c['data']['images_per_split']}",
@@ -109,7 +184,8 @@ def card_markdown(c: dict) -> str:
         "probabilities = model.predict(image)[0]",
         "```",
         "",
-        f"or `thaw predict {c['name']} photo.jpg`; TF Serving reads `saved_model/`.",
+        "or `thaw predict photo.jpg`; TF Serving reads `saved_model/`; LiteRT "
+        "(`ai_edge_litert.interpreter.Interpreter`) reads the `.tflite` files.",
         "",
     ]
     return "\n".join(lines)

@@ -1,6 +1,6 @@
-"""`thaw predict <backbone> <image or folder>...`: the exported winner on the user's images.
+"""`thaw predict <image or folder>...`: the recommendation on the user's images.
 
-Reads `models/best/<backbone>/model.keras` and its `card.json` (class names),
+Reads `models/recommended/model.keras` (or `--model DIR`'s) and its `card.json` (class names),
 reads each image by the rule `prepare` used (image_files.read_rgb: any mode to
 8-bit RGB) and prints the top classes with their probabilities, or with `--csv`
 one row per image with every class's probability. Images of one size are
@@ -18,7 +18,6 @@ import numpy as np
 
 from pipeline.data import image_files
 from pipeline.errors import ThawError
-from pipeline.paths import BEST_DIR
 
 BATCH = 256
 
@@ -35,18 +34,16 @@ def files_of(paths: list[str]) -> list[Path]:
     return found
 
 
-def load(name: str, folder: Path = BEST_DIR):
-    path = folder / name / "model.keras"
+def load(folder: Path):
+    path = folder / "model.keras"
     if not path.is_file():
-        raise ThawError(
-            f"{path} does not exist: run `dvc repro final@{name}` (or `dvc repro`) first"
-        )
+        raise ThawError(f"{path} does not exist: run `dvc repro export` (or `dvc repro`) first")
     from pipeline import quiet_tf
 
     quiet_tf.load()
     import keras
 
-    card = json.loads((folder / name / "card.json").read_text())
+    card = json.loads((folder / "card.json").read_text())
     return keras.models.load_model(path), card["classes"]
 
 
@@ -72,9 +69,9 @@ def probabilities(model, files: list[Path]) -> tuple[list[Path], np.ndarray]:
     return kept, out if out is not None else np.zeros((0, 0), np.float32)
 
 
-def run(name: str, paths: list[str], top: int = 3, as_csv: bool = False) -> int:
+def run(folder: Path, paths: list[str], top: int = 3, as_csv: bool = False) -> int:
     files = files_of(paths)
-    model, classes = load(name)
+    model, classes = load(folder)
     kept, probs = probabilities(model, files)
     if as_csv:
         _write_csv(kept, probs, classes)

@@ -1,0 +1,54 @@
+"""The export stage's work, start to end: pick, rebuild, write every format, test each
+file, time each file and every candidate, and say it all in the card."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import provenance
+from pipeline.config import Params
+from pipeline.data import datasets
+from pipeline.recommend import candidates, chosen, tested
+from pipeline.train import devices
+from pipeline.winner import card, formats, latency
+
+
+def export(params: Params, manifest: dict, out: Path, costs: Path) -> dict:
+    """models/recommended/ (`out`) with its card, and the candidates' running costs."""
+    pick = chosen.pick(params)
+    _say(f"the recommendation: {pick.row.backbone} {pick.row.configuration}, seed {pick.seed}")
+    rebuilt = chosen.rebuild(pick, params, manifest)
+    size = int(pick.row.image_size)
+    splits = datasets.load_target_splits(manifest, ("train", "test"), size)
+    stored = np.asarray(datasets.load_target_splits(manifest, ("test",))["test"].images)
+    formats.clean(out)
+    _say(f"writing {', '.join(formats.FILES.values())} to {out}/")
+    failed = formats.write(rebuilt.full, rebuilt.core, out, np.asarray(splits["train"].images))
+    images = {formats.STORED: stored, formats.SIZED: np.asarray(splits["test"].images)}
+    files = tested.test_files(out, failed, images, splits["test"].labels, pick.run.test_correct)
+    sides = {formats.STORED: manifest["image_size"], formats.SIZED: size}
+    timed = [n for n, f in files.items() if "error" not in f and n != formats.SAVED_MODEL]
+    jobs = [latency.Job(n, n, str(out), sides[formats.TAKES[n]]) for n in timed]
+    _say(f"timing {len(jobs)} files and every candidate's architecture, batch 1 and 32")
+    frame, rows = candidates.measured(pick.table, manifest, jobs)
+    for row in rows:
+        files[row["format"]][f"latency_b{row['batch']}"] = {k: row[k] for k in (
+            "median_ms", "min_ms", "max_ms", "repeats")}  # fmt: skip
+    machine = {"device": devices.current().name, "kind": devices.current().kind,
+               "cores": devices.cores(), "threads": devices.cores()}  # fmt: skip
+    costs.parent.mkdir(parents=True, exist_ok=True)
+    frame.assign(device=machine["device"], threads=machine["threads"]).to_csv(costs, index=False)
+    reproduced = {"differing_test_images": chosen.differing(rebuilt.test_correct,
+                                                            pick.run.test_correct),
+                  "examples": len(pick.run.test_correct)}  # fmt: skip
+    made = card.card(pick, rebuilt.meta, reproduced, files, machine, manifest,
+                     provenance.package_versions())  # fmt: skip
+    card.write_card(out, made)
+    return made
+
+
+def _say(text: str) -> None:
+    print(f"export: {text}", file=sys.stderr, flush=True)
