@@ -3,6 +3,7 @@ probe on frozen features, side by side in one run.
 
     python -m benchmarks.real_photos                       # ../shared/data/flowers5, MobileNetV2
     python -m benchmarks.real_photos --naive-trials 12 --keep /tmp/bench
+    python -m benchmarks.real_photos --thaw-only        # Thaw and its exported files only
 
 Three rows, on the same splits of the same folder:
 
@@ -10,7 +11,7 @@ Three rows, on the same splits of the same folder:
          ImageNet backbone, freeze it up to a searched layer, add pooling + dropout + a
          softmax layer, compile, `fit` on images, best validation accuracy; the best
          trial's configuration is then refit on train + val and tested once;
-  thaw:  this repository's stages (prepare, weights, backbone, sweep, final, report) on a
+  thaw:  this repository's stages (prepare, weights, backbone, sweep, final, export, report) on a
          copy of the project whose params.yaml is the default's search with this folder and
          this backbone; the report's recommended configuration's test accuracy (retrained on
          train + val, mean over seeds) at the resolution it chose;
@@ -83,8 +84,9 @@ def run_thaw(folder: Path, args) -> dict:
     ):
         seconds[name] = stage(folder, *cmd)
         print(f"thaw: {name} {seconds[name]:.0f} s", file=sys.stderr, flush=True)
-    for cmd in ("pipeline.stages.linear_baseline", "pipeline.stages.report"):
-        stage(folder, cmd)  # the report a user reads (untimed: not part of the rows)
+    seconds["linear_baseline"] = stage(folder, "pipeline.stages.linear_baseline")
+    seconds["export"] = stage(folder, "pipeline.stages.export")  # the recommendation's files
+    stage(folder, "pipeline.stages.report")  # the report a user reads
     from pipeline.report import results, selection
 
     trials = pd.read_csv(folder / "results/sweep" / NAME / "trials.csv")
@@ -101,7 +103,33 @@ def run_thaw(folder: Path, args) -> dict:
         "test": float(pick.test_accuracy_mean),  # the report's recommendation
         "size": int(pick.image_size),
         "config": pick.to_dict(),
+        "card": json.loads((folder / "models/recommended/card.json").read_text()),
     }
+
+
+def exported_lines(thaw: dict) -> str:
+    """models/recommended/: each file's test accuracy on itself against the report's."""
+    card, pick = thaw["card"], thaw["config"]
+    named = (card["configuration"]["backbone"], card["configuration"]["configuration"])
+    same = named == (pick["backbone"], pick["configuration"])
+    lines = [
+        f"models/recommended/ holds {named[0]} {named[1]}; the report's recommendation is "
+        f"{pick['backbone']} {pick['configuration']}: {'the same' if same else 'ANOTHER'}",
+        f"final stage's run of seed {card['exported_seed']}: test "
+        f"{card['final_stage']['test_accuracy']:.4f}; the export's retraining differs on "
+        f"{card['reproduced']['differing_test_images']} of {card['reproduced']['examples']} images",
+    ]
+    for name, f in card["files"].items():
+        if "error" in f:
+            lines.append(f"  {f['file']}: not written: {f['error']}")
+            continue
+        gap = f["test_accuracy"] - card["final_stage"]["test_accuracy"]
+        lines.append(
+            f"  {f['file']}: test {f['test_accuracy']:.4f} ({gap:+.4f}), scored as the final "
+            f"stage's run on {f['same_as_final']}/{f['examples']} images, "
+            f"{f['bytes'] / 1e6:.2f} MB"
+        )
+    return "\n".join(lines)
 
 
 def splits(folder: Path, size: int) -> dict:
@@ -237,6 +265,9 @@ def main() -> None:
     parser.add_argument("--val-per-class", type=int, default=20)
     parser.add_argument("--naive-trials", type=int, default=10)
     parser.add_argument("--keep", help="run Thaw's project here (kept) instead of a temp folder")
+    parser.add_argument(
+        "--thaw-only", action="store_true", help="Thaw's stages and its export only: no naive row"
+    )
     args = parser.parse_args()
     for path in (args.data, args.weights):
         if not Path(path).exists():
@@ -247,6 +278,10 @@ def main() -> None:
     folder.mkdir(parents=True, exist_ok=True)
     params = thaw_project(folder, args)
     thaw = run_thaw(folder, args)
+    print("\n" + exported_lines(thaw))
+    if args.thaw_only:
+        print((folder / "reports" / "report.md").read_text().split("## How these")[0])
+        return
     data = splits(folder, thaw["size"])
     search = params["search"]
     naive = run_naive(data, thaw["size"], args, search["epochs"], search["batch_size"])

@@ -40,7 +40,7 @@ def saved(archs: pd.DataFrame, manifest: dict, folder: Path) -> list[tuple[dict,
                                                    compile=False)  # fmt: skip
         backbone = backbones.at_size(loaded[name], arch["image_size"])
         meta = _meta(name)
-        head = _random_head(backbone.output_shape[-1], arch["head_units"], num_classes, rng)
+        head = random_head(backbone.output_shape[-1], arch["head_units"], num_classes, rng)
         where = folder / str(i)
         where.mkdir()
         export.build(backbone, head, meta, manifest).save(where / formats.FILES[formats.KERAS])
@@ -72,7 +72,7 @@ def _columns(by_batch: dict[int, dict]) -> dict:
     return out
 
 
-def _random_head(width: int, units: int, num_classes: int, rng) -> list[export.Dense]:
+def random_head(width: int, units: int, num_classes: int, rng) -> list[export.Dense]:
     shapes = [(width, units), (units, num_classes)] if units else [(width, num_classes)]
     acts = ["relu", "softmax"][-len(shapes) :]
     return [export.Dense(rng.normal(0, 0.01, s).astype(np.float32), np.zeros(s[1], np.float32), a)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from pipeline import provenance
 from pipeline.config import Params
@@ -21,7 +22,8 @@ def export(params: Params, manifest: dict, out: Path, costs: Path) -> dict:
     pick = chosen.pick(params)
     _say(f"the recommendation: {pick.row.backbone} {pick.row.configuration}, seed {pick.seed}")
     rebuilt = chosen.rebuild(pick, params, manifest)
-    size = int(pick.row.image_size)
+    # the network's input side: a baseline on pixels reads the images as stored
+    size = manifest["image_size"] if pd.isna(pick.row.image_size) else int(pick.row.image_size)
     splits = datasets.load_target_splits(manifest, ("train", "test"), size)
     stored = np.asarray(datasets.load_target_splits(manifest, ("test",))["test"].images)
     formats.clean(out)

@@ -74,7 +74,7 @@ def card(pick, meta: dict, reproduced: dict, files: dict, machine: dict, manifes
         "reproduced": reproduced,
         "files": files,
         "measured_on": machine,
-        "input": input_contract(manifest, meta["preprocess"], int(row.image_size)),
+        "input": input_contract(manifest, meta["preprocess"], _plain(row.image_size, True)),
         "data": {
             "dataset": manifest["dataset"],
             "data_sha256": manifest.get("data_sha256"),
@@ -132,24 +132,34 @@ def machine_text(m: dict) -> str:
     )
 
 
+def configuration_text(conf: dict, stored: int) -> str:
+    """The configuration in words: a transferred one's freezing and head, or a baseline."""
+    lr, size = conf.get("learning_rate"), conf.get("image_size") or stored
+    rate = f"; learning rate {lr:.2e}" if lr is not None else ""
+    if conf.get("kind") != "transfer":  # a baseline: transfer did not pay on validation
+        return f"{conf['plan']} (a baseline){rate}; {conf['epochs']} epoch(s); input {size} px"
+    units = conf["head_units"]
+    return (
+        f"strategy `{conf['strategy']}`: {conf['plan']} ({conf['frozen_fraction']:.0%} of the "
+        f"backbone's parameters frozen); head {'linear' if not units else f'{units} hidden units'}"
+        f"{rate}; {conf['epochs']} epoch(s); input {size} px; augmentation "
+        f"{conf.get('augmentation') or 'none'}"
+    )
+
+
 def card_markdown(c: dict) -> str:
     conf, final, rep = c["configuration"], c["final_stage"], c["reproduced"]
     same = ("the same images right and wrong as the final stage's run"
             if rep["differing_test_images"] == 0
             else f"**{rep['differing_test_images']} of {rep['examples']} test images scored "
             "otherwise than in the final stage's run**")  # fmt: skip
-    lr = conf.get("learning_rate")
     lines = [
-        f"# The recommendation: `{c['name']}` {conf.get('configuration', '')}",
+        f"# The recommendation: `{c['name'] or 'pixels'}` {conf.get('configuration', '')}",
         "",
         f"- **Classes** (output order): {', '.join(c['classes'])}",
-        f"- **Configuration**: strategy `{conf['strategy']}`: {conf['plan']} "
-        f"({conf['frozen_fraction']:.0%} of the backbone's parameters frozen); head "
-        f"{'linear' if not conf['head_units'] else str(conf['head_units']) + ' hidden units'}"
-        + (f"; learning rate {lr:.2e}" if lr is not None else "")
-        + f"; {conf['epochs']} epoch(s); input {conf['image_size']} px; augmentation "
-        f"{conf.get('augmentation') or 'none'}; chosen by `report.selection: "
-        f"{c['chosen']['rule']}` among {c['chosen']['candidates']} candidates",
+        f"- **Configuration**: {configuration_text(conf, c['data']['image_size'])}; chosen by "
+        f"`report.selection: {c['chosen']['rule']}` among {c['chosen']['candidates']} "
+        "candidates",
         f"- **Parameters**: {conf['trainable_params']:,} trainable of {conf['total_params']:,}",
         f"- **Retrained** on train + val with seed {c['exported_seed']}, as the final stage "
         f"tested it: test accuracy {final['test_accuracy']:.4f} there, and this retraining "
@@ -170,7 +180,7 @@ def card_markdown(c: dict) -> str:
         f"- **Data**: `{c['data']['dataset']}`, sha256 {str(c['data']['data_sha256'])[:16]}…, "
         f"images per split {c['data']['images_per_split']}",
         f"- **Backbone**: `{c['backbone']['name']}` ({c['backbone']['arch']}, weights "
-        f"{c['backbone']['weights']}), sha256 {c['backbone']['sha256'][:16]}…",
+        f"{c['backbone']['weights']}), sha256 {(c['backbone']['sha256'] or '-')[:16]}…",
         f"- **Versions**: {', '.join(f'{k} {v}' for k, v in c['versions'].items())}",
         "",
         "## Use it",

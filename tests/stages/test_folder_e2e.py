@@ -82,12 +82,26 @@ print(json.dumps({"accuracy": float(np.mean(found == labels))}))
 
 
 def test_the_exported_model_reproduces_its_card_in_a_fresh_process(project, tmp_path):
+    """models/recommended/ holds the report's recommendation, retrained as the final stage
+    tested it: the same images right and wrong in every float file, measured on the file
+    (here and again in a process that imports nothing of Thaw's)."""
     from pipeline.data import datasets
 
-    best = project / "models" / "best" / "small_cnn"
+    best = project / "models" / "recommended"
     card = json.loads((best / "card.json").read_text())
     assert card["classes"] == ["dog", "eel", "fox"]
     assert (best / "saved_model" / "saved_model.pb").is_file() and (best / "card.md").is_file()
+    report = (project / "reports" / "report.md").read_text()
+    assert "### The files: models/recommended/" in report  # the report names this export
+    assert card["reproduced"] == {"differing_test_images": 0, "examples": 41}
+    files = card["files"]
+    assert set(files) == {"keras", "saved_model", "tflite", "tflite_int8"}
+    final = card["final_stage"]["test_accuracy"]
+    for name in ("keras", "saved_model", "tflite"):
+        assert files[name]["test_accuracy"] == final and files[name]["same_as_final"] == 41
+    assert "test_accuracy" in files["tflite_int8"] or files["tflite_int8"]["error"]
+    for name in ("keras", "tflite"):
+        assert files[name]["latency_b1"]["median_ms"] > 0 and files[name]["bytes"] > 0
     manifest = json.loads((project / "data" / "manifest.json").read_text())
     manifest["data_dir"] = str(project / manifest["data_dir"])
     test = datasets.load_splits(manifest, ("test",))["test"]
@@ -99,8 +113,8 @@ def test_the_exported_model_reproduces_its_card_in_a_fresh_process(project, tmp_
          str(tmp_path / "x.npy"), str(tmp_path / "y.npy"), str(best / "saved_model")],
         tmp_path, stdout_only=True,
     )  # fmt: skip
-    assert json.loads(out.strip().splitlines()[-1])["accuracy"] == card["test"]["accuracy"]
-    assert card["test"]["examples"] == len(test.labels) == 41
+    assert json.loads(out.strip().splitlines()[-1])["accuracy"] == final
+    assert len(test.labels) == 41
 
     # `thaw predict` on the same images as files agrees with the card
     folder = tmp_path / "to_classify"
@@ -109,15 +123,15 @@ def test_the_exported_model_reproduces_its_card_in_a_fresh_process(project, tmp_
         Image.fromarray(image).save(folder / f"{i:03d}_{card['classes'][label]}.png")
     (folder / "readme.txt").write_text("not an image")
     thaw = str(Path(sys.executable).parent / "thaw")
-    proc = subprocess.run([thaw, "predict", "small_cnn", str(folder), "--csv"], cwd=project,
+    proc = subprocess.run([thaw, "predict", str(folder), "--csv"], cwd=project,
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "readme.txt" in proc.stderr
     rows = list(csv.DictReader(io.StringIO(proc.stdout)))
     assert len(rows) == 41 and set(rows[0]) >= {"path", "predicted", "dog", "eel", "fox"}
     right = [Path(r["path"]).stem.split("_", 1)[1] == r["predicted"] for r in rows]
-    assert np.mean(right) == card["test"]["accuracy"]
-    text = sh([thaw, "predict", "small_cnn", str(folder / "000_dog.png")], project, True)
+    assert np.mean(right) == final
+    text = sh([thaw, "predict", str(folder / "000_dog.png")], project, True)
     assert text.startswith(f"{folder / '000_dog.png'}: ") and text.count(",") == 2  # top 3
 
 

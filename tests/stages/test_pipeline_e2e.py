@@ -89,9 +89,11 @@ def project(tmp_path_factory, first_results) -> Path:
     return folder
 
 
-# the only columns allowed to differ between runs: timings, the fronts drawn on them, and
-# which process ran a trial (host:pid)
-TIMINGS = ["device_seconds", "device", "front_time_overall", "front_time_backbone", "worker"]
+# the only columns allowed to differ between runs: timings (training seconds, latencies),
+# the fronts drawn on them, and which process ran a trial (host:pid)
+LATENCY = [f"latency_b{b}{end}" for b in (1, 32) for end in ("_ms", "_min_ms", "_max_ms")]
+TIMINGS = ["device_seconds", "device", "front_time_overall", "front_time_backbone", "worker",
+           *LATENCY, "front_latency_overall", "front_latency_backbone"]  # fmt: skip
 
 
 def test_same_seed_same_answer_in_a_second_fresh_copy(project, first_results, tmp_path):
@@ -145,7 +147,10 @@ def test_repro_writes_the_report(project):
     for png in reports.glob("*.png"):
         assert f"]({png.name})" in report, png.name
         assert png.read_bytes().startswith(b"\x89PNG") and png.stat().st_size > 10_000
-    assert len(list(reports.glob("*.png"))) == 4
+    assert len(list(reports.glob("*.png"))) == 5
+    # the export stage ran before the report: its files, tested, are in the recommendation
+    assert "### The files: models/recommended/" in report and "TFLite int8" in report
+    assert headline.latency_b1_ms.notna().any() and headline.front_latency_overall.any()
 
 
 def test_second_repro_is_up_to_date(project):

@@ -224,9 +224,12 @@ def tiny(raw: dict, weights: Path, folder: Path) -> dict:
 
 
 def run_recipe(raw: dict, folder: Path, monkeypatch) -> tuple[pd.DataFrame, object, object]:
-    """Every stage of dvc.yaml, in order, in this process, in `folder` (the working
-    directory): each stage's main(), as `dvc repro` runs it. The sweep's trials, and the
-    winner as exported (models/best/) with its backbone."""
+    """Every stage of dvc.yaml up to the report, in order, in this process, in `folder`
+    (the working directory): each stage's main(), as `dvc repro` runs it (all but
+    `export`, whose TFLite conversions of a 25 M-parameter model would double the test,
+    and which tests/stages/test_folder_e2e.py runs). The sweep's trials, and the
+    rank-1 trial retrained as the final stage ran it, built as the export builds a model,
+    with its backbone."""
     import keras
 
     from pipeline.stages import (
@@ -250,9 +253,32 @@ def run_recipe(raw: dict, folder: Path, monkeypatch) -> tuple[pd.DataFrame, obje
         monkeypatch.setattr(sys, "argv", [stage.__name__, *args])
         stage.main()
     assert (folder / "reports" / "report.md").read_text().startswith("# Thaw report")
-    exported = keras.models.load_model(folder / paths.BEST_DIR / name / "model.keras")
+    trials = pd.read_csv(paths.SWEEP_DIR / name / "trials.csv", dtype={"val_correct": str})
+    exported = rank_one_model(name, trials)
     features = next(layer for layer in exported.layers if isinstance(layer, keras.Model))
-    return pd.read_csv(paths.SWEEP_DIR / name / "trials.csv"), exported, features
+    return trials, exported, features
+
+
+def rank_one_model(name: str, trials: pd.DataFrame):
+    """The rank-1 trial retrained with the final stage's first seed (retrain.retrain), as
+    export.build serves it."""
+    from pipeline.data import datasets
+    from pipeline.evaluate import baselines, retrain
+    from pipeline.models.configuration import recorded_size
+    from pipeline.train.context import Contexts
+    from pipeline.winner import export
+
+    params, manifest = load_params(), datasets.read_manifest(paths.MANIFEST)
+    row = retrain.trial_row(trials, params.report.top_k, None)
+    ctx = Contexts(name, params, manifest, retrain.SPLITS).at(recorded_size(row))
+    seed = baselines.retrain_seeds(params.seed, 1)[0]
+    held = {}
+
+    def keep(head) -> None:
+        held["model"] = export.build(ctx.backbone, export.head_layers(head), ctx.meta, manifest)
+
+    retrain.retrain(ctx, row, seed, keep)
+    return held["model"]
 
 
 def head_size(units: int, features: int) -> int:
