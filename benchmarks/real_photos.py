@@ -280,6 +280,7 @@ def main() -> None:
     thaw = run_thaw(folder, args)
     print("\n" + exported_lines(thaw))
     if args.thaw_only:
+        print(f"Thaw's stages (s): {json.dumps({k: round(v) for k, v in thaw['seconds'].items()})}")
         print((folder / "reports" / "report.md").read_text().split("## How these")[0])
         return
     data = splits(folder, thaw["size"])

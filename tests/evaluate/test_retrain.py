@@ -1,7 +1,7 @@
 """The final stage: top configurations retrained on train+val, tested once; baselines; curve.
 
-Tests marked slow run the whole stage (`retrain.run_final`), each starting its export
-process; most of them retrain from one shared sweep (`after_sweep`).
+Tests marked slow run the whole stage (`retrain.run_final`);
+most of them retrain from one shared sweep (`after_sweep`).
 """
 
 from __future__ import annotations
