@@ -24,32 +24,44 @@ def export(params: Params, manifest: dict, out: Path, costs: Path) -> dict:
     rebuilt = chosen.rebuild(pick, params, manifest)
     # the network's input side: a baseline on pixels reads the images as stored
     size = manifest["image_size"] if pd.isna(pick.row.image_size) else int(pick.row.image_size)
+    files = written_and_tested(pick, rebuilt, manifest, size, out)
+    machine = {"device": devices.current().name, "kind": devices.current().kind,
+               "cores": devices.cores(), "threads": devices.cores()}  # fmt: skip
+    frame = timed(pick, files, manifest, size, out)
+    costs.parent.mkdir(parents=True, exist_ok=True)
+    frame.assign(device=machine["device"], threads=machine["threads"]).to_csv(costs, index=False)
+    differing = chosen.differing(rebuilt.test_correct, pick.run.test_correct)
+    reproduced = {"differing_test_images": differing, "examples": len(pick.run.test_correct)}
+    made = card.card(pick, rebuilt.meta, reproduced, files, machine, manifest,
+                     provenance.package_versions())  # fmt: skip
+    card.write_card(out, made)
+    return made
+
+
+def written_and_tested(pick, rebuilt, manifest: dict, size: int, out: Path) -> dict:
+    """Every format under `out` (an empty folder first), each tested on the test split."""
     splits = datasets.load_target_splits(manifest, ("train", "test"), size)
     stored = np.asarray(datasets.load_target_splits(manifest, ("test",))["test"].images)
     formats.clean(out)
     _say(f"writing {', '.join(formats.FILES.values())} to {out}/")
     failed = formats.write(rebuilt.full, rebuilt.core, out, np.asarray(splits["train"].images))
     images = {formats.STORED: stored, formats.SIZED: np.asarray(splits["test"].images)}
-    files = tested.test_files(out, failed, images, splits["test"].labels, pick.run.test_correct)
+    return tested.test_files(out, failed, images, splits["test"].labels, pick.run.test_correct)
+
+
+def timed(pick, files: dict, manifest: dict, size: int, out: Path) -> pd.DataFrame:
+    """Each written file's latency into `files` (saved_model/ is model.keras's graph), and
+    every candidate's architecture's size and latency, all in one fresh process."""
     sides = {formats.STORED: manifest["image_size"], formats.SIZED: size}
-    timed = [n for n, f in files.items() if "error" not in f and n != formats.SAVED_MODEL]
-    jobs = [latency.Job(n, n, str(out), sides[formats.TAKES[n]]) for n in timed]
+    names = [n for n, f in files.items() if "error" not in f and n != formats.SAVED_MODEL]
+    jobs = [latency.Job(n, n, str(out), sides[formats.TAKES[n]]) for n in names]
     _say(f"timing {len(jobs)} files and every candidate's architecture, batch 1 and 32")
     frame, rows = candidates.measured(pick.table, manifest, jobs)
     for row in rows:
-        files[row["format"]][f"latency_b{row['batch']}"] = {k: row[k] for k in (
-            "median_ms", "min_ms", "max_ms", "repeats")}  # fmt: skip
-    machine = {"device": devices.current().name, "kind": devices.current().kind,
-               "cores": devices.cores(), "threads": devices.cores()}  # fmt: skip
-    costs.parent.mkdir(parents=True, exist_ok=True)
-    frame.assign(device=machine["device"], threads=machine["threads"]).to_csv(costs, index=False)
-    reproduced = {"differing_test_images": chosen.differing(rebuilt.test_correct,
-                                                            pick.run.test_correct),
-                  "examples": len(pick.run.test_correct)}  # fmt: skip
-    made = card.card(pick, rebuilt.meta, reproduced, files, machine, manifest,
-                     provenance.package_versions())  # fmt: skip
-    card.write_card(out, made)
-    return made
+        files[row["format"]][f"latency_b{row['batch']}"] = {
+            k: row[k] for k in ("median_ms", "min_ms", "max_ms", "repeats")
+        }
+    return frame
 
 
 def _say(text: str) -> None:
